@@ -1,0 +1,76 @@
+"""One exception tree for the whole package.
+
+MonitorError
+├── ConfigError          bad settings or feeds.yaml; carries the feed name and field
+├── StorageError         database unreachable or schema not current
+│   └── SchemaOutOfDate
+├── FetchError           an HTTP fetch failed; carries the URL and a failure kind
+│   └── AddressRefused   the URL resolves to an address the guard refuses
+├── FeedError            bytes fetched but not a usable feed; carries the feed URL
+├── ExtractionError      a page gave no article text; carries the URL
+├── ImportLineError      one JSONL line of an import is unusable; carries the line number
+└── IndexMismatch        stored MinHash signatures were built with other parameters
+
+Foreign exceptions (httpx, SQLAlchemy, YAML, pydantic) are wrapped at the boundary with
+``raise ... from e`` so callers only ever need to catch MonitorError.
+"""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(MonitorError):
+    def __init__(self, message: str, *, feed: str | None = None, field: str | None = None) -> None:
+        where = ", ".join(p for p in (f"feed {feed!r}" if feed else "", f"field {field!r}" if field else "") if p)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.feed = feed
+        self.field = field
+
+
+class StorageError(MonitorError):
+    pass
+
+
+class SchemaOutOfDate(StorageError):
+    pass
+
+
+class FetchError(MonitorError):
+    """kind is one of: network, timeout, tls, http, too_large, content_type, refused, redirects."""
+
+    def __init__(self, url: str, kind: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{url}: {kind}: {message}")
+        self.url = url
+        self.kind = kind
+        self.status = status
+
+
+class AddressRefused(FetchError):
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(url, "refused", message)
+
+
+class FeedError(MonitorError):
+    def __init__(self, url: str, kind: str, message: str) -> None:
+        super().__init__(f"{url}: {kind}: {message}")
+        self.url = url
+        self.kind = kind
+
+
+class ExtractionError(MonitorError):
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
+
+
+class ImportLineError(MonitorError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+class IndexMismatch(MonitorError):
+    pass

@@ -1,0 +1,269 @@
+"""HTTP fetching of feeds and article pages: polite, bounded, and refusing private addresses.
+
+Every request goes through ``Fetcher.get``: one budget per host (minimum spacing and a
+concurrency cap) shared by feed and article requests, a global cap, redirects followed by
+hand so each hop is checked by the address guard *before* any connection is opened, and a
+body-size limit enforced while streaming (decoded bytes, so a gzip bomb stops early too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import hashlib
+import ipaddress
+import re
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import feedparser
+import httpx
+
+from monitor.config import Network, Settings
+from monitor.errors import AddressRefused, FeedError, FetchError
+from monitor.urls import canonical_url
+
+FEED_TYPES = ("xml", "rss", "atom", "rdf", "text/html", "text/plain", "application/octet-stream")
+PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+class AddressGuard:
+    """Refuses loopback, private, link-local, multicast and reserved addresses unless allowed.
+
+    ``allowed`` None allows everything; otherwise a list of networks exempt from the rule.
+    """
+
+    def __init__(self, allowed: list[Network] | None) -> None:
+        self.allowed = allowed
+
+    def permits(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if self.allowed is None or ip.is_global:
+            return True
+        return any(ip.version == net.version and ip in net for net in self.allowed)
+
+    async def check(self, url: str) -> None:
+        """Resolve the URL's host and raise AddressRefused if any of its addresses is not permitted."""
+        parts = urlsplit(url)
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
+            raise FetchError(url, "network", "only http(s) URLs with a host can be fetched")
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+            except socket.gaierror as e:
+                raise FetchError(url, "network", f"cannot resolve {host}: {e.strerror}") from e
+            addresses = sorted({str(info[4][0]) for info in infos})
+        refused = [a for a in addresses if not self.permits(a)]
+        if refused:
+            raise AddressRefused(url, f"{host} resolves to non-public address {refused[0]} "
+                                      "(set MONITOR_ALLOW_PRIVATE_ADDRESSES to allow it)")
+
+
+class HostBudget:
+    """Politeness: at most ``concurrency`` requests per host at once, spaced by ``min_interval``."""
+
+    def __init__(self, min_interval: float, concurrency: int, global_concurrency: int) -> None:
+        self.min_interval = min_interval
+        self._global = asyncio.Semaphore(global_concurrency)
+        self._per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(concurrency))
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._next_start: dict[str, float] = {}
+
+    async def acquire(self, host: str) -> None:
+        await self._per_host[host].acquire()
+        async with self._locks[host]:
+            now = time.monotonic()
+            wait = self._next_start.get(host, now) - now
+            self._next_start[host] = max(now, self._next_start.get(host, now)) + self.min_interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self._global.acquire()
+
+    def release(self, host: str) -> None:
+        self._global.release()
+        self._per_host[host].release()
+
+
+@dataclass
+class Response:
+    url: str  # final URL after redirects
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    def text(self) -> str:
+        """Decoded body with French accents intact even when the declared charset is missing or wrong.
+
+        Strict UTF-8 first (it almost never decodes other encodings by accident), then the declared
+        and <meta> charsets, then windows-1252; latin-1 labels mean windows-1252, as in browsers.
+        """
+        declared = httpx.Response(200, headers=self.headers).charset_encoding
+        meta = re.search(rb"""<meta[^>]+charset=["']?([\w-]+)""", self.body[:4096], re.I)
+        candidates = ["utf-8", declared, meta.group(1).decode("ascii", "ignore") if meta else None]
+        for encoding in candidates:
+            if not encoding:
+                continue
+            if encoding.lower().replace("_", "-") in ("iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii"):
+                encoding = "windows-1252"
+            try:
+                return self.body.decode(encoding)
+            except (LookupError, UnicodeDecodeError):
+                continue
+        return self.body.decode("windows-1252", errors="replace")
+
+
+class Fetcher:
+    """One shared httpx client for the whole process; use as an async context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.guard = AddressGuard(settings.allowed_networks())
+        self.budget = HostBudget(settings.host_min_interval, settings.host_concurrency, settings.global_concurrency)
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            headers={"User-Agent": settings.user_agent, "Accept-Language": "fr,en;q=0.5"},
+            limits=httpx.Limits(max_connections=settings.global_concurrency * 2),
+        )
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    async def get(self, url: str, *, accept: Iterable[str], headers: dict[str, str] | None = None) -> Response:
+        """GET with redirects checked hop by hop; raise FetchError for anything but 2xx/304."""
+        current = url
+        for _hop in range(self.settings.max_redirects + 1):
+            await self.guard.check(current)
+            host = urlsplit(current).hostname or ""
+            await self.budget.acquire(host)
+            try:
+                response = await self._get_once(current, headers or {})
+            finally:
+                self.budget.release(host)
+            if response.status in _REDIRECTS:
+                location = response.headers.get("location")
+                if not location:
+                    raise FetchError(current, "http", f"redirect {response.status} without Location", status=response.status)
+                current = urljoin(current, location)
+                continue
+            if response.status == 304:
+                return response
+            if not 200 <= response.status < 300:
+                raise FetchError(current, "http", f"HTTP {response.status}", status=response.status)
+            allowed = tuple(accept)
+            if response.content_type and not any(kind in response.content_type for kind in allowed):
+                raise FetchError(current, "content_type", f"unexpected content type {response.content_type!r}")
+            return response
+        raise FetchError(url, "redirects", f"more than {self.settings.max_redirects} redirects")
+
+    async def _get_once(self, url: str, headers: dict[str, str]) -> Response:
+        limit = self.settings.max_body_bytes
+        try:
+            async with self._client.stream("GET", url, headers=headers) as stream:
+                declared = stream.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > limit and stream.status_code < 300:
+                    raise FetchError(url, "too_large", f"Content-Length {declared} exceeds {limit} bytes")
+                chunks: list[bytes] = []
+                size = 0
+                if 200 <= stream.status_code < 300:
+                    async for chunk in stream.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise FetchError(url, "too_large", f"body exceeds {limit} bytes")
+                        chunks.append(chunk)
+                return Response(str(stream.url), stream.status_code, stream.headers, b"".join(chunks))
+        except httpx.TimeoutException as e:
+            raise FetchError(url, "timeout", f"{type(e).__name__}") from e
+        except httpx.ConnectError as e:
+            kind = "tls" if "SSL" in str(e) or "certificate" in str(e).lower() else "network"
+            raise FetchError(url, kind, str(e) or type(e).__name__) from e
+        except httpx.DecodingError as e:
+            raise FetchError(url, "network", f"undecodable body: {e}") from e
+        except httpx.HTTPError as e:
+            raise FetchError(url, "network", str(e) or type(e).__name__) from e
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    guid: str
+    url: str | None
+    title: str | None
+    published_at: datetime | None
+
+
+@dataclass
+class ParsedFeed:
+    entries: list[FeedEntry] = field(default_factory=list)
+    title: str | None = None
+    ttl_minutes: int | None = None
+    warning: str | None = None  # a bozo feed that still had items
+
+
+_CHALLENGE = re.compile(rb"cf-challenge|challenge-platform|just a moment\.\.\.|captcha|attention required", re.I)
+
+
+def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -> ParsedFeed:
+    """Entries of an RSS/Atom body; FeedError when the body is not a feed at all."""
+    parsed: Any = feedparser.parse(response.body, response_headers={"content-type": response.headers.get("content-type", "")})
+    head = response.body[:2048].lstrip().lower()
+    if not parsed.entries:
+        if _CHALLENGE.search(response.body[:20000]):
+            raise FeedError(url, "challenge", "a bot-challenge page was served instead of the feed")
+        if head.startswith((b"<!doctype html", b"<html")) or "html" in response.content_type:
+            raise FeedError(url, "not_a_feed", "an HTML page was served instead of a feed")
+        if parsed.bozo and not parsed.version:
+            raise FeedError(url, "parse", f"not a parseable feed: {parsed.bozo_exception}")
+    entries: list[FeedEntry] = []
+    seen: set[str] = set()
+    for raw in parsed.entries[:max_items]:
+        link = raw.get("link")
+        absolute = canonical_url(urljoin(response.url, link)) if link else None
+        guid = raw.get("id") or absolute or _digest(raw.get("title", ""), raw.get("summary", ""))
+        if guid in seen:
+            continue
+        seen.add(guid)
+        entries.append(FeedEntry(guid=str(guid)[:2048], url=absolute, title=raw.get("title"),
+                                 published_at=_entry_time(raw, now)))
+    ttl = parsed.feed.get("ttl")
+    warning = f"malformed feed, items used anyway: {parsed.bozo_exception}" if parsed.bozo else None
+    return ParsedFeed(entries=entries, title=parsed.feed.get("title"),
+                      ttl_minutes=int(ttl) if isinstance(ttl, str) and ttl.isdigit() else None, warning=warning)
+
+
+def _entry_time(raw: Any, now: datetime) -> datetime | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        value = raw.get(key)
+        if value:
+            try:
+                moment = datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+            except (OverflowError, ValueError, TypeError):
+                continue
+            # A date far in the future is a publisher's mistake, not a scheduling hint.
+            return min(moment, now + timedelta(hours=1))
+    return None
+
+
+def _digest(*parts: str) -> str:
+    return "sha1:" + hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()

@@ -1,0 +1,119 @@
+"""The one path every article takes, fetched or imported: extract → near-copy → story → store.
+
+``prepare`` is pure CPU (extraction, signatures, term counts) and touches no database, so it
+can run off the event loop; ``store`` is one transaction that places and records the article.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from monitor import dedup, stories
+from monitor.extraction import extract
+from monitor.storage import NewArticle, PlacementRecord, Storage
+from monitor.urls import canonical_url, host_of
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An article as it arrives: from a feed item plus its page, or from an import line."""
+
+    url: str
+    fetched_at: datetime
+    title: str | None = None
+    text: str | None = None
+    html: str | None = None
+    published_at: datetime | None = None
+    source: str | None = None
+    feed_id: int | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    article: NewArticle
+    signature: dedup.Signature
+    counts: Counter[str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    article_id: int
+    story_id: int
+    method: str  # exact_url | near_copy | story_match | new_story
+    created: bool
+    score: float | None = None
+
+
+class Ingestor:
+    def __init__(self, storage: Storage, params: stories.StoryParams | None = None) -> None:
+        self.storage = storage
+        self.params = params or stories.StoryParams()
+        self._fingerprint_checked = False
+        self._lock = threading.Lock()  # one placement at a time in this process
+
+    def prepare(self, incoming: Incoming) -> Prepared:
+        """Extract (when given HTML) and compute everything placement needs; raises ExtractionError."""
+        url = canonical_url(incoming.url)
+        title, text, published = incoming.title, incoming.text, incoming.published_at
+        author = site = None
+        language = incoming.language
+        if incoming.html is not None:
+            page = extract(incoming.html, url)
+            url = page.canonical_url or url
+            text = page.text
+            title = title or page.title
+            published = published or page.published_at
+            author, site, language = page.author, page.site_name, page.language or language
+        text = (text or "").strip()
+        title = (title or "").strip() or text.split("\n", 1)[0][:200]
+        article = NewArticle(
+            url=url, title=title, text=text, source=incoming.source or site or host_of(url), author=author,
+            published_at=published or incoming.fetched_at, fetched_at=incoming.fetched_at,
+            language=language, feed_id=incoming.feed_id, raw_html=incoming.html,
+            terms={}, minhash=b"", shingle_count=0,
+        )
+        signature = dedup.signature(text)
+        return Prepared(article, signature, stories.term_counts(title, text, self.params))
+
+    def store(self, prepared: Prepared) -> Outcome:
+        """Place the article (near-copy, story match or new story) and record it, in one transaction."""
+        with self._lock, self.storage.repository() as repo:
+            existing = repo.article_id_by_url(prepared.article.url)
+            if existing is not None:
+                return Outcome(existing, repo.story_of(existing), "exact_url", created=False)
+            if not self._fingerprint_checked:
+                dedup.check_fingerprint(repo.get_meta("minhash_fingerprint"))
+                repo.set_meta("minhash_fingerprint", dedup.FINGERPRINT)
+                self._fingerprint_checked = True
+            sig, article = prepared.signature, prepared.article
+            candidates = [dedup.Stored(c.article_id, c.minhash, c.shingle_count)
+                          for c in repo.near_copy_candidates(sig.band_keys)]
+            near = dedup.best_near_copy(sig, candidates)
+            df = repo.document_frequencies(prepared.counts)
+            vector = stories.vectorize(prepared.counts, df, repo.document_count(), self.params)
+            if near is not None:
+                placement = PlacementRecord("near_copy", max(near.similarity, near.containment),
+                                            repo.story_of(near.article_id), near.article_id, near.similarity)
+            else:
+                start, end = stories.window(article.published_at, self.params)
+                options = [stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at)
+                           for s in repo.stories_active_between(start, end)]
+                match = stories.best_story(vector, article.published_at, options, self.params)
+                placement = (PlacementRecord("story_match", match.score, match.story_id) if match
+                             else PlacementRecord("new_story", None, None))
+            row = repo.add_article(
+                replace(article, terms=vector, minhash=sig.minhash, shingle_count=sig.shingle_count),
+                placement, sig.band_keys, story_title=article.title)
+            centroid = repo.story_centroid(row.story_id)
+            if placement.method != "near_copy":  # a reprint adds no new evidence about the story
+                centroid = stories.add_to_centroid(centroid, vector, self.params)
+            repo.refresh_story(row.story_id, centroid)
+            repo.add_document_terms(prepared.counts)
+            return Outcome(row.id, row.story_id, placement.method, created=True, score=placement.score)
+
+    def ingest(self, incoming: Incoming) -> Outcome:
+        return self.store(self.prepare(incoming))

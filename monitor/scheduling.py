@@ -1,0 +1,212 @@
+"""The daemon: poll due feeds, record their items, fetch and ingest the articles.
+
+Schedule state lives in the database (``feeds.next_fetch_at``, validators, failure counters;
+``feed_items`` for every item seen), so a restart continues where it was. APScheduler only
+ticks: each tick asks the database what is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.config import Settings, load_feeds
+from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError
+from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, body_hash, parse_feed
+from monitor.ingest import Incoming, Ingestor
+from monitor.storage import Feed, Storage
+
+log = logging.getLogger(__name__)
+
+MAX_ITEM_ATTEMPTS = 5
+ITEM_RETRY_BASE = timedelta(minutes=5)
+MAX_FEED_BACKOFF = timedelta(days=1)
+_PERMANENT_STATUSES = {404, 410, 451}
+
+
+@dataclass
+class CycleReport:
+    feeds_ok: int = 0
+    feeds_failed: int = 0
+    items_new: int = 0
+    articles_added: int = 0
+    items_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Worker:
+    """One cycle = poll feeds, then ingest their pending items; every failure is recorded, none stops it."""
+
+    def __init__(self, settings: Settings, storage: Storage, fetcher: Fetcher, ingestor: Ingestor) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.fetcher = fetcher
+        self.ingestor = ingestor
+
+    async def cycle(self, *, only_due: bool) -> CycleReport:
+        report = CycleReport()
+        now = _now()
+        with self.storage.repository() as repo:
+            feeds = repo.feeds(due_before=now) if only_due else [f for f in repo.feeds() if f.enabled]
+        await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
+        with self.storage.repository() as repo:
+            items = [(i.id, i.url, i.feed_id, i.title, i.published_at) for i in repo.pending_items(_now())]
+        await asyncio.gather(*(self._ingest_item(*item, report=report) for item in items))
+        return report
+
+    async def _poll(self, feed: Feed, report: CycleReport) -> None:
+        headers = {}
+        if feed.etag:
+            headers["If-None-Match"] = feed.etag
+        if feed.last_modified:
+            headers["If-Modified-Since"] = feed.last_modified
+        try:
+            response = await self.fetcher.get(feed.url, accept=FEED_TYPES, headers=headers)
+            unchanged = response.status == 304 or body_hash(response.body) == feed.body_hash
+            parsed = None if unchanged else parse_feed(feed.url, response, max_items=self.settings.max_items_per_feed,
+                                                       now=_now())
+        except (FetchError, FeedError) as e:
+            report.feeds_failed += 1
+            report.errors.append(f"feed {feed.name!r}: {e}")
+            log.warning("feed %s (%s) failed: %s", feed.name, feed.url, e)
+            self._record_feed_failure(feed.id, e)
+            return
+        report.feeds_ok += 1
+        with self.storage.repository() as repo:
+            row = repo.feed(feed.id)
+            if parsed is not None:
+                # Items first, validators after: a crash in between re-reads the feed, losing nothing.
+                report.items_new += repo.record_items(feed.id, parsed.entries, _now())
+                row.etag = response.headers.get("etag")
+                row.last_modified = response.headers.get("last-modified")
+                row.body_hash = body_hash(response.body)
+                row.last_error = parsed.warning
+            row.consecutive_failures = 0
+            row.last_success_at = _now()
+            row.next_fetch_at = _now() + _jittered(timedelta(seconds=row.interval_s))
+
+    def _record_feed_failure(self, feed_id: int, error: FetchError | FeedError) -> None:
+        with self.storage.repository() as repo:
+            row = repo.feed(feed_id)
+            row.consecutive_failures += 1
+            row.last_error, row.last_error_kind, row.last_error_at = str(error), error.kind, _now()
+            if isinstance(error, FetchError) and error.status == 410:
+                row.enabled, row.disabled_reason = False, f"410 Gone at {_now():%Y-%m-%d %H:%M}Z"
+            backoff = min(timedelta(seconds=row.interval_s) * 2 ** min(row.consecutive_failures, 10), MAX_FEED_BACKOFF)
+            row.next_fetch_at = _now() + _jittered(backoff)
+
+    async def _ingest_item(self, item_id: int, url: str | None, feed_id: int, title: str | None,
+                           published_at: datetime | None, *, report: CycleReport) -> None:
+        if url is None:
+            self._finish_item(item_id, error="the feed item has no link", report=report)
+            return
+        with self.storage.repository() as repo:
+            known = repo.article_id_by_url(url)
+        if known is not None:  # same article under another feed or an earlier fetch
+            self._finish_item(item_id, article_id=known, report=report)
+            return
+        try:
+            response = await self.fetcher.get(url, accept=PAGE_TYPES)
+            incoming = Incoming(url=response.url, fetched_at=_now(), title=title, html=response.text(),
+                                published_at=published_at, feed_id=feed_id)
+            prepared = await asyncio.to_thread(self.ingestor.prepare, incoming)
+            outcome = await asyncio.to_thread(self.ingestor.store, prepared)
+        except FetchError as e:
+            permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large")
+            self._finish_item(item_id, error=str(e), retry=not permanent, report=report)
+        except ExtractionError as e:
+            self._finish_item(item_id, error=str(e), report=report)
+        else:
+            if outcome.created:
+                report.articles_added += 1
+            self._finish_item(item_id, article_id=outcome.article_id, report=report)
+
+    def _finish_item(self, item_id: int, *, article_id: int | None = None, error: str | None = None,
+                     retry: bool = False, report: CycleReport) -> None:
+        with self.storage.repository() as repo:
+            item = repo.item(item_id)
+            item.attempts += 1
+            item.last_error = error
+            if error is None:
+                item.state, item.article_id = "done", article_id
+                return
+            log.warning("item %s: %s", item.url, error)
+            if retry and item.attempts < MAX_ITEM_ATTEMPTS:
+                item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
+            else:
+                item.state = "failed"
+                report.items_failed += 1
+                report.errors.append(f"item {item.url}: {error}")
+
+
+def _jittered(delay: timedelta) -> timedelta:
+    """±10 % so feeds added together do not stay aligned."""
+    return delay * random.uniform(0.9, 1.1)
+
+
+def prepare(settings: Settings) -> tuple[Storage, Ingestor]:
+    """Validate feeds.yaml, bring the schema up to date (or refuse), and sync the feeds table."""
+    feeds = load_feeds(settings.feeds_file, settings.default_interval)
+    storage = Storage(settings.database_url)
+    storage.ensure_schema(upgrade=settings.auto_upgrade)
+    with storage.repository() as repo:
+        repo.sync_feeds(feeds)
+    return storage, Ingestor(storage)
+
+
+async def run_once(settings: Settings) -> CycleReport:
+    storage, ingestor = prepare(settings)
+    async with Fetcher(settings) as fetcher:
+        return await Worker(settings, storage, fetcher, ingestor).cycle(only_due=False)
+
+
+async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Tick every MONITOR_POLL_SECONDS until SIGTERM/SIGINT; the cycle in flight finishes first."""
+    storage, ingestor = prepare(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with Fetcher(settings) as fetcher:
+        worker = Worker(settings, storage, fetcher, ingestor)
+        running: set[asyncio.Task[CycleReport]] = set()
+
+        async def tick() -> None:
+            if running or stop.is_set():
+                return
+            task = asyncio.create_task(worker.cycle(only_due=True))
+            running.add(task)
+            try:
+                report = await task
+                log.info("cycle: %d feeds ok, %d failed, %d new items, %d articles added",
+                         report.feeds_ok, report.feeds_failed, report.items_new, report.articles_added)
+            except MonitorError as e:
+                log.error("cycle failed: %s", e)
+            finally:
+                running.discard(task)
+
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(tick, "interval", seconds=settings.poll_seconds, next_run_time=_now(),
+                          max_instances=1, coalesce=True, misfire_grace_time=None)
+        scheduler.start()
+        log.info("monitor running on %s with %s; SIGTERM or Ctrl-C to stop", storage.engine.url.render_as_string(),
+                 settings.feeds_file)
+        await stop.wait()
+        scheduler.shutdown(wait=False)
+        if running:
+            done, pending = await asyncio.wait(running, timeout=5)
+            for task in pending:  # unfinished items stay 'pending' in the database: released, not lost
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    storage.engine.dispose()
+    log.info("monitor stopped")

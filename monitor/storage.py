@@ -1,0 +1,473 @@
+"""The SQL schema (the documented contract users query) and the small interface the pipeline uses.
+
+Pipeline code never writes SQL: it opens a ``Repository`` (one transaction) and calls its
+methods. Same schema on SQLite and PostgreSQL; migrations live in monitor/migrations.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from monitor.errors import SchemaOutOfDate, StorageError
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on SQLite (which stores naive text) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: all datetimes must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Feed(Base):
+    __tablename__ = "feeds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    interval_s: Mapped[int] = mapped_column(Integer)
+    language: Mapped[str] = mapped_column(String(16), default="fr")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    robots: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    in_config: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    next_fetch_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    etag: Mapped[str | None] = mapped_column(String(512))
+    last_modified: Mapped[str | None] = mapped_column(String(128))
+    body_hash: Mapped[str | None] = mapped_column(String(64))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_kind: Mapped[str | None] = mapped_column(String(32))
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FeedItem(Base):
+    """Every item seen in a feed, recorded before its article is fetched, so none is lost."""
+
+    __tablename__ = "feed_items"
+    __table_args__ = (
+        UniqueConstraint("feed_id", "guid"),
+        Index("ix_feed_items_state_next", "state", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feeds.id", ondelete="CASCADE"))
+    guid: Mapped[str] = mapped_column(String(2048))
+    url: Mapped[str | None] = mapped_column(String(2048), index=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # pending → done (article stored or already known) | failed (gave up, reason in last_error)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
+
+
+class Story(Base):
+    __tablename__ = "stories"
+    __table_args__ = (Index("ix_stories_last_published_at", "last_published_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    first_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    article_count: Mapped[int] = mapped_column(Integer, default=0)
+    outlet_count: Mapped[int] = mapped_column(Integer, default=0)
+    centroid: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Article(Base):
+    __tablename__ = "articles"
+    __table_args__ = (Index("ix_articles_published_at", "published_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200), index=True)
+    author: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    language: Mapped[str | None] = mapped_column(String(16))
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), index=True)
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id"), index=True)
+    duplicate_similarity: Mapped[float | None] = mapped_column(Float)
+    # How the article was placed: near_copy | story_match | new_story; with score and match.
+    placement_method: Mapped[str] = mapped_column(String(16))
+    placement_score: Mapped[float | None] = mapped_column(Float)
+    matched_article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id"))
+    matched_story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"))
+    feed_id: Mapped[int | None] = mapped_column(ForeignKey("feeds.id", ondelete="SET NULL"))
+    terms: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    minhash: Mapped[bytes] = mapped_column(LargeBinary)
+    shingle_count: Mapped[int] = mapped_column(Integer)
+    raw_html: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib-compressed page
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ArticleBand(Base):
+    """MinHash LSH buckets: one row per (band hash, article); near-copy candidates share one."""
+
+    __tablename__ = "article_bands"
+    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True)
+
+
+class TermStat(Base):
+    """Document frequency of each stemmed term, updated as articles arrive (for TF-IDF)."""
+
+    __tablename__ = "term_stats"
+    term: Mapped[str] = mapped_column(String(64), primary_key=True)
+    df: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Meta(Base):
+    """Key/value facts about the corpus: document count, the MinHash parameters in use."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class NearCopyCandidate:
+    article_id: int
+    story_id: int
+    minhash: bytes
+    shingle_count: int
+
+
+@dataclass(frozen=True)
+class StoryCandidate:
+    story_id: int
+    centroid: dict[str, float]
+    article_count: int
+    first_published_at: datetime
+    last_published_at: datetime
+
+
+@dataclass(frozen=True)
+class NewArticle:
+    url: str
+    title: str
+    text: str
+    source: str
+    author: str | None
+    published_at: datetime
+    fetched_at: datetime
+    language: str | None
+    feed_id: int | None
+    raw_html: str | None
+    terms: dict[str, float]
+    minhash: bytes
+    shingle_count: int
+
+
+@dataclass(frozen=True)
+class PlacementRecord:
+    method: str
+    score: float | None
+    story_id: int | None  # None: found a new story
+    matched_article_id: int | None = None
+    duplicate_similarity: float | None = None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Repository:
+    """One unit of work (one transaction) over the schema; the only place pipeline data meets SQL."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # --- corpus statistics -------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.session.get(Meta, key)
+        return row.value if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.session.merge(Meta(key=key, value=value))
+
+    def document_count(self) -> int:
+        return int(self.get_meta("document_count") or 0)
+
+    def document_frequencies(self, terms: Iterable[str]) -> dict[str, int]:
+        wanted = sorted(set(terms))
+        found: dict[str, int] = {}
+        for chunk in _chunks(wanted, 500):
+            found.update(self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).tuples().all())
+        return found
+
+    def add_document_terms(self, terms: Iterable[str]) -> None:
+        """Count one more document containing each of these terms."""
+        unique = sorted(set(terms))
+        known = self.document_frequencies(unique)
+        for chunk in _chunks([t for t in unique if t in known], 500):
+            self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df + 1))
+        self.session.add_all(TermStat(term=t, df=1) for t in unique if t not in known)
+        self.set_meta("document_count", str(self.document_count() + 1))
+
+    # --- articles ----------------------------------------------------------
+    def article_id_by_url(self, url: str) -> int | None:
+        return self.session.scalar(select(Article.id).where(Article.url == url))
+
+    def near_copy_candidates(self, band_keys: Sequence[int]) -> list[NearCopyCandidate]:
+        ids = select(ArticleBand.article_id).where(ArticleBand.band_key.in_(list(band_keys))).distinct()
+        rows = self.session.execute(
+            select(Article.id, Article.story_id, Article.minhash, Article.shingle_count)
+            .where(Article.id.in_(ids)).order_by(Article.id)
+        ).tuples()
+        return [NearCopyCandidate(*row) for row in rows]
+
+    def add_article(self, new: NewArticle, placement: PlacementRecord, band_keys: Sequence[int],
+                    story_title: str) -> Article:
+        story = self.session.get(Story, placement.story_id) if placement.story_id else None
+        if story is None:
+            story = Story(title=story_title, first_published_at=new.published_at,
+                          last_published_at=new.published_at, article_count=0, outlet_count=0, centroid={})
+            self.session.add(story)
+            self.session.flush()
+        article = Article(
+            url=new.url, title=new.title, text=new.text, source=new.source, author=new.author,
+            published_at=new.published_at, fetched_at=new.fetched_at, language=new.language,
+            story_id=story.id, placement_method=placement.method, placement_score=placement.score,
+            matched_article_id=placement.matched_article_id,
+            matched_story_id=placement.story_id,
+            duplicate_of_id=placement.matched_article_id if placement.method == "near_copy" else None,
+            duplicate_similarity=placement.duplicate_similarity,
+            feed_id=new.feed_id, terms=new.terms, minhash=new.minhash, shingle_count=new.shingle_count,
+            raw_html=zlib.compress(new.raw_html.encode("utf-8"), 6) if new.raw_html is not None else None,
+        )
+        self.session.add(article)
+        self.session.flush()
+        self.session.add_all(ArticleBand(band_key=key, article_id=article.id) for key in sorted(set(band_keys)))
+        return article
+
+    def story_of(self, article_id: int) -> int:
+        return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
+
+    # --- stories -----------------------------------------------------------
+    def story_centroid(self, story_id: int) -> dict[str, float]:
+        return dict(self.session.scalars(select(Story.centroid).where(Story.id == story_id)).one() or {})
+
+    def stories_active_between(self, start: datetime, end: datetime) -> list[StoryCandidate]:
+        rows = self.session.execute(
+            select(Story.id, Story.centroid, Story.article_count, Story.first_published_at, Story.last_published_at)
+            .where(Story.last_published_at >= start, Story.first_published_at <= end, Story.article_count > 0)
+            .order_by(Story.id)
+        ).tuples()
+        return [StoryCandidate(*row) for row in rows]
+
+    def refresh_story(self, story_id: int, centroid: dict[str, float]) -> None:
+        """Recompute the story's summary columns from its articles, and store its new centroid."""
+        story = self.session.get_one(Story, story_id)
+        first, last, count, outlets = self.session.execute(
+            select(func.min(Article.published_at), func.max(Article.published_at), func.count(Article.id),
+                   func.count(Article.source.distinct())).where(Article.story_id == story_id)
+        ).one()
+        earliest_title = self.session.scalar(
+            select(Article.title).where(Article.story_id == story_id, Article.duplicate_of_id.is_(None))
+            .order_by(Article.published_at, Article.id).limit(1))
+        story.first_published_at, story.last_published_at = first, last
+        story.article_count = count
+        story.outlet_count = outlets
+        story.title = earliest_title or story.title
+        story.centroid = centroid
+        story.updated_at = utcnow()
+
+    # --- feeds -------------------------------------------------------------
+    def sync_feeds(self, configs: Sequence[Any]) -> None:
+        """Make the feeds table match feeds.yaml, keeping fetch state of feeds that stay."""
+        existing = {f.name: f for f in self.session.scalars(select(Feed))}
+        by_url = {f.url: f for f in existing.values()}
+        wanted = {c.name for c in configs}
+        for config in configs:
+            feed = existing.get(config.name) or by_url.get(config.url)
+            if feed is None:
+                feed = Feed(name=config.name, url=config.url, next_fetch_at=utcnow(), consecutive_failures=0)
+                self.session.add(feed)
+            feed.name, feed.url, feed.interval_s = config.name, config.url, config.interval_s
+            feed.language, feed.tags, feed.robots, feed.in_config = config.language, list(config.tags), config.robots, True
+            if feed.enabled is None:
+                feed.enabled = True
+        for name, feed in existing.items():
+            if name not in wanted and feed.url not in {c.url for c in configs}:
+                feed.in_config = False
+        self.session.flush()
+
+    def feeds(self, *, due_before: datetime | None = None) -> list[Feed]:
+        query = select(Feed).where(Feed.in_config.is_(True))
+        if due_before is not None:
+            query = query.where(Feed.enabled.is_(True), Feed.next_fetch_at <= due_before)
+        return list(self.session.scalars(query.order_by(Feed.next_fetch_at, Feed.id)))
+
+    def feed(self, feed_id: int) -> Feed:
+        return self.session.get_one(Feed, feed_id)
+
+    def record_items(self, feed_id: int, items: Sequence[Any], now: datetime) -> int:
+        """Insert items not seen before in this feed; return how many were new."""
+        guids = [item.guid for item in items]
+        known: set[str] = set()
+        for chunk in _chunks(guids, 500):
+            known.update(self.session.scalars(
+                select(FeedItem.guid).where(FeedItem.feed_id == feed_id, FeedItem.guid.in_(chunk))))
+        fresh = [item for item in items if item.guid not in known]
+        self.session.add_all(
+            FeedItem(feed_id=feed_id, guid=item.guid, url=item.url, title=item.title,
+                     published_at=item.published_at, seen_at=now, state="pending", attempts=0,
+                     next_attempt_at=now)
+            for item in fresh)
+        return len(fresh)
+
+    def pending_items(self, now: datetime, feed_ids: Sequence[int] | None = None, limit: int = 1000) -> list[FeedItem]:
+        query = select(FeedItem).where(FeedItem.state == "pending", FeedItem.next_attempt_at <= now)
+        if feed_ids is not None:
+            query = query.where(FeedItem.feed_id.in_(list(feed_ids)))
+        return list(self.session.scalars(query.order_by(FeedItem.id).limit(limit)))
+
+    def item(self, item_id: int) -> FeedItem:
+        return self.session.get_one(FeedItem, item_id)
+
+    # --- reading -----------------------------------------------------------
+    def latest_stories(self, limit: int) -> list[tuple[Story, list[str]]]:
+        stories = list(self.session.scalars(
+            select(Story).where(Story.article_count > 0)
+            .order_by(Story.last_published_at.desc(), Story.id.desc()).limit(limit)))
+        result = []
+        for story in stories:
+            outlets = self.session.scalars(
+                select(Article.source).where(Article.story_id == story.id).distinct().order_by(Article.source))
+            result.append((story, list(outlets)))
+        return result
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Storage:
+    """Owns the engine; hands out repositories, each one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as e:
+            raise StorageError(f"bad MONITOR_DATABASE_URL {url!r}: {e}") from e
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def repository(self) -> Iterator[Repository]:
+        session = self._sessions()
+        try:
+            yield Repository(session)
+            session.commit()
+        except SQLAlchemyError as e:
+            session.rollback()
+            raise StorageError(f"database error: {e}") from e
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # --- migrations --------------------------------------------------------
+    def _alembic_config(self) -> Any:
+        from alembic.config import Config
+
+        config = Config(str(Path(__file__).with_name("alembic.ini")))
+        config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        config.attributes["engine"] = self.engine
+        return config
+
+    def upgrade(self) -> None:
+        from alembic import command
+
+        try:
+            command.upgrade(self._alembic_config(), "head")
+        except SQLAlchemyError as e:
+            raise StorageError(f"migration failed on {self.engine.url.render_as_string()}: {e}") from e
+
+    def schema_status(self) -> tuple[str | None, str]:
+        """(revision in the database, newest revision shipped)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot reach the database: {e}") from e
+        return current, head or ""
+
+    def ensure_schema(self, *, upgrade: bool) -> None:
+        current, head = self.schema_status()
+        if current == head:
+            return
+        if not upgrade:
+            raise SchemaOutOfDate(
+                f"database schema is at {current or 'nothing'}, this version needs {head}: run `monitor db upgrade`")
+        self.upgrade()

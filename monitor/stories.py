@@ -1,0 +1,127 @@
+"""Tier 2: grouping coverage of one announcement into a story, online, one article at a time.
+
+An article is a sparse TF-IDF vector of stemmed French terms (title and lead weighted, stop words
+out), with document frequencies kept in the database and updated as articles arrive. A story is
+the running sum of its members' vectors. The article joins the most similar story active around
+its publication time if the cosine similarity clears the threshold, else founds a new story.
+Stories are bounded in time: a follow-up weeks later is a new story.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import Stemmer
+from stop_words import get_stop_words
+
+from monitor.text import words
+
+
+@dataclass(frozen=True)
+class StoryParams:
+    """Every threshold and weight of story grouping, in one place (MONITOR_STORY_* overrides)."""
+
+    threshold: float = 0.22          # minimum score to join a story
+    window_days: float = 3.0         # a story is a candidate while its last article is this recent
+    max_span_days: float = 7.0       # a story never spans more than this
+    title_weight: float = 3.0
+    lead_weight: float = 2.0
+    lead_words: int = 60
+    vector_terms: int = 100          # terms kept per article vector
+    centroid_terms: int = 300        # terms kept per story centroid
+    prior_documents: int = 20        # smoothing for IDF while the corpus is small
+    time_decay_days: float = 4.0     # score is multiplied by exp(-Δdays / this)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("french")
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    from monitor.text import normalize
+
+    return frozenset(normalize(w) for w in get_stop_words("french")) | frozenset(
+        "a à c d j l m n s t qu jusqu lorsqu puisqu quoiqu été être fait faire dont selon".split())
+
+
+def term_counts(title: str, text: str, params: StoryParams) -> Counter[str]:
+    """Weighted counts of stemmed content terms: title and lead count more than the body."""
+    stop, stem = _stop_words(), _stemmer().stemWord
+    counts: Counter[str] = Counter()
+    body = words(text)
+    for weight, tokens in ((params.title_weight, words(title)), (params.lead_weight, body[:params.lead_words]),
+                           (1.0, body)):
+        for token in tokens:
+            if token not in stop and len(token) > 1 and not token.isdigit():
+                counts[stem(token)] += weight  # type: ignore[assignment]
+    return counts
+
+
+def vectorize(counts: Mapping[str, float], df: Mapping[str, int], n_docs: int, params: StoryParams) -> dict[str, float]:
+    """Unit-length TF-IDF vector, top terms only. IDF is smoothed by a prior while N is small."""
+    n = n_docs + params.prior_documents
+    weights = {term: (1.0 + math.log(tf)) * math.log((n + 1) / (df.get(term, 0) + 1))
+               for term, tf in counts.items() if tf > 0}
+    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:params.vector_terms]
+    return _unit(dict(top))
+
+
+def _unit(vector: Mapping[str, float]) -> dict[str, float]:
+    norm = math.sqrt(sum(v * v for v in vector.values())) or 1.0
+    return {t: round(v / norm, 6) for t, v in vector.items()}
+
+
+def cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    dot = sum(v * b.get(t, 0.0) for t, v in a.items())
+    norm = math.sqrt(sum(v * v for v in a.values())) * math.sqrt(sum(v * v for v in b.values()))
+    return dot / norm if norm else 0.0
+
+
+def add_to_centroid(centroid: Mapping[str, float], vector: Mapping[str, float], params: StoryParams) -> dict[str, float]:
+    total = Counter(centroid)
+    total.update(vector)
+    top = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:params.centroid_terms]
+    return {t: round(v, 6) for t, v in top}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    story_id: int
+    centroid: Mapping[str, float]
+    first_published_at: datetime
+    last_published_at: datetime
+
+
+@dataclass(frozen=True)
+class Match:
+    story_id: int
+    score: float
+
+
+def window(published_at: datetime, params: StoryParams) -> tuple[datetime, datetime]:
+    """The time range of stories that may take an article published at ``published_at``."""
+    return published_at - timedelta(days=params.window_days), published_at + timedelta(days=params.window_days)
+
+
+def best_story(vector: Mapping[str, float], published_at: datetime, candidates: Sequence[Candidate],
+               params: StoryParams) -> Match | None:
+    """The best-scoring candidate that clears the threshold (ties: the older story), or None."""
+    best: Match | None = None
+    span = timedelta(days=params.max_span_days)
+    for candidate in candidates:
+        if published_at - candidate.first_published_at > span or candidate.last_published_at - published_at > span:
+            continue
+        gap = max(timedelta(0), published_at - candidate.last_published_at, candidate.first_published_at - published_at)
+        score = cosine(vector, candidate.centroid) * math.exp(-gap.total_seconds() / 86400 / params.time_decay_days)
+        if score >= params.threshold and (best is None or score > best.score):
+            best = Match(candidate.story_id, round(score, 4))
+    return best
