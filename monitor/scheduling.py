@@ -40,6 +40,15 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PendingItem:
+    id: int
+    url: str | None
+    feed_id: int
+    title: str | None
+    published_at: datetime | None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -60,8 +69,16 @@ class Worker:
             feeds = repo.feeds(due_before=now) if only_due else [f for f in repo.feeds() if f.enabled]
         await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
         with self.storage.repository() as repo:
-            items = [(i.id, i.url, i.feed_id, i.title, i.published_at) for i in repo.pending_items(_now())]
-        await asyncio.gather(*(self._ingest_item(*item, report=report) for item in items))
+            pending = repo.pending_items(_now())
+        # Items of several feeds often share one article: fetch each URL once, settle all its items.
+        by_url: dict[str | None, list[PendingItem]] = {}
+        for item in pending:
+            by_url.setdefault(item.url, []).append(
+                PendingItem(item.id, item.url, item.feed_id, item.title, item.published_at))
+        unlinked = by_url.pop(None, [])
+        for item in unlinked:
+            self._finish_items([item.id], error="the feed item has no link", report=report)
+        await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
         return report
 
     async def _poll(self, feed: Feed, report: CycleReport) -> None:
@@ -105,48 +122,48 @@ class Worker:
             backoff = min(timedelta(seconds=row.interval_s) * 2 ** min(row.consecutive_failures, 10), MAX_FEED_BACKOFF)
             row.next_fetch_at = _now() + _jittered(backoff)
 
-    async def _ingest_item(self, item_id: int, url: str | None, feed_id: int, title: str | None,
-                           published_at: datetime | None, *, report: CycleReport) -> None:
-        if url is None:
-            self._finish_item(item_id, error="the feed item has no link", report=report)
-            return
+    async def _ingest_url(self, items: list[PendingItem], report: CycleReport) -> None:
+        first = items[0]
+        ids = [item.id for item in items]
+        assert first.url is not None
         with self.storage.repository() as repo:
-            known = repo.article_id_by_url(url)
+            known = repo.article_id_by_url(first.url)
         if known is not None:  # same article under another feed or an earlier fetch
-            self._finish_item(item_id, article_id=known, report=report)
+            self._finish_items(ids, article_id=known, report=report)
             return
         try:
-            response = await self.fetcher.get(url, accept=PAGE_TYPES)
-            incoming = Incoming(url=response.url, fetched_at=_now(), title=title, html=response.text(),
-                                published_at=published_at, feed_id=feed_id)
+            response = await self.fetcher.get(first.url, accept=PAGE_TYPES)
+            incoming = Incoming(url=response.url, fetched_at=_now(), title=first.title, html=response.text(),
+                                published_at=first.published_at, feed_id=first.feed_id)
             prepared = await asyncio.to_thread(self.ingestor.prepare, incoming)
             outcome = await asyncio.to_thread(self.ingestor.store, prepared)
         except FetchError as e:
             permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large")
-            self._finish_item(item_id, error=str(e), retry=not permanent, report=report)
+            self._finish_items(ids, error=str(e), retry=not permanent, report=report)
         except ExtractionError as e:
-            self._finish_item(item_id, error=str(e), report=report)
+            self._finish_items(ids, error=str(e), report=report)
         else:
             if outcome.created:
                 report.articles_added += 1
-            self._finish_item(item_id, article_id=outcome.article_id, report=report)
+            self._finish_items(ids, article_id=outcome.article_id, report=report)
 
-    def _finish_item(self, item_id: int, *, article_id: int | None = None, error: str | None = None,
-                     retry: bool = False, report: CycleReport) -> None:
+    def _finish_items(self, item_ids: list[int], *, article_id: int | None = None, error: str | None = None,
+                      retry: bool = False, report: CycleReport) -> None:
         with self.storage.repository() as repo:
-            item = repo.item(item_id)
-            item.attempts += 1
-            item.last_error = error
-            if error is None:
-                item.state, item.article_id = "done", article_id
-                return
-            log.warning("item %s: %s", item.url, error)
-            if retry and item.attempts < MAX_ITEM_ATTEMPTS:
-                item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
-            else:
-                item.state = "failed"
-                report.items_failed += 1
-                report.errors.append(f"item {item.url}: {error}")
+            for item_id in item_ids:
+                item = repo.item(item_id)
+                item.attempts += 1
+                item.last_error = error
+                if error is None:
+                    item.state, item.article_id = "done", article_id
+                    continue
+                log.warning("item %s: %s", item.url, error)
+                if retry and item.attempts < MAX_ITEM_ATTEMPTS:
+                    item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
+                else:
+                    item.state = "failed"
+                    report.items_failed += 1
+                    report.errors.append(f"item {item.url}: {error}")
 
 
 def _jittered(delay: timedelta) -> timedelta:

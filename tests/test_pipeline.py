@@ -1,0 +1,96 @@
+"""End to end: seed articles served as real pages and feeds from several loopback hosts, through `monitor run --once`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support import LoopbackServer, article_page, rss, seeds
+
+OUTLETS = ["Numerama", "Frandroid", "01net", "Next", "Siècle Digital"]
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "monitor", *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def seed_sites(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Five outlets on 127.0.0.2-6, each with its article page and RSS feed, plus an aggregator feed on 127.0.0.7
+    that lists two of the same articles again under tracking parameters."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(LoopbackServer(f"127.0.0.{i}")) for i in range(2, 8)]
+        feeds_yaml = ["feeds:"]
+        aggregator_items = []
+        for seed, site, server in zip(seeds(), OUTLETS, servers, strict=False):
+            url = f"{server.base}/actualites/{seed.name}-article.html"
+            server.add(f"/actualites/{seed.name}-article.html",
+                       article_page(title=seed.title, body=seed.body, site=site, url=url, published=seed.published))
+            item = {"title": seed.title, "link": url, "published": datetime.fromisoformat(seed.published + "T09:30:00+01:00")}
+            server.add("/feed/", rss(site, server.base, [item]), "application/rss+xml; charset=utf-8")
+            feeds_yaml.append(f'  - {{name: "{site}", url: "{server.base}/feed/"}}')
+            if seed.name in ("001", "004"):
+                aggregator_items.append({**item, "link": url + "?utm_source=rss&utm_medium=feed#comments"})
+        servers[-1].add("/rss.xml", rss("Agrégateur", servers[-1].base, aggregator_items), "text/xml")
+        feeds_yaml.append(f'  - {{name: "Agrégateur", url: "{servers[-1].base}/rss.xml", interval: 30m}}')
+        feeds_file = tmp_path / "feeds.yaml"
+        feeds_file.write_text("\n".join(feeds_yaml) + "\n", encoding="utf-8")
+        yield feeds_file, servers
+
+
+def test_run_once_groups_the_seeds(seed_sites, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    feeds_file, servers = seed_sites
+    env = {"MONITOR_DATABASE_URL": database_url, "MONITOR_FEEDS_FILE": str(feeds_file),
+           "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8", "MONITOR_HOST_MIN_INTERVAL": "0"}
+    result = run_cli("run", "--once", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "6 feeds fetched, 0 failed" in result.stdout
+
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        rows = db.execute(text("SELECT url, title, text, source, story_id, published_at FROM articles ORDER BY url")).all()
+        assert len(rows) == 5
+        by_seed = {row.url.rsplit("/", 1)[1][:3]: row for row in rows}
+        assert sorted(by_seed) == ["000", "001", "002", "003", "004"]
+        for seed in seeds():
+            row = by_seed[seed.name]
+            assert "utm_" not in row.url and "#" not in row.url
+            # the article's own sentences are there, the site furniture is not
+            assert seed.body.splitlines()[-1].strip()[:60] in row.text
+            for boilerplate in ("Super article", "Tous droits réservés", "À lire aussi", "S'abonner", "cookies"):
+                assert boilerplate not in row.text, (seed.name, boilerplate)
+        story = {name: row.story_id for name, row in by_seed.items()}
+        assert story["000"] == story["001"] == story["002"] == story["003"]
+        assert story["004"] != story["000"]
+        meta_story = db.execute(text("SELECT article_count, outlet_count FROM stories WHERE id = :id"),
+                                {"id": story["000"]}).one()
+        assert tuple(meta_story) == (4, 4)
+        items = db.execute(text("SELECT state, COUNT(*) FROM feed_items GROUP BY state")).all()
+        assert dict(items) == {"done": 7}  # the aggregator's two items resolved to the stored articles
+
+    # A second run adds nothing, and each article page was fetched exactly once over both runs.
+    again = run_cli("run", "--once", env=env)
+    assert again.returncode == 0, again.stderr
+    with engine.connect() as db:
+        assert db.execute(text("SELECT COUNT(*) FROM articles")).scalar_one() == 5
+    page_hits = [path for server in servers for path, _ in server.requests if path.startswith("/actualites/")]
+    assert len(page_hits) == 5
+    engine.dispose()
+
+
+def test_private_addresses_are_refused_by_default(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    feeds_file, servers = seed_sites
+    env = {"MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/refused.db", "MONITOR_FEEDS_FILE": str(feeds_file)}
+    result = run_cli("run", "--once", env=env)
+    assert result.returncode == 1  # nothing could run at all
+    assert "0 feeds fetched, 6 failed" in result.stdout
+    assert "refused" in result.stderr and "127.0.0.2" in result.stderr
+    assert all(not server.requests for server in servers)  # refused before connecting
