@@ -22,8 +22,8 @@ app = typer.Typer(help="Media monitoring: French tech-news feeds in, stories out
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:

@@ -1,0 +1,68 @@
+"""feeds.yaml and environment validation: start-up stops with the feed and the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.config import Settings, load_feeds
+from monitor.errors import ConfigError
+from tests.test_pipeline import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_feeds_file_is_valid_and_real() -> None:
+    feeds = load_feeds(ROOT / "feeds.yaml")
+    assert len(feeds) >= 20
+    assert all(feed.url.startswith("https://") for feed in feeds)
+    hosts = {feed.url.split("/")[2] for feed in feeds}
+    assert {"www.numerama.com", "next.ink", "www.lemondeinformatique.fr", "www.lemonde.fr"} <= hosts
+
+
+@pytest.mark.parametrize(("body", "feed", "field"), [
+    ("feeds:\n  - {name: A}\n", "A", "url"),
+    ("feeds:\n  - {name: A, url: 'https://a.fr/feed'}\n  - {name: A, url: 'https://b.fr/feed'}\n", "A", "name"),
+    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: 10s}\n", "A", "interval"),
+    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: soon}\n", "A", "interval"),
+    ("feeds:\n  - {name: A, url: 'https://a.fr/feed'}\n  - {name: B, url: 'https://a.fr/feed'}\n", "B", "url"),
+    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', tags: tech}\n", "A", "tags"),
+    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', intervall: 5m}\n", "A", "intervall"),
+    ("feeds:\n  - {url: 'https://a.fr/feed'}\n", "#1", "name"),
+])
+def test_bad_feed_entries_name_feed_and_field(tmp_path: Path, body: str, feed: str, field: str) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_feeds(path)
+    assert info.value.feed == feed and info.value.field == field
+    assert f"feed {feed!r}" in str(info.value) and f"field {field!r}" in str(info.value)
+
+
+def test_yaml_error_stops_the_daemon_with_a_message(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text("feeds:\n  - {name: A, url: [unclosed\n", encoding="utf-8")
+    result = run_cli("run", "--once", env={"MONITOR_FEEDS_FILE": str(path),
+                                           "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert result.returncode == 2
+    assert "not valid YAML" in result.stderr and str(path) in result.stderr
+
+
+def test_interval_and_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: 2h, language: fr, tags: [ia]}\n"
+                    "  - {name: B, url: 'https://b.fr/feed', interval: 600}\n", encoding="utf-8")
+    a, b = load_feeds(path, default_interval="15m")
+    assert (a.interval_s, a.tags, b.interval_s, b.language) == (7200, ("ia",), 600, "fr")
+
+
+def test_environment_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONITOR_DATABASE_URL", "postgresql+psycopg://u@db/monitor")
+    monkeypatch.setenv("MONITOR_ALLOW_PRIVATE_ADDRESSES", "127.0.0.0/8, ::1/128")
+    settings = Settings()
+    assert settings.database_url == "postgresql+psycopg://u@db/monitor"
+    assert [str(n) for n in settings.allowed_networks() or []] == ["127.0.0.0/8", "::1/128"]
+    monkeypatch.setenv("MONITOR_ALLOW_PRIVATE_ADDRESSES", "not-a-network")
+    with pytest.raises(ValueError, match="MONITOR_ALLOW_PRIVATE_ADDRESSES"):
+        Settings()

@@ -1,0 +1,116 @@
+"""Fetching against real loopback servers: the address guard, limits, charsets, feeds that are not feeds."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime
+
+import pytest
+
+from monitor.config import Settings
+from monitor.errors import AddressRefused, FeedError, FetchError
+from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, parse_feed
+from monitor.urls import canonical_url
+from tests.support import FEEDS_FR, LoopbackServer
+
+
+def _settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"allow_private_addresses": "127.0.0.0/8", "host_min_interval": 0.0, **overrides}
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def _get(settings: Settings, url: str, accept: tuple[str, ...] = PAGE_TYPES):  # type: ignore[no-untyped-def]
+    async with Fetcher(settings) as fetcher:
+        return await fetcher.get(url, accept=accept)
+
+
+def test_redirect_to_a_private_address_is_refused_before_connecting() -> None:
+    with LoopbackServer("127.0.0.2") as server:
+        server.add("/go", b"", status=302, headers={"Location": "http://10.20.30.40/internal"})
+        with pytest.raises(AddressRefused, match="10.20.30.40"):
+            asyncio.run(_get(_settings(), server.base + "/go"))
+        assert [path for path, _ in server.requests] == ["/go"]
+
+
+def test_dns_answer_pointing_to_a_private_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DNS server runs here, so the resolver's answer is the one stand-in; no socket is ever opened."""
+    async def fake_getaddrinfo(self, host, port, **kwargs):  # type: ignore[no-untyped-def]
+        assert host == "intranet.example.fr"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.168.1.10", port))]
+
+    opened: list[object] = []
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, addr: opened.append(addr))
+    with pytest.raises(AddressRefused, match="192.168.1.10"):
+        asyncio.run(_get(_settings(), "https://intranet.example.fr/feed"))
+    assert opened == []
+
+
+def test_loopback_refused_unless_allowed() -> None:
+    with LoopbackServer("127.0.0.3") as server:
+        url = server.add("/page", "<html><body>x</body></html>")
+        with pytest.raises(AddressRefused):
+            asyncio.run(_get(_settings(allow_private_addresses="false"), url))
+        with pytest.raises(AddressRefused):  # allowed networks that do not cover it
+            asyncio.run(_get(_settings(allow_private_addresses="10.0.0.0/8"), url))
+        assert server.requests == []
+        assert asyncio.run(_get(_settings(allow_private_addresses="true"), url)).status == 200
+
+
+def test_limits_body_size_redirect_loops_and_content_type() -> None:
+    with LoopbackServer("127.0.0.4") as server:
+        big = server.add("/big", b"<html>" + b"a" * 300_000)
+        loop = server.add("/loop", b"", status=301, headers={"Location": "/loop"})
+        pdf = server.add("/doc.pdf", b"%PDF-1.4", content_type="application/pdf")
+        with pytest.raises(FetchError) as too_large:
+            asyncio.run(_get(_settings(max_body_bytes=100_000), big))
+        assert too_large.value.kind == "too_large"
+        with pytest.raises(FetchError) as redirects:
+            asyncio.run(_get(_settings(max_redirects=3), loop))
+        assert redirects.value.kind == "redirects" and len(server.requests) == 1 + (1 + 3)
+        with pytest.raises(FetchError) as wrong_type:
+            asyncio.run(_get(_settings(), pdf))
+        assert wrong_type.value.kind == "content_type"
+
+
+@pytest.mark.parametrize("declared", ["", "; charset=utf-8", "; charset=iso-8859-1"])
+def test_windows_1252_pages_keep_their_accents(declared: str) -> None:
+    page = "<html><head><title>Été</title></head><body><p>L’été à Paris : « déjà » 5 €</p></body></html>"
+    with LoopbackServer("127.0.0.5") as server:
+        url = server.add("/p", page.encode("windows-1252"), content_type=f"text/html{declared}")
+        text = asyncio.run(_get(_settings(), url)).text()
+    assert "L’été à Paris : « déjà » 5 €" in text
+
+
+def test_html_and_challenge_pages_are_not_feeds() -> None:
+    now = datetime.now(UTC)
+    with LoopbackServer("127.0.0.6") as server:
+        html = server.add("/feed", "<!DOCTYPE html><html><body><h1>Bienvenue</h1></body></html>")
+        challenge = server.add("/rss", "<html><head><title>Just a moment...</title></head>"
+                                       "<body><div id='cf-challenge'></div></body></html>")
+        for url, kind in ((html, "not_a_feed"), (challenge, "challenge")):
+            response = asyncio.run(_get(_settings(), url, FEED_TYPES))
+            with pytest.raises(FeedError) as info:
+                parse_feed(url, response, max_items=100, now=now)
+            assert info.value.kind == kind and info.value.url == url
+
+
+def test_real_feeds_parse_with_dates_and_canonical_links() -> None:
+    now = datetime.now(UTC)
+    with LoopbackServer("127.0.0.7") as server:
+        path = FEEDS_FR / "le-figaro-tech-web.xml"
+        url = server.add("/tech.xml", path.read_bytes(), content_type="application/rss+xml")
+        parsed = parse_feed(url, asyncio.run(_get(_settings(), url, FEED_TYPES)), max_items=500, now=now)
+        capped = parse_feed(url, asyncio.run(_get(_settings(), url, FEED_TYPES)), max_items=5, now=now)
+    assert len(parsed.entries) >= 10 and len(capped.entries) == 5
+    assert all(e.url and e.url.startswith("https://www.lefigaro.fr/") for e in parsed.entries)
+    assert all(e.published_at is not None and e.published_at.year == 2025 for e in parsed.entries)
+    assert len({e.guid for e in parsed.entries}) == len(parsed.entries)
+
+
+def test_canonical_url() -> None:
+    assert canonical_url("HTTPS://WWW.Numerama.com:443/tech/123-x.html?utm_source=rss&id=4&fbclid=abc#comments") == \
+        "https://www.numerama.com/tech/123-x.html?id=4"
+    assert canonical_url("http://next.ink") == "http://next.ink/"
+    assert canonical_url("http://127.0.0.2:8080/a?gclid=1") == "http://127.0.0.2:8080/a"
