@@ -18,8 +18,11 @@ from rich.table import Table
 from monitor.config import Settings
 from monitor.errors import ConfigError, MonitorError
 
-app = typer.Typer(help="Media monitoring: French tech-news feeds in, stories out, stored in SQL.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Media monitoring: French tech-news feeds in, stories out, stored in SQL.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(soft_wrap=True)
@@ -48,8 +51,10 @@ def run(once: Annotated[bool, typer.Option("--once", help="Fetch every feed once
         asyncio.run(run_forever(settings))
         return
     report = asyncio.run(run_once(settings))
-    console.print(f"{report.feeds_ok} feeds fetched, {report.feeds_failed} failed; {report.items_new} new items, "
-                  f"{report.articles_added} articles added, {report.items_failed} items failed")
+    console.print(
+        f"{report.feeds_ok} feeds fetched, {report.feeds_failed} failed; {report.items_new} new items, "
+        f"{report.articles_added} articles added, {report.items_failed} items failed"
+    )
     for line in report.errors[:50]:
         errors.print(f"  {line}", markup=False, highlight=False)
     if report.feeds_ok == 0 and report.feeds_failed > 0:
@@ -57,8 +62,12 @@ def run(once: Annotated[bool, typer.Option("--once", help="Fetch every feed once
 
 
 @app.command("import")
-def import_(path: Annotated[Path, typer.Argument(help="JSONL file: url, title, text or html, published_at, source.",
-                                                 exists=True, dir_okay=False)]) -> None:
+def import_(
+    path: Annotated[
+        Path,
+        typer.Argument(help="JSONL file: url, title, text or html, published_at, source.", exists=True, dir_okay=False),
+    ],
+) -> None:
     """Backfill articles from a JSONL archive, through the same pipeline as fetched ones."""
     from monitor.importing import import_file
     from monitor.ingest import Ingestor
@@ -69,14 +78,21 @@ def import_(path: Annotated[Path, typer.Argument(help="JSONL file: url, title, t
     storage.ensure_schema(upgrade=settings.auto_upgrade)
     ingestor = Ingestor(storage)
     total = sum(1 for _ in path.open(encoding="utf-8", errors="replace"))
-    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=errors, disable=not errors.is_terminal) as bar:
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        disable=not errors.is_terminal,
+    ) as bar:
         task = bar.add_task("import", total=total)
         report = import_file(path, ingestor, progress=lambda n: bar.update(task, completed=n))
     for error in report.errors:
         errors.print(f"{path}:{error}", markup=False, highlight=False)
-    console.print(f"{report.added} articles added, {report.already_known} already known, "
-                  f"{len(report.errors)} lines skipped")
+    console.print(
+        f"{report.added} articles added, {report.already_known} already known, {len(report.errors)} lines skipped"
+    )
 
 
 @app.command()
@@ -89,8 +105,13 @@ def stories(limit: Annotated[int, typer.Option(help="How many stories.")] = 20) 
     table = Table("story", "first published (UTC)", "articles", "outlets", "title")
     with storage.repository() as repo:
         for story, outlets in repo.latest_stories(limit):
-            table.add_row(str(story.id), f"{story.first_published_at:%Y-%m-%d %H:%M}", str(story.article_count),
-                          ", ".join(outlets), story.title)
+            table.add_row(
+                str(story.id),
+                f"{story.first_published_at:%Y-%m-%d %H:%M}",
+                str(story.article_count),
+                ", ".join(outlets),
+                story.title,
+            )
     console.print(table)
 
 
@@ -105,16 +126,24 @@ def feeds() -> None:
     with storage.repository() as repo:
         for feed in repo.feeds():
             state = "disabled" if not feed.enabled else ("failing" if feed.consecutive_failures else "ok")
-            table.add_row(feed.name, state, f"{feed.last_success_at:%Y-%m-%d %H:%M}" if feed.last_success_at else "never",
-                          str(feed.consecutive_failures), f"{feed.next_fetch_at:%Y-%m-%d %H:%M}",
-                          feed.disabled_reason or feed.last_error or "")
+            table.add_row(
+                feed.name,
+                state,
+                f"{feed.last_success_at:%Y-%m-%d %H:%M}" if feed.last_success_at else "never",
+                str(feed.consecutive_failures),
+                f"{feed.next_fetch_at:%Y-%m-%d %H:%M}",
+                feed.disabled_reason or feed.last_error or "",
+            )
     console.print(table)
 
 
 @app.command("eval")
-def eval_(path: Annotated[Path, typer.Argument(help="Labelled JSONL (import format plus a gold label).",
-                                               exists=True, dir_okay=False)],
-          label: Annotated[str, typer.Option(help="Field holding the gold story label.")] = "story") -> None:
+def eval_(
+    path: Annotated[
+        Path, typer.Argument(help="Labelled JSONL (import format plus a gold label).", exists=True, dir_okay=False)
+    ],
+    label: Annotated[str, typer.Option(help="Field holding the gold story label.")] = "story",
+) -> None:
     """Score story grouping on a labelled file, in a throwaway database: BCubed and pairwise P/R/F1."""
     from monitor.evaluation import evaluate
 
@@ -139,7 +168,9 @@ def db_status() -> None:
     from monitor.storage import Storage
 
     current, head = Storage(_settings().database_url).schema_status()
-    console.print(f"database: {current or 'empty'}; this version: {head}; {'up to date' if current == head else 'upgrade needed'}")
+    console.print(
+        f"database: {current or 'empty'}; this version: {head}; {'up to date' if current == head else 'upgrade needed'}"
+    )
 
 
 def main() -> None:

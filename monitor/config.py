@@ -160,5 +160,6 @@ def _parse_feed(entry: Any, position: int, fallback_interval: int) -> FeedConfig
     robots = entry.get("robots", True)
     if not isinstance(robots, bool):
         raise ConfigError("must be true or false", feed=name, field="robots")
-    return FeedConfig(name=name.strip(), url=url.strip(), interval_s=interval, language=language,
-                      tags=tuple(tags), robots=robots)
+    return FeedConfig(
+        name=name.strip(), url=url.strip(), interval_s=interval, language=language, tags=tuple(tags), robots=robots
+    )

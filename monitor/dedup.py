@@ -27,8 +27,10 @@ SHINGLE = 4
 MIN_SHINGLES = 20  # texts shorter than this are never called copies: too little evidence
 JACCARD_MIN = 0.5
 CONTAINMENT_MIN = 0.8
-FINGERPRINT = (f"datasketch={version('datasketch')};hash=sha1_hash32;seed={SEED};num_perm={NUM_PERM};"
-               f"bands={BANDS}x{ROWS};shingle=words{SHINGLE}")
+FINGERPRINT = (
+    f"datasketch={version('datasketch')};hash=sha1_hash32;seed={SEED};num_perm={NUM_PERM};"
+    f"bands={BANDS}x{ROWS};shingle=words{SHINGLE}"
+)
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,17 @@ def check_fingerprint(stored: str | None) -> None:
     if stored is not None and stored != FINGERPRINT:
         raise IndexMismatch(
             f"the near-copy index was built with {stored!r} but this version uses {FINGERPRINT!r}; "
-            "signatures are not comparable: re-run `monitor recluster` on a database built with these parameters")
+            "signatures are not comparable: re-run `monitor recluster` on a database built with these parameters"
+        )
 
 
 def signature(text: str) -> Signature:
     tokens = words(text)
-    shingles = {" ".join(tokens[i:i + SHINGLE]).encode("utf-8") for i in range(max(1, len(tokens) - SHINGLE + 1))}
+    shingles = {" ".join(tokens[i : i + SHINGLE]).encode("utf-8") for i in range(max(1, len(tokens) - SHINGLE + 1))}
     minhash = MinHash(num_perm=NUM_PERM, seed=SEED)
     minhash.update_batch(sorted(shingles))
     values = minhash.hashvalues.astype("<u8")
-    keys = tuple(_band_key(band, values[band * ROWS:(band + 1) * ROWS]) for band in range(BANDS))
+    keys = tuple(_band_key(band, values[band * ROWS : (band + 1) * ROWS]) for band in range(BANDS))
     return Signature(values.tobytes(), len(shingles), keys)
 
 
@@ -89,7 +92,10 @@ def best_near_copy(sig: Signature, candidates: Sequence[Stored]) -> NearCopy | N
         if jaccard < JACCARD_MIN and containment < CONTAINMENT_MIN:
             continue
         score = max(jaccard, containment)
-        if best is None or score > max(best.similarity, best.containment) or (
-                score == max(best.similarity, best.containment) and candidate.article_id < best.article_id):
+        if (
+            best is None
+            or score > max(best.similarity, best.containment)
+            or (score == max(best.similarity, best.containment) and candidate.article_id < best.article_id)
+        ):
             best = NearCopy(candidate.article_id, round(jaccard, 4), round(containment, 4))
     return best

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from monitor.importing import import_file
 from monitor.ingest import Ingestor
-from monitor.stories import StoryParams
 from monitor.storage import Article, Storage
+from monitor.stories import StoryParams
 from monitor.urls import canonical_url
 
 
@@ -55,12 +55,22 @@ def score(predicted: Mapping[str, object], gold: Mapping[str, object]) -> Scores
     pairs_gold = sum(n * (n - 1) / 2 for n in gold_sizes.values())
     pp = pairs_both / pairs_pred if pairs_pred else 1.0
     pr = pairs_both / pairs_gold if pairs_gold else 1.0
-    return Scores(round(precision, 4), round(recall, 4), round(_f1(precision, recall), 4), round(pp, 4),
-                  round(pr, 4), round(_f1(pp, pr), 4), len(items), len(pred_sizes), len(gold_sizes))
+    return Scores(
+        round(precision, 4),
+        round(recall, 4),
+        round(_f1(precision, recall), 4),
+        round(pp, 4),
+        round(pr, 4),
+        round(_f1(pp, pr), 4),
+        len(items),
+        len(pred_sizes),
+        len(gold_sizes),
+    )
 
 
-def evaluate(path: Path, *, label: str = "story", params: StoryParams | None = None,
-             database_url: str | None = None) -> Scores:
+def evaluate(
+    path: Path, *, label: str = "story", params: StoryParams | None = None, database_url: str | None = None
+) -> Scores:
     """Import ``path`` into a fresh database (SQLite in a temp dir unless given) and score it."""
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(database_url or f"sqlite:///{tmp}/eval.db")

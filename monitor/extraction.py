@@ -13,6 +13,7 @@ from urllib.parse import urljoin
 
 import trafilatura
 from lxml import html as lxml_html
+from trafilatura.settings import Document
 
 from monitor.errors import ExtractionError
 from monitor.urls import canonical_url
@@ -34,14 +35,16 @@ class Extracted:
 def extract(html: str, url: str) -> Extracted:
     """Raise ExtractionError (with the URL) when the page yields no usable article text."""
     try:
-        doc = trafilatura.bare_extraction(html, url=url, with_metadata=True, include_comments=False,
-                                          include_tables=False, favor_precision=True)
+        doc = trafilatura.bare_extraction(
+            html, url=url, with_metadata=True, include_comments=False, include_tables=False, favor_precision=True
+        )
     except Exception as e:  # trafilatura raises many kinds on hostile markup
         raise ExtractionError(url, f"extraction failed: {type(e).__name__}: {e}") from e
-    text = (getattr(doc, "text", None) or "").strip() if doc is not None else ""
+    if not isinstance(doc, Document):
+        raise ExtractionError(url, "no article found in the page")
+    text = (doc.text or "").strip()
     if len(text) < MIN_TEXT_CHARS:
         raise ExtractionError(url, f"no article text found ({len(text)} characters)")
-    assert doc is not None
     return Extracted(
         text=text,
         title=_clean(doc.title),

@@ -60,14 +60,17 @@ class AddressGuard:
         except ValueError:
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+                    host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+                )
             except socket.gaierror as e:
                 raise FetchError(url, "network", f"cannot resolve {host}: {e.strerror}") from e
             addresses = sorted({str(info[4][0]) for info in infos})
         refused = [a for a in addresses if not self.permits(a)]
         if refused:
-            raise AddressRefused(url, f"{host} resolves to non-public address {refused[0]} "
-                                      "(set MONITOR_ALLOW_PRIVATE_ADDRESSES to allow it)")
+            raise AddressRefused(
+                url,
+                f"{host} resolves to non-public address {refused[0]} (set MONITOR_ALLOW_PRIVATE_ADDRESSES to allow it)",
+            )
 
 
 class HostBudget:
@@ -104,7 +107,7 @@ class Response:
 
     @property
     def content_type(self) -> str:
-        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        return str(self.headers.get("content-type", "")).split(";", 1)[0].strip().lower()
 
     def text(self) -> str:
         """Decoded body with French accents intact even when the declared charset is missing or wrong.
@@ -161,7 +164,9 @@ class Fetcher:
             if response.status in _REDIRECTS:
                 location = response.headers.get("location")
                 if not location:
-                    raise FetchError(current, "http", f"redirect {response.status} without Location", status=response.status)
+                    raise FetchError(
+                        current, "http", f"redirect {response.status} without Location", status=response.status
+                    )
                 current = urljoin(current, location)
                 continue
             if response.status == 304:
@@ -222,7 +227,9 @@ _CHALLENGE = re.compile(rb"cf-challenge|challenge-platform|just a moment\.\.\.|c
 
 def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -> ParsedFeed:
     """Entries of an RSS/Atom body; FeedError when the body is not a feed at all."""
-    parsed: Any = feedparser.parse(response.body, response_headers={"content-type": response.headers.get("content-type", "")})
+    parsed: Any = feedparser.parse(
+        response.body, response_headers={"content-type": response.headers.get("content-type", "")}
+    )
     head = response.body[:2048].lstrip().lower()
     if not parsed.entries:
         if _CHALLENGE.search(response.body[:20000]):
@@ -240,12 +247,17 @@ def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -
         if guid in seen:
             continue
         seen.add(guid)
-        entries.append(FeedEntry(guid=str(guid)[:2048], url=absolute, title=raw.get("title"),
-                                 published_at=_entry_time(raw, now)))
+        entries.append(
+            FeedEntry(guid=str(guid)[:2048], url=absolute, title=raw.get("title"), published_at=_entry_time(raw, now))
+        )
     ttl = parsed.feed.get("ttl")
     warning = f"malformed feed, items used anyway: {parsed.bozo_exception}" if parsed.bozo else None
-    return ParsedFeed(entries=entries, title=parsed.feed.get("title"),
-                      ttl_minutes=int(ttl) if isinstance(ttl, str) and ttl.isdigit() else None, warning=warning)
+    return ParsedFeed(
+        entries=entries,
+        title=parsed.feed.get("title"),
+        ttl_minutes=int(ttl) if isinstance(ttl, str) and ttl.isdigit() else None,
+        warning=warning,
+    )
 
 
 def _entry_time(raw: Any, now: datetime) -> datetime | None:

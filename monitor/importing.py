@@ -59,7 +59,9 @@ def read_lines(path: Path) -> Iterator[tuple[int, ImportLine | ImportLineError]]
             except json.JSONDecodeError as e:
                 yield number, ImportLineError(number, f"not JSON: {e.msg} at column {e.colno}")
             except ValidationError as e:
-                problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'line'}: {err['msg']}" for err in e.errors())
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or 'line'}: {err['msg']}" for err in e.errors()
+                )
                 yield number, ImportLineError(number, problems)
 
 
@@ -73,9 +75,17 @@ def import_file(path: Path, ingestor: Ingestor, progress: Callable[[int], None] 
             report.errors.append(line)
         else:
             try:
-                outcome = ingestor.ingest(Incoming(
-                    url=line.url, fetched_at=now, title=line.title, text=line.text, html=line.html,
-                    published_at=line.published_at.astimezone(UTC), source=line.source))
+                outcome = ingestor.ingest(
+                    Incoming(
+                        url=line.url,
+                        fetched_at=now,
+                        title=line.title,
+                        text=line.text,
+                        html=line.html,
+                        published_at=line.published_at.astimezone(UTC),
+                        source=line.source,
+                    )
+                )
             except (ExtractionError, StorageError) as e:
                 report.errors.append(ImportLineError(number, str(e)))
             else:

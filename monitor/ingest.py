@@ -71,10 +71,19 @@ class Ingestor:
         text = (text or "").strip()
         title = (title or "").strip() or text.split("\n", 1)[0][:200]
         article = NewArticle(
-            url=url, title=title, text=text, source=incoming.source or site or host_of(url), author=author,
-            published_at=published or incoming.fetched_at, fetched_at=incoming.fetched_at,
-            language=language, feed_id=incoming.feed_id, raw_html=incoming.html,
-            terms={}, minhash=b"", shingle_count=0,
+            url=url,
+            title=title,
+            text=text,
+            source=incoming.source or site or host_of(url),
+            author=author,
+            published_at=published or incoming.fetched_at,
+            fetched_at=incoming.fetched_at,
+            language=language,
+            feed_id=incoming.feed_id,
+            raw_html=incoming.html,
+            terms={},
+            minhash=b"",
+            shingle_count=0,
         )
         signature = dedup.signature(text)
         return Prepared(article, signature, stories.term_counts(title, text, self.params))
@@ -90,24 +99,38 @@ class Ingestor:
                 repo.set_meta("minhash_fingerprint", dedup.FINGERPRINT)
                 self._fingerprint_checked = True
             sig, article = prepared.signature, prepared.article
-            candidates = [dedup.Stored(c.article_id, c.minhash, c.shingle_count)
-                          for c in repo.near_copy_candidates(sig.band_keys)]
+            candidates = [
+                dedup.Stored(c.article_id, c.minhash, c.shingle_count) for c in repo.near_copy_candidates(sig.band_keys)
+            ]
             near = dedup.best_near_copy(sig, candidates)
             df = repo.document_frequencies(prepared.counts)
             vector = stories.vectorize(prepared.counts, df, repo.document_count(), self.params)
             if near is not None:
-                placement = PlacementRecord("near_copy", max(near.similarity, near.containment),
-                                            repo.story_of(near.article_id), near.article_id, near.similarity)
+                placement = PlacementRecord(
+                    "near_copy",
+                    max(near.similarity, near.containment),
+                    repo.story_of(near.article_id),
+                    near.article_id,
+                    near.similarity,
+                )
             else:
                 start, end = stories.window(article.published_at, self.params)
-                options = [stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at)
-                           for s in repo.stories_active_between(start, end)]
+                options = [
+                    stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at)
+                    for s in repo.stories_active_between(start, end)
+                ]
                 match = stories.best_story(vector, article.published_at, options, self.params)
-                placement = (PlacementRecord("story_match", match.score, match.story_id) if match
-                             else PlacementRecord("new_story", None, None))
+                placement = (
+                    PlacementRecord("story_match", match.score, match.story_id)
+                    if match
+                    else PlacementRecord("new_story", None, None)
+                )
             row = repo.add_article(
                 replace(article, terms=vector, minhash=sig.minhash, shingle_count=sig.shingle_count),
-                placement, sig.band_keys, story_title=article.title)
+                placement,
+                sig.band_keys,
+                story_title=article.title,
+            )
             centroid = repo.story_centroid(row.story_id)
             if placement.method != "near_copy":  # a reprint adds no new evidence about the story
                 centroid = stories.add_to_centroid(centroid, vector, self.params)

@@ -72,12 +72,13 @@ class Worker:
             pending = repo.pending_items(_now())
         # Items of several feeds often share one article: fetch each URL once, settle all its items.
         by_url: dict[str | None, list[PendingItem]] = {}
-        for item in pending:
-            by_url.setdefault(item.url, []).append(
-                PendingItem(item.id, item.url, item.feed_id, item.title, item.published_at))
+        for row in pending:
+            by_url.setdefault(row.url, []).append(
+                PendingItem(row.id, row.url, row.feed_id, row.title, row.published_at)
+            )
         unlinked = by_url.pop(None, [])
-        for item in unlinked:
-            self._finish_items([item.id], error="the feed item has no link", report=report)
+        if unlinked:
+            self._finish_items([item.id for item in unlinked], error="the feed item has no link", report=report)
         await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
         return report
 
@@ -90,8 +91,11 @@ class Worker:
         try:
             response = await self.fetcher.get(feed.url, accept=FEED_TYPES, headers=headers)
             unchanged = response.status == 304 or body_hash(response.body) == feed.body_hash
-            parsed = None if unchanged else parse_feed(feed.url, response, max_items=self.settings.max_items_per_feed,
-                                                       now=_now())
+            parsed = (
+                None
+                if unchanged
+                else parse_feed(feed.url, response, max_items=self.settings.max_items_per_feed, now=_now())
+            )
         except (FetchError, FeedError) as e:
             report.feeds_failed += 1
             report.errors.append(f"feed {feed.name!r}: {e}")
@@ -133,8 +137,14 @@ class Worker:
             return
         try:
             response = await self.fetcher.get(first.url, accept=PAGE_TYPES)
-            incoming = Incoming(url=response.url, fetched_at=_now(), title=first.title, html=response.text(),
-                                published_at=first.published_at, feed_id=first.feed_id)
+            incoming = Incoming(
+                url=response.url,
+                fetched_at=_now(),
+                title=first.title,
+                html=response.text(),
+                published_at=first.published_at,
+                feed_id=first.feed_id,
+            )
             prepared = await asyncio.to_thread(self.ingestor.prepare, incoming)
             outcome = await asyncio.to_thread(self.ingestor.store, prepared)
         except FetchError as e:
@@ -147,8 +157,15 @@ class Worker:
                 report.articles_added += 1
             self._finish_items(ids, article_id=outcome.article_id, report=report)
 
-    def _finish_items(self, item_ids: list[int], *, article_id: int | None = None, error: str | None = None,
-                      retry: bool = False, report: CycleReport) -> None:
+    def _finish_items(
+        self,
+        item_ids: list[int],
+        *,
+        article_id: int | None = None,
+        error: str | None = None,
+        retry: bool = False,
+        report: CycleReport,
+    ) -> None:
         with self.storage.repository() as repo:
             for item_id in item_ids:
                 item = repo.item(item_id)
@@ -205,23 +222,38 @@ async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> 
             running.add(task)
             try:
                 report = await task
-                log.info("cycle: %d feeds ok, %d failed, %d new items, %d articles added",
-                         report.feeds_ok, report.feeds_failed, report.items_new, report.articles_added)
+                log.info(
+                    "cycle: %d feeds ok, %d failed, %d new items, %d articles added",
+                    report.feeds_ok,
+                    report.feeds_failed,
+                    report.items_new,
+                    report.articles_added,
+                )
             except MonitorError as e:
                 log.error("cycle failed: %s", e)
             finally:
                 running.discard(task)
 
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(tick, "interval", seconds=settings.poll_seconds, next_run_time=_now(),
-                          max_instances=1, coalesce=True, misfire_grace_time=None)
+        scheduler.add_job(
+            tick,
+            "interval",
+            seconds=settings.poll_seconds,
+            next_run_time=_now(),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
         scheduler.start()
-        log.info("monitor running on %s with %s; SIGTERM or Ctrl-C to stop", storage.engine.url.render_as_string(),
-                 settings.feeds_file)
+        log.info(
+            "monitor running on %s with %s; SIGTERM or Ctrl-C to stop",
+            storage.engine.url.render_as_string(),
+            settings.feeds_file,
+        )
         await stop.wait()
         scheduler.shutdown(wait=False)
         if running:
-            done, pending = await asyncio.wait(running, timeout=5)
+            _done, pending = await asyncio.wait(running, timeout=5)
             for task in pending:  # unfinished items stay 'pending' in the database: released, not lost
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

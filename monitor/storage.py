@@ -254,7 +254,9 @@ class Repository:
         wanted = sorted(set(terms))
         found: dict[str, int] = {}
         for chunk in _chunks(wanted, 500):
-            found.update(self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).tuples().all())
+            found.update(
+                self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).tuples().all()
+            )
         return found
 
     def add_document_terms(self, terms: Iterable[str]) -> None:
@@ -274,27 +276,46 @@ class Repository:
         ids = select(ArticleBand.article_id).where(ArticleBand.band_key.in_(list(band_keys))).distinct()
         rows = self.session.execute(
             select(Article.id, Article.story_id, Article.minhash, Article.shingle_count)
-            .where(Article.id.in_(ids)).order_by(Article.id)
+            .where(Article.id.in_(ids))
+            .order_by(Article.id)
         ).tuples()
         return [NearCopyCandidate(*row) for row in rows]
 
-    def add_article(self, new: NewArticle, placement: PlacementRecord, band_keys: Sequence[int],
-                    story_title: str) -> Article:
+    def add_article(
+        self, new: NewArticle, placement: PlacementRecord, band_keys: Sequence[int], story_title: str
+    ) -> Article:
         story = self.session.get(Story, placement.story_id) if placement.story_id else None
         if story is None:
-            story = Story(title=story_title, first_published_at=new.published_at,
-                          last_published_at=new.published_at, article_count=0, outlet_count=0, centroid={})
+            story = Story(
+                title=story_title,
+                first_published_at=new.published_at,
+                last_published_at=new.published_at,
+                article_count=0,
+                outlet_count=0,
+                centroid={},
+            )
             self.session.add(story)
             self.session.flush()
         article = Article(
-            url=new.url, title=new.title, text=new.text, source=new.source, author=new.author,
-            published_at=new.published_at, fetched_at=new.fetched_at, language=new.language,
-            story_id=story.id, placement_method=placement.method, placement_score=placement.score,
+            url=new.url,
+            title=new.title,
+            text=new.text,
+            source=new.source,
+            author=new.author,
+            published_at=new.published_at,
+            fetched_at=new.fetched_at,
+            language=new.language,
+            story_id=story.id,
+            placement_method=placement.method,
+            placement_score=placement.score,
             matched_article_id=placement.matched_article_id,
             matched_story_id=placement.story_id,
             duplicate_of_id=placement.matched_article_id if placement.method == "near_copy" else None,
             duplicate_similarity=placement.duplicate_similarity,
-            feed_id=new.feed_id, terms=new.terms, minhash=new.minhash, shingle_count=new.shingle_count,
+            feed_id=new.feed_id,
+            terms=new.terms,
+            minhash=new.minhash,
+            shingle_count=new.shingle_count,
             raw_html=zlib.compress(new.raw_html.encode("utf-8"), 6) if new.raw_html is not None else None,
         )
         self.session.add(article)
@@ -321,12 +342,19 @@ class Repository:
         """Recompute the story's summary columns from its articles, and store its new centroid."""
         story = self.session.get_one(Story, story_id)
         first, last, count, outlets = self.session.execute(
-            select(func.min(Article.published_at), func.max(Article.published_at), func.count(Article.id),
-                   func.count(Article.source.distinct())).where(Article.story_id == story_id)
+            select(
+                func.min(Article.published_at),
+                func.max(Article.published_at),
+                func.count(Article.id),
+                func.count(Article.source.distinct()),
+            ).where(Article.story_id == story_id)
         ).one()
         earliest_title = self.session.scalar(
-            select(Article.title).where(Article.story_id == story_id, Article.duplicate_of_id.is_(None))
-            .order_by(Article.published_at, Article.id).limit(1))
+            select(Article.title)
+            .where(Article.story_id == story_id, Article.duplicate_of_id.is_(None))
+            .order_by(Article.published_at, Article.id)
+            .limit(1)
+        )
         story.first_published_at, story.last_published_at = first, last
         story.article_count = count
         story.outlet_count = outlets
@@ -346,7 +374,12 @@ class Repository:
                 feed = Feed(name=config.name, url=config.url, next_fetch_at=utcnow(), consecutive_failures=0)
                 self.session.add(feed)
             feed.name, feed.url, feed.interval_s = config.name, config.url, config.interval_s
-            feed.language, feed.tags, feed.robots, feed.in_config = config.language, list(config.tags), config.robots, True
+            feed.language, feed.tags, feed.robots, feed.in_config = (
+                config.language,
+                list(config.tags),
+                config.robots,
+                True,
+            )
             if feed.enabled is None:
                 feed.enabled = True
         for name, feed in existing.items():
@@ -368,14 +401,24 @@ class Repository:
         guids = [item.guid for item in items]
         known: set[str] = set()
         for chunk in _chunks(guids, 500):
-            known.update(self.session.scalars(
-                select(FeedItem.guid).where(FeedItem.feed_id == feed_id, FeedItem.guid.in_(chunk))))
+            known.update(
+                self.session.scalars(select(FeedItem.guid).where(FeedItem.feed_id == feed_id, FeedItem.guid.in_(chunk)))
+            )
         fresh = [item for item in items if item.guid not in known]
         self.session.add_all(
-            FeedItem(feed_id=feed_id, guid=item.guid, url=item.url, title=item.title,
-                     published_at=item.published_at, seen_at=now, state="pending", attempts=0,
-                     next_attempt_at=now)
-            for item in fresh)
+            FeedItem(
+                feed_id=feed_id,
+                guid=item.guid,
+                url=item.url,
+                title=item.title,
+                published_at=item.published_at,
+                seen_at=now,
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+            )
+            for item in fresh
+        )
         return len(fresh)
 
     def pending_items(self, now: datetime, feed_ids: Sequence[int] | None = None, limit: int = 1000) -> list[FeedItem]:
@@ -389,20 +432,26 @@ class Repository:
 
     # --- reading -----------------------------------------------------------
     def latest_stories(self, limit: int) -> list[tuple[Story, list[str]]]:
-        stories = list(self.session.scalars(
-            select(Story).where(Story.article_count > 0)
-            .order_by(Story.last_published_at.desc(), Story.id.desc()).limit(limit)))
+        stories = list(
+            self.session.scalars(
+                select(Story)
+                .where(Story.article_count > 0)
+                .order_by(Story.last_published_at.desc(), Story.id.desc())
+                .limit(limit)
+            )
+        )
         result = []
         for story in stories:
             outlets = self.session.scalars(
-                select(Article.source).where(Article.story_id == story.id).distinct().order_by(Article.source))
+                select(Article.source).where(Article.story_id == story.id).distinct().order_by(Article.source)
+            )
             result.append((story, list(outlets)))
         return result
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class Storage:
@@ -469,5 +518,6 @@ class Storage:
             return
         if not upgrade:
             raise SchemaOutOfDate(
-                f"database schema is at {current or 'nothing'}, this version needs {head}: run `monitor db upgrade`")
+                f"database schema is at {current or 'nothing'}, this version needs {head}: run `monitor db upgrade`"
+            )
         self.upgrade()

@@ -26,16 +26,16 @@ from monitor.text import words
 class StoryParams:
     """Every threshold and weight of story grouping, in one place (MONITOR_STORY_* overrides)."""
 
-    threshold: float = 0.22          # minimum score to join a story
-    window_days: float = 3.0         # a story is a candidate while its last article is this recent
-    max_span_days: float = 7.0       # a story never spans more than this
+    threshold: float = 0.22  # minimum score to join a story
+    window_days: float = 3.0  # a story is a candidate while its last article is this recent
+    max_span_days: float = 7.0  # a story never spans more than this
     title_weight: float = 3.0
     lead_weight: float = 2.0
     lead_words: int = 60
-    vector_terms: int = 100          # terms kept per article vector
-    centroid_terms: int = 300        # terms kept per story centroid
-    prior_documents: int = 20        # smoothing for IDF while the corpus is small
-    time_decay_days: float = 4.0     # score is multiplied by exp(-Δdays / this)
+    vector_terms: int = 100  # terms kept per article vector
+    centroid_terms: int = 300  # terms kept per story centroid
+    prior_documents: int = 20  # smoothing for IDF while the corpus is small
+    time_decay_days: float = 4.0  # score is multiplied by exp(-Δdays / this)
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +48,30 @@ def _stop_words() -> frozenset[str]:
     from monitor.text import normalize
 
     return frozenset(normalize(w) for w in get_stop_words("french")) | frozenset(
-        "a à c d j l m n s t qu jusqu lorsqu puisqu quoiqu été être fait faire dont selon".split())
+        [
+            "a",
+            "à",
+            "c",
+            "d",
+            "j",
+            "l",
+            "m",
+            "n",
+            "s",
+            "t",
+            "qu",
+            "jusqu",
+            "lorsqu",
+            "puisqu",
+            "quoiqu",
+            "été",
+            "être",
+            "fait",
+            "faire",
+            "dont",
+            "selon",
+        ]
+    )
 
 
 def term_counts(title: str, text: str, params: StoryParams) -> Counter[str]:
@@ -56,8 +79,11 @@ def term_counts(title: str, text: str, params: StoryParams) -> Counter[str]:
     stop, stem = _stop_words(), _stemmer().stemWord
     counts: Counter[str] = Counter()
     body = words(text)
-    for weight, tokens in ((params.title_weight, words(title)), (params.lead_weight, body[:params.lead_words]),
-                           (1.0, body)):
+    for weight, tokens in (
+        (params.title_weight, words(title)),
+        (params.lead_weight, body[: params.lead_words]),
+        (1.0, body),
+    ):
         for token in tokens:
             if token not in stop and len(token) > 1 and not token.isdigit():
                 counts[stem(token)] += weight  # type: ignore[assignment]
@@ -67,9 +93,10 @@ def term_counts(title: str, text: str, params: StoryParams) -> Counter[str]:
 def vectorize(counts: Mapping[str, float], df: Mapping[str, int], n_docs: int, params: StoryParams) -> dict[str, float]:
     """Unit-length TF-IDF vector, top terms only. IDF is smoothed by a prior while N is small."""
     n = n_docs + params.prior_documents
-    weights = {term: (1.0 + math.log(tf)) * math.log((n + 1) / (df.get(term, 0) + 1))
-               for term, tf in counts.items() if tf > 0}
-    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:params.vector_terms]
+    weights = {
+        term: (1.0 + math.log(tf)) * math.log((n + 1) / (df.get(term, 0) + 1)) for term, tf in counts.items() if tf > 0
+    }
+    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[: params.vector_terms]
     return _unit(dict(top))
 
 
@@ -86,10 +113,12 @@ def cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     return dot / norm if norm else 0.0
 
 
-def add_to_centroid(centroid: Mapping[str, float], vector: Mapping[str, float], params: StoryParams) -> dict[str, float]:
+def add_to_centroid(
+    centroid: Mapping[str, float], vector: Mapping[str, float], params: StoryParams
+) -> dict[str, float]:
     total = Counter(centroid)
     total.update(vector)
-    top = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:params.centroid_terms]
+    top = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[: params.centroid_terms]
     return {t: round(v, 6) for t, v in top}
 
 
@@ -112,8 +141,9 @@ def window(published_at: datetime, params: StoryParams) -> tuple[datetime, datet
     return published_at - timedelta(days=params.window_days), published_at + timedelta(days=params.window_days)
 
 
-def best_story(vector: Mapping[str, float], published_at: datetime, candidates: Sequence[Candidate],
-               params: StoryParams) -> Match | None:
+def best_story(
+    vector: Mapping[str, float], published_at: datetime, candidates: Sequence[Candidate], params: StoryParams
+) -> Match | None:
     """The best-scoring candidate that clears the threshold (ties: the older story), or None."""
     best: Match | None = None
     span = timedelta(days=params.max_span_days)

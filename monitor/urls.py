@@ -5,8 +5,24 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _TRACKING_PREFIXES = ("utm_", "at_", "pk_", "mtm_", "xtor", "ns_")
-_TRACKING_NAMES = {"fbclid", "gclid", "dclid", "msclkid", "mc_cid", "mc_eid", "igshid", "yclid", "_ga",
-                   "ref_src", "cmpid", "xtref", "twclid", "wt.mc_id", "oly_enc_id", "oly_anon_id"}
+_TRACKING_NAMES = {
+    "fbclid",
+    "gclid",
+    "dclid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "igshid",
+    "yclid",
+    "_ga",
+    "ref_src",
+    "cmpid",
+    "xtref",
+    "twclid",
+    "wt.mc_id",
+    "oly_enc_id",
+    "oly_anon_id",
+}
 
 
 def canonical_url(url: str) -> str:

@@ -48,12 +48,15 @@ def seeds() -> list[Seed]:
     return result
 
 
-def article_page(*, title: str, body: str, site: str, url: str, published: str, lang: str = "fr",
-                 charset: str = "utf-8") -> str:
+def article_page(
+    *, title: str, body: str, site: str, url: str, published: str, lang: str = "fr", charset: str = "utf-8"
+) -> str:
     """A news page as outlets serve it: menus, share bar, related links, comments and footer around the text."""
     paragraphs = "\n".join(f"<p>{html.escape(p.strip())}</p>" for p in body.splitlines() if p.strip())
-    related = "\n".join(f'<li><a href="/actu/{i}.html">Les dix smartphones les plus attendus de l\'année, épisode {i}</a></li>'
-                        for i in range(1, 7))
+    related = "\n".join(
+        f'<li><a href="/actu/{i}.html">Les dix smartphones les plus attendus de l\'année, épisode {i}</a></li>'
+        for i in range(1, 7)
+    )
     return f"""<!DOCTYPE html>
 <html lang="{lang}"><head><meta charset="{charset}">
 <title>{html.escape(title)} - {site}</title>
@@ -88,7 +91,9 @@ def rss(title: str, link: str, items: list[dict[str, Any]]) -> str:
         f"""<item><title>{html.escape(i["title"])}</title><link>{html.escape(i["link"])}</link>
 <guid isPermaLink="true">{html.escape(i["link"])}</guid>
 <pubDate>{format_datetime(i["published"]) if isinstance(i["published"], datetime) else i["published"]}</pubDate>
-<description>{html.escape(i.get("summary", ""))}</description></item>""" for i in items)
+<description>{html.escape(i.get("summary", ""))}</description></item>"""
+        for i in items
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"><channel><title>{html.escape(title)}</title><link>{link}</link>
 <description>Flux de test</description><language>fr</language>
@@ -140,8 +145,14 @@ class LoopbackServer:
     def base(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def add(self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8", status: int = 200,
-            headers: dict[str, str] | None = None) -> str:
+    def add(
+        self,
+        path: str,
+        body: str | bytes,
+        content_type: str = "text/html; charset=utf-8",
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> str:
         data = body.encode("utf-8") if isinstance(body, str) else body
         self.routes[path] = (status, {"Content-Type": content_type, **(headers or {})}, data)
         return self.base + path

@@ -21,16 +21,19 @@ def test_shipped_feeds_file_is_valid_and_real() -> None:
     assert {"www.numerama.com", "next.ink", "www.lemondeinformatique.fr", "www.lemonde.fr"} <= hosts
 
 
-@pytest.mark.parametrize(("body", "feed", "field"), [
-    ("feeds:\n  - {name: A}\n", "A", "url"),
-    ("feeds:\n  - {name: A, url: 'https://a.fr/feed'}\n  - {name: A, url: 'https://b.fr/feed'}\n", "A", "name"),
-    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: 10s}\n", "A", "interval"),
-    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: soon}\n", "A", "interval"),
-    ("feeds:\n  - {name: A, url: 'https://a.fr/feed'}\n  - {name: B, url: 'https://a.fr/feed'}\n", "B", "url"),
-    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', tags: tech}\n", "A", "tags"),
-    ("feeds:\n  - {name: A, url: 'https://a.fr/feed', intervall: 5m}\n", "A", "intervall"),
-    ("feeds:\n  - {url: 'https://a.fr/feed'}\n", "#1", "name"),
-])
+@pytest.mark.parametrize(
+    ("body", "feed", "field"),
+    [
+        ("feeds:\n  - {name: A}\n", "A", "url"),
+        ("feeds:\n  - {name: A, url: 'https://a.fr/feed'}\n  - {name: A, url: 'https://b.fr/feed'}\n", "A", "name"),
+        ("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: 10s}\n", "A", "interval"),
+        ("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: soon}\n", "A", "interval"),
+        ("feeds:\n  - {name: A, url: 'https://a.fr/feed'}\n  - {name: B, url: 'https://a.fr/feed'}\n", "B", "url"),
+        ("feeds:\n  - {name: A, url: 'https://a.fr/feed', tags: tech}\n", "A", "tags"),
+        ("feeds:\n  - {name: A, url: 'https://a.fr/feed', intervall: 5m}\n", "A", "intervall"),
+        ("feeds:\n  - {url: 'https://a.fr/feed'}\n", "#1", "name"),
+    ],
+)
 def test_bad_feed_entries_name_feed_and_field(tmp_path: Path, body: str, feed: str, field: str) -> None:
     path = tmp_path / "feeds.yaml"
     path.write_text(body, encoding="utf-8")
@@ -43,16 +46,20 @@ def test_bad_feed_entries_name_feed_and_field(tmp_path: Path, body: str, feed: s
 def test_yaml_error_stops_the_daemon_with_a_message(tmp_path: Path) -> None:
     path = tmp_path / "feeds.yaml"
     path.write_text("feeds:\n  - {name: A, url: [unclosed\n", encoding="utf-8")
-    result = run_cli("run", "--once", env={"MONITOR_FEEDS_FILE": str(path),
-                                           "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    result = run_cli(
+        "run", "--once", env={"MONITOR_FEEDS_FILE": str(path), "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    )
     assert result.returncode == 2
     assert "not valid YAML" in result.stderr and str(path) in result.stderr
 
 
 def test_interval_and_defaults(tmp_path: Path) -> None:
     path = tmp_path / "feeds.yaml"
-    path.write_text("feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: 2h, language: fr, tags: [ia]}\n"
-                    "  - {name: B, url: 'https://b.fr/feed', interval: 600}\n", encoding="utf-8")
+    path.write_text(
+        "feeds:\n  - {name: A, url: 'https://a.fr/feed', interval: 2h, language: fr, tags: [ia]}\n"
+        "  - {name: B, url: 'https://b.fr/feed', interval: 600}\n",
+        encoding="utf-8",
+    )
     a, b = load_feeds(path, default_interval="15m")
     assert (a.interval_s, a.tags, b.interval_s, b.language) == (7200, ("ia",), 600, "fr")
 

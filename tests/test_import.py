@@ -15,9 +15,18 @@ def _write_seeds(path: Path, *, same_day: bool, extra_lines: list[str] | None = 
     lines = []
     for seed in seeds():
         day = "2024-11-05" if same_day else seed.published
-        lines.append(json.dumps({"url": f"https://outlet-{seed.name}.example.fr/article?utm_campaign=x",
-                                 "title": seed.title, "text": seed.body, "published_at": f"{day}T10:00:00+01:00",
-                                 "source": f"outlet-{seed.name}", "story": "never read by the product"}))
+        lines.append(
+            json.dumps(
+                {
+                    "url": f"https://outlet-{seed.name}.example.fr/article?utm_campaign=x",
+                    "title": seed.title,
+                    "text": seed.body,
+                    "published_at": f"{day}T10:00:00+01:00",
+                    "source": f"outlet-{seed.name}",
+                    "story": "never read by the product",
+                }
+            )
+        )
     lines[2:2] = extra_lines or []
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -59,7 +68,8 @@ def test_bad_lines_are_reported_and_skipped(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "5 articles added, 0 already known, 4 lines skipped" in result.stdout
     for number, words in ((3, "published_at"), (4, "not JSON"), (5, "url"), (6, "needs a non-empty 'text' or 'html'")):
-        assert any(line.startswith(f"{archive}:line {number}:") and words in line for line in result.stderr.splitlines()), \
-            (number, result.stderr)
+        assert any(
+            line.startswith(f"{archive}:line {number}:") and words in line for line in result.stderr.splitlines()
+        ), (number, result.stderr)
     story = _stories(database_url)
     assert story["000"] == story["001"] == story["002"] == story["003"] != story["004"]

@@ -1,4 +1,4 @@
-"""End to end: seed articles served as real pages and feeds from several loopback hosts, through `monitor run --once`."""
+"""End to end: seed articles served as pages and feeds from several loopback hosts, through `monitor run --once`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ OUTLETS = ["Numerama", "Frandroid", "01net", "Next", "Siècle Digital"]
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "monitor", *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -32,9 +38,15 @@ def seed_sites(tmp_path: Path):  # type: ignore[no-untyped-def]
         aggregator_items = []
         for seed, site, server in zip(seeds(), OUTLETS, servers, strict=False):
             url = f"{server.base}/actualites/{seed.name}-article.html"
-            server.add(f"/actualites/{seed.name}-article.html",
-                       article_page(title=seed.title, body=seed.body, site=site, url=url, published=seed.published))
-            item = {"title": seed.title, "link": url, "published": datetime.fromisoformat(seed.published + "T09:30:00+01:00")}
+            server.add(
+                f"/actualites/{seed.name}-article.html",
+                article_page(title=seed.title, body=seed.body, site=site, url=url, published=seed.published),
+            )
+            item = {
+                "title": seed.title,
+                "link": url,
+                "published": datetime.fromisoformat(seed.published + "T09:30:00+01:00"),
+            }
             server.add("/feed/", rss(site, server.base, [item]), "application/rss+xml; charset=utf-8")
             feeds_yaml.append(f'  - {{name: "{site}", url: "{server.base}/feed/"}}')
             if seed.name in ("001", "004"):
@@ -48,15 +60,21 @@ def seed_sites(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_run_once_groups_the_seeds(seed_sites, database_url: str) -> None:  # type: ignore[no-untyped-def]
     feeds_file, servers = seed_sites
-    env = {"MONITOR_DATABASE_URL": database_url, "MONITOR_FEEDS_FILE": str(feeds_file),
-           "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8", "MONITOR_HOST_MIN_INTERVAL": "0"}
+    env = {
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_FEEDS_FILE": str(feeds_file),
+        "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+        "MONITOR_HOST_MIN_INTERVAL": "0",
+    }
     result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
     assert "6 feeds fetched, 0 failed" in result.stdout
 
     engine = create_engine(database_url)
     with engine.connect() as db:
-        rows = db.execute(text("SELECT url, title, text, source, story_id, published_at FROM articles ORDER BY url")).all()
+        rows = db.execute(
+            text("SELECT url, title, text, source, story_id, published_at FROM articles ORDER BY url")
+        ).all()
         assert len(rows) == 5
         by_seed = {row.url.rsplit("/", 1)[1][:3]: row for row in rows}
         assert sorted(by_seed) == ["000", "001", "002", "003", "004"]
@@ -70,8 +88,9 @@ def test_run_once_groups_the_seeds(seed_sites, database_url: str) -> None:  # ty
         story = {name: row.story_id for name, row in by_seed.items()}
         assert story["000"] == story["001"] == story["002"] == story["003"]
         assert story["004"] != story["000"]
-        meta_story = db.execute(text("SELECT article_count, outlet_count FROM stories WHERE id = :id"),
-                                {"id": story["000"]}).one()
+        meta_story = db.execute(
+            text("SELECT article_count, outlet_count FROM stories WHERE id = :id"), {"id": story["000"]}
+        ).one()
         assert tuple(meta_story) == (4, 4)
         items = db.execute(text("SELECT state, COUNT(*) FROM feed_items GROUP BY state")).all()
         assert dict(items) == {"done": 7}  # the aggregator's two items resolved to the stored articles
