@@ -85,6 +85,6 @@ def evaluate(
                     row = json.loads(raw)
                     gold[canonical_url(row["url"])] = row[label]
         with storage.repository() as repo:
-            predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).tuples().all())
+            predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).all())
         storage.engine.dispose()
     return score(predicted, gold)

@@ -254,9 +254,7 @@ class Repository:
         wanted = sorted(set(terms))
         found: dict[str, int] = {}
         for chunk in _chunks(wanted, 500):
-            found.update(
-                self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).tuples().all()
-            )
+            found.update(self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).all())
         return found
 
     def add_document_terms(self, terms: Iterable[str]) -> None:
@@ -278,7 +276,7 @@ class Repository:
             select(Article.id, Article.story_id, Article.minhash, Article.shingle_count)
             .where(Article.id.in_(ids))
             .order_by(Article.id)
-        ).tuples()
+        )
         return [NearCopyCandidate(*row) for row in rows]
 
     def add_article(
@@ -335,7 +333,7 @@ class Repository:
             select(Story.id, Story.centroid, Story.article_count, Story.first_published_at, Story.last_published_at)
             .where(Story.last_published_at >= start, Story.first_published_at <= end, Story.article_count > 0)
             .order_by(Story.id)
-        ).tuples()
+        )
         return [StoryCandidate(*row) for row in rows]
 
     def refresh_story(self, story_id: int, centroid: dict[str, float]) -> None:

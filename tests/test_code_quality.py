@@ -11,8 +11,13 @@ BIN = Path(sys.executable).parent
 
 
 def test_ruff() -> None:
-    result = subprocess.run([str(BIN / "ruff"), "check", "monitor", "tests", "benchmarks"], cwd=ROOT,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(BIN / "ruff"), "check", "monitor", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
