@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -113,3 +116,73 @@ def test_private_addresses_are_refused_by_default(seed_sites, tmp_path: Path) ->
     assert "0 feeds fetched, 6 failed" in result.stdout
     assert "refused" in result.stderr and "127.0.0.2" in result.stderr
     assert all(not server.requests for server in servers)  # refused before connecting
+
+
+def test_unfetchable_and_empty_pages_are_recorded_with_the_reason(tmp_path: Path) -> None:
+    with LoopbackServer("127.0.0.8") as server:
+        now = datetime.now().astimezone()
+        empty = server.add("/vide.html", "<html><body><nav>Accueil</nav><p>Court.</p></body></html>")
+        items = [
+            {"title": "Page disparue", "link": server.base + "/disparue.html", "published": now},
+            {"title": "Page vide", "link": empty, "published": now},
+            {"title": "Serveur en panne", "link": server.base + "/panne.html", "published": now},
+        ]
+        server.routes["/panne.html"] = (503, {"Content-Type": "text/plain"}, b"maintenance")
+        server.add("/feed.xml", rss("Cassé", server.base, items), "application/rss+xml")
+        feeds_file = tmp_path / "feeds.yaml"
+        feeds_file.write_text(f'feeds:\n  - {{name: Cassé, url: "{server.base}/feed.xml"}}\n', encoding="utf-8")
+        database_url = f"sqlite:///{tmp_path}/broken.db"
+        env = {
+            "MONITOR_DATABASE_URL": database_url,
+            "MONITOR_FEEDS_FILE": str(feeds_file),
+            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+            "MONITOR_HOST_MIN_INTERVAL": "0",
+        }
+        result = run_cli("run", "--once", env=env)
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        rows = {r.title: r for r in db.execute(text("SELECT title, state, attempts, last_error FROM feed_items"))}
+        assert db.execute(text("SELECT COUNT(*) FROM articles")).scalar_one() == 0
+    engine.dispose()
+    assert rows["Page disparue"].state == "failed" and "HTTP 404" in rows["Page disparue"].last_error
+    assert rows["Page vide"].state == "failed" and "no article" in rows["Page vide"].last_error
+    # a server error is transient: the item stays pending, to be retried with backoff
+    assert rows["Serveur en panne"].state == "pending" and "HTTP 503" in rows["Serveur en panne"].last_error
+    assert rows["Serveur en panne"].attempts == 1
+
+
+def test_daemon_runs_until_sigterm(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    feeds_file, _servers = seed_sites
+    database_url = f"sqlite:///{tmp_path}/daemon.db"
+    env = {
+        **os.environ,
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_FEEDS_FILE": str(feeds_file),
+        "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+        "MONITOR_HOST_MIN_INTERVAL": "0",
+        "MONITOR_POLL_SECONDS": "1",
+    }
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        engine = create_engine(database_url)
+        deadline = time.monotonic() + 120
+        count = 0
+        while time.monotonic() < deadline and count < 5:
+            time.sleep(0.5)
+            with contextlib.suppress(Exception), engine.connect() as db:
+                count = db.execute(text("SELECT COUNT(*) FROM articles")).scalar_one()
+        engine.dispose()
+        assert count == 5
+        assert daemon.poll() is None  # still running after its first cycle
+        daemon.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _out, err = daemon.communicate(timeout=15)
+        assert daemon.returncode == 0, err
+        assert time.monotonic() - stopped < 10
+        assert "monitor stopped" in err
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
