@@ -84,7 +84,7 @@ def report(label: str, run: Run, stored: int, expected: int, extra: str = "") ->
     rate = f"{stored / run.seconds:7.1f} articles/s" if stored else " " * 18
     check = "" if stored == expected else f"  MISMATCH: expected {expected}"
     print(
-        f"  {label:<30} {run.seconds:7.2f} s {rate}  articles in DB {stored:>3}"
+        f"  {label:<32} {run.seconds:7.2f} s {rate}  articles in DB {stored:>3}"
         f"  child peak RSS {run.max_rss_kib / 1024:5.0f} MiB{extra}{check}"
     )
 
@@ -108,7 +108,11 @@ def html_archive(rows: list[dict[str, Any]], path: Path) -> None:
     with path.open("w", encoding="utf-8") as out:
         for row in rows:
             page = article_page(
-                title=row["title"], body=row["text"], site=row["source"], url=row["url"], published=row["published_at"][:10]
+                title=row["title"],
+                body=row["text"],
+                site=row["source"],
+                url=row["url"],
+                published=row["published_at"][:10],
             )
             line = {k: row[k] for k in ("url", "title", "published_at", "source")}
             out.write(json.dumps({**line, "html": page}, ensure_ascii=False) + "\n")

