@@ -10,12 +10,12 @@ Stories are bounded in time: a follow-up weeks later is a new story.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-import unicodedata
 
 import Stemmer
 from stop_words import get_stop_words
