@@ -42,10 +42,14 @@ class Settings(BaseSettings):
     global_concurrency: int = 16
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    request_deadline: float = 60.0  # whole request, body included: stops slow drips
     max_body_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 5
     max_items_per_feed: int = 200
     default_interval: str = "15m"
+    max_interval: str = "6h"  # quiet feeds slow down to this, not further
+    disable_after_days: float = 7.0  # a feed failing without a break this long is disabled, with the reason
+    item_max_attempts: int = 5  # tries for an article page before giving up with the reason
     poll_seconds: float = 30.0
     auto_upgrade: bool = True
     log_level: str = "INFO"
@@ -56,11 +60,14 @@ class Settings(BaseSettings):
         parse_allowed_networks(value)
         return value
 
-    @field_validator("default_interval")
+    @field_validator("default_interval", "max_interval")
     @classmethod
     def _check_interval(cls, value: str) -> str:
         parse_interval(value)
         return value
+
+    def max_interval_s(self) -> int:
+        return parse_interval(self.max_interval)
 
     def allowed_networks(self) -> list[Network] | None:
         """None means every address is allowed; [] means only public addresses."""

@@ -6,7 +6,8 @@ MonitorError
 │   └── SchemaOutOfDate
 ├── FetchError           an HTTP fetch failed; carries the URL and a failure kind
 │   └── AddressRefused   the URL resolves to an address the guard refuses
-├── FeedError            bytes fetched but not a usable feed; carries the feed URL
+├── FeedError            bytes fetched but not a usable feed; carries the feed URL and a kind
+│                        (not_a_feed, challenge, parse)
 ├── ExtractionError      a page gave no article text; carries the URL
 ├── ImportLineError      one JSONL line of an import is unusable; carries the line number
 └── IndexMismatch        stored MinHash signatures were built with other parameters
@@ -39,13 +40,19 @@ class SchemaOutOfDate(StorageError):
 
 
 class FetchError(MonitorError):
-    """kind is one of: network, timeout, tls, http, too_large, content_type, refused, redirects."""
+    """kind is one of: network, timeout, tls, http, too_large, content_type, refused, redirects, robots.
 
-    def __init__(self, url: str, kind: str, message: str, *, status: int | None = None) -> None:
+    retry_after carries the server's Retry-After (seconds) on a 429 or 503.
+    """
+
+    def __init__(
+        self, url: str, kind: str, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{url}: {kind}: {message}")
         self.url = url
         self.kind = kind
         self.status = status
+        self.retry_after = retry_after
 
 
 class AddressRefused(FetchError):

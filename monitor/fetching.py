@@ -15,12 +15,15 @@ import ipaddress
 import re
 import socket
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+from urllib.robotparser import RobotFileParser
 
 import feedparser
 import httpx
@@ -140,7 +143,11 @@ class Fetcher:
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            headers={"User-Agent": settings.user_agent, "Accept-Language": "fr,en;q=0.5"},
+            headers={
+                "User-Agent": settings.user_agent,
+                "Accept-Language": "fr,en;q=0.5",
+                "Accept-Encoding": "gzip, deflate",
+            },
             limits=httpx.Limits(max_connections=settings.global_concurrency * 2),
         )
 
@@ -158,7 +165,12 @@ class Fetcher:
             host = urlsplit(current).hostname or ""
             await self.budget.acquire(host)
             try:
-                response = await self._get_once(current, headers or {})
+                async with asyncio.timeout(self.settings.request_deadline):
+                    response = await self._get_once(current, headers or {})
+            except TimeoutError as e:  # a slow drip that never trips the read timeout
+                raise FetchError(
+                    current, "timeout", f"no complete answer in {self.settings.request_deadline:g} s"
+                ) from e
             finally:
                 self.budget.release(host)
             if response.status in _REDIRECTS:
@@ -172,7 +184,13 @@ class Fetcher:
             if response.status == 304:
                 return response
             if not 200 <= response.status < 300:
-                raise FetchError(current, "http", f"HTTP {response.status}", status=response.status)
+                raise FetchError(
+                    current,
+                    "http",
+                    f"HTTP {response.status}",
+                    status=response.status,
+                    retry_after=retry_after_seconds(response.headers.get("retry-after")),
+                )
             allowed = tuple(accept)
             if response.content_type and not any(kind in response.content_type for kind in allowed):
                 raise FetchError(current, "content_type", f"unexpected content type {response.content_type!r}")
@@ -186,24 +204,107 @@ class Fetcher:
                 declared = stream.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit and stream.status_code < 300:
                     raise FetchError(url, "too_large", f"Content-Length {declared} exceeds {limit} bytes")
-                chunks: list[bytes] = []
-                size = 0
+                body = b""
                 if 200 <= stream.status_code < 300:
-                    async for chunk in stream.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            raise FetchError(url, "too_large", f"body exceeds {limit} bytes")
-                        chunks.append(chunk)
-                return Response(str(stream.url), stream.status_code, stream.headers, b"".join(chunks))
+                    body = await _bounded_body(url, stream, limit)
+                return Response(str(stream.url), stream.status_code, stream.headers, body)
         except httpx.TimeoutException as e:
             raise FetchError(url, "timeout", f"{type(e).__name__}") from e
         except httpx.ConnectError as e:
             kind = "tls" if "SSL" in str(e) or "certificate" in str(e).lower() else "network"
             raise FetchError(url, kind, str(e) or type(e).__name__) from e
-        except httpx.DecodingError as e:
-            raise FetchError(url, "network", f"undecodable body: {e}") from e
         except httpx.HTTPError as e:
             raise FetchError(url, "network", str(e) or type(e).__name__) from e
+
+
+async def _bounded_body(url: str, stream: httpx.Response, limit: int) -> bytes:
+    """The decoded body, stopped as soon as it passes ``limit`` bytes, compressed or not.
+
+    Decompression is done here with ``max_length`` so a gzip bomb never inflates past the limit in
+    memory (a library decoder inflates each received chunk whole).
+    """
+    encoding = stream.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+        raise FetchError(url, "content_type", f"unsupported Content-Encoding {encoding!r}")
+    inflater = zlib.decompressobj(47) if encoding not in ("identity", "") else None  # 47: gzip or zlib header
+    chunks: list[bytes] = []
+    size = 0
+    async for raw in stream.aiter_raw():
+        pending = raw
+        while pending:
+            if inflater is None:
+                piece, pending = pending, b""
+            else:
+                try:
+                    piece = inflater.decompress(pending, limit + 1 - size)
+                except zlib.error as e:
+                    raise FetchError(url, "network", f"corrupt {encoding} body: {e}") from e
+                pending = inflater.unconsumed_tail
+            size += len(piece)
+            if size > limit:
+                raise FetchError(url, "too_large", f"body exceeds {limit} bytes once decoded")
+            chunks.append(piece)
+            if inflater is not None and not piece and pending:
+                break
+    return b"".join(chunks)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def max_age_seconds(cache_control: str | None) -> float | None:
+    match = re.search(r"max-age\s*=\s*(\d+)", cache_control or "", re.I)
+    return float(match.group(1)) if match else None
+
+
+class RobotsCache:
+    """robots.txt per host, fetched through the same guarded, polite fetcher, kept for a day.
+
+    As search engines do: a missing robots.txt (4xx) allows everything; an unreachable one (5xx,
+    network) is treated as a temporary "not now", so the article is retried later.
+    """
+
+    TTL = timedelta(hours=24)
+
+    def __init__(self, fetcher: Fetcher) -> None:
+        self.fetcher = fetcher
+        self._rules: dict[str, tuple[datetime, RobotFileParser]] = {}
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        async with self._locks[origin]:
+            cached = self._rules.get(origin)
+            if cached is None or datetime.now(UTC) - cached[0] > self.TTL:
+                cached = (datetime.now(UTC), await self._load(origin))
+                self._rules[origin] = cached
+        return cached[1].can_fetch(self.fetcher.settings.user_agent, url)
+
+    async def _load(self, origin: str) -> RobotFileParser:
+        parser = RobotFileParser(origin + "/robots.txt")
+        try:
+            response = await self.fetcher.get(origin + "/robots.txt", accept=("text/", "application/octet-stream"))
+        except FetchError as e:
+            if e.status is not None and 400 <= e.status < 500:
+                parser.parse([])
+                return parser
+            raise FetchError(origin + "/robots.txt", e.kind, f"robots.txt unavailable: {e}", status=e.status) from e
+        parser.parse(response.text().splitlines())
+        return parser
 
 
 @dataclass(frozen=True)

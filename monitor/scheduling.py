@@ -18,15 +18,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.config import Settings, load_feeds
 from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError
-from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, body_hash, parse_feed
+from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, RobotsCache, body_hash, max_age_seconds, parse_feed
 from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Feed, Storage
 
 log = logging.getLogger(__name__)
 
-MAX_ITEM_ATTEMPTS = 5
 ITEM_RETRY_BASE = timedelta(minutes=5)
 MAX_FEED_BACKOFF = timedelta(days=1)
+MAX_RETRY_AFTER = timedelta(days=1)
 _PERMANENT_STATUSES = {404, 410, 451}
 
 
@@ -47,6 +47,7 @@ class PendingItem:
     feed_id: int
     title: str | None
     published_at: datetime | None
+    robots: bool  # obey robots.txt for this item's page (the feed's setting)
 
 
 def _now() -> datetime:
@@ -61,12 +62,14 @@ class Worker:
         self.storage = storage
         self.fetcher = fetcher
         self.ingestor = ingestor
+        self.robots = RobotsCache(fetcher)
 
     async def cycle(self, *, only_due: bool) -> CycleReport:
         report = CycleReport()
         now = _now()
         with self.storage.repository() as repo:
             feeds = repo.feeds(due_before=now) if only_due else [f for f in repo.feeds() if f.enabled]
+            obey_robots = {f.id: f.robots for f in repo.feeds()}
         await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
         with self.storage.repository() as repo:
             pending = repo.pending_items(_now())
@@ -74,7 +77,9 @@ class Worker:
         by_url: dict[str | None, list[PendingItem]] = {}
         for row in pending:
             by_url.setdefault(row.url, []).append(
-                PendingItem(row.id, row.url, row.feed_id, row.title, row.published_at)
+                PendingItem(
+                    row.id, row.url, row.feed_id, row.title, row.published_at, obey_robots.get(row.feed_id, True)
+                )
             )
         unlinked = by_url.pop(None, [])
         if unlinked:
@@ -103,28 +108,51 @@ class Worker:
             self._record_feed_failure(feed.id, e)
             return
         report.feeds_ok += 1
+        now = _now()
         with self.storage.repository() as repo:
             row = repo.feed(feed.id)
+            hints = [max_age_seconds(response.headers.get("cache-control"))]
             if parsed is not None:
-                # Items first, validators after: a crash in between re-reads the feed, losing nothing.
-                report.items_new += repo.record_items(feed.id, parsed.entries, _now())
+                # Items first, validators after (same transaction): a crash re-reads the feed, losing nothing.
+                report.items_new += repo.record_items(feed.id, parsed.entries, now)
                 row.etag = response.headers.get("etag")
                 row.last_modified = response.headers.get("last-modified")
                 row.body_hash = body_hash(response.body)
                 row.last_error = parsed.warning
+                row.current_interval_s = adaptive_interval(
+                    [e.published_at for e in parsed.entries],
+                    now,
+                    floor_s=row.interval_s,
+                    ceiling_s=self.settings.max_interval_s(),
+                )
+                hints.append(parsed.ttl_minutes * 60.0 if parsed.ttl_minutes else None)
             row.consecutive_failures = 0
-            row.last_success_at = _now()
-            row.next_fetch_at = _now() + _jittered(timedelta(seconds=row.interval_s))
+            row.failing_since = None
+            row.last_success_at = now
+            row.next_fetch_at = now + success_delay(
+                row.current_interval_s or row.interval_s, hints, cap_s=self.settings.max_interval_s()
+            )
 
     def _record_feed_failure(self, feed_id: int, error: FetchError | FeedError) -> None:
+        now = _now()
         with self.storage.repository() as repo:
             row = repo.feed(feed_id)
             row.consecutive_failures += 1
-            row.last_error, row.last_error_kind, row.last_error_at = str(error), error.kind, _now()
-            if isinstance(error, FetchError) and error.status == 410:
-                row.enabled, row.disabled_reason = False, f"410 Gone at {_now():%Y-%m-%d %H:%M}Z"
-            backoff = min(timedelta(seconds=row.interval_s) * 2 ** min(row.consecutive_failures, 10), MAX_FEED_BACKOFF)
-            row.next_fetch_at = _now() + _jittered(backoff)
+            row.failing_since = row.failing_since or now
+            row.last_error, row.last_error_kind, row.last_error_at = str(error), error.kind, now
+            status = error.status if isinstance(error, FetchError) else None
+            if status == 410:
+                row.enabled, row.disabled_reason = False, f"410 Gone at {now:%Y-%m-%d %H:%M}Z"
+            elif now - row.failing_since > timedelta(days=self.settings.disable_after_days):
+                row.enabled = False
+                row.disabled_reason = (
+                    f"failing since {row.failing_since:%Y-%m-%d %H:%M}Z "
+                    f"({row.consecutive_failures} failures), last: {error}"
+                )
+            retry_after = error.retry_after if isinstance(error, FetchError) else None
+            row.next_fetch_at = now + failure_delay(row.interval_s, row.consecutive_failures, retry_after)
+            if not row.enabled:
+                log.error("feed %s (%s) disabled: %s", row.name, row.url, row.disabled_reason)
 
     async def _ingest_url(self, items: list[PendingItem], report: CycleReport) -> None:
         first = items[0]
@@ -136,6 +164,8 @@ class Worker:
             self._finish_items(ids, article_id=known, report=report)
             return
         try:
+            if any(item.robots for item in items) and not await self.robots.allowed(first.url):
+                raise FetchError(first.url, "robots", "disallowed by the site's robots.txt")
             response = await self.fetcher.get(first.url, accept=PAGE_TYPES)
             incoming = Incoming(
                 url=response.url,
@@ -148,7 +178,7 @@ class Worker:
             prepared = await asyncio.to_thread(self.ingestor.prepare, incoming)
             outcome = await asyncio.to_thread(self.ingestor.store, prepared)
         except FetchError as e:
-            permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large")
+            permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large", "robots")
             self._finish_items(ids, error=str(e), retry=not permanent, report=report)
         except ExtractionError as e:
             self._finish_items(ids, error=str(e), report=report)
@@ -175,7 +205,7 @@ class Worker:
                     item.state, item.article_id = "done", article_id
                     continue
                 log.warning("item %s: %s", item.url, error)
-                if retry and item.attempts < MAX_ITEM_ATTEMPTS:
+                if retry and item.attempts < self.settings.item_max_attempts:
                     item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
                 else:
                     item.state = "failed"
@@ -186,6 +216,31 @@ class Worker:
 def _jittered(delay: timedelta) -> timedelta:
     """±10 % so feeds added together do not stay aligned."""
     return delay * random.uniform(0.9, 1.1)
+
+
+def adaptive_interval(published: list[datetime | None], now: datetime, *, floor_s: int, ceiling_s: int) -> int:
+    """Poll about as often as the feed publishes: a week divided by its items of the last week.
+
+    Never more often than the feed's configured interval (the floor), never less often than the ceiling.
+    """
+    week = timedelta(days=7)
+    recent = sum(1 for moment in published if moment is not None and now - week <= moment <= now)
+    rate_s = week.total_seconds() / recent if recent else float(ceiling_s)
+    return int(min(max(rate_s, floor_s), max(ceiling_s, floor_s)))
+
+
+def success_delay(interval_s: int, hints_s: list[float | None], *, cap_s: int) -> timedelta:
+    """The interval, stretched by what the server asks (Cache-Control max-age, RSS ttl), each capped."""
+    asked = [min(hint, cap_s) for hint in hints_s if hint]
+    return _jittered(timedelta(seconds=max([interval_s, *asked])))
+
+
+def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -> timedelta:
+    """Exponential backoff from the interval, capped at a day; a server's Retry-After (capped too) wins if longer."""
+    backoff = min(timedelta(seconds=interval_s) * 2 ** min(failures, 10), MAX_FEED_BACKOFF)
+    if retry_after_s is not None:
+        backoff = max(backoff, min(timedelta(seconds=retry_after_s), MAX_RETRY_AFTER))
+    return _jittered(backoff)
 
 
 def prepare(settings: Settings) -> tuple[Storage, Ingestor]:

@@ -85,7 +85,9 @@ class Feed(Base):
     etag: Mapped[str | None] = mapped_column(String(512))
     last_modified: Mapped[str | None] = mapped_column(String(128))
     body_hash: Mapped[str | None] = mapped_column(String(64))
+    current_interval_s: Mapped[int | None] = mapped_column(Integer)  # adapted to the publishing rate
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_kind: Mapped[str | None] = mapped_column(String(32))
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
