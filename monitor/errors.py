@@ -56,8 +56,9 @@ class FetchError(MonitorError):
 
 
 class AddressRefused(FetchError):
-    def __init__(self, url: str, message: str) -> None:
-        super().__init__(url, "refused", message)
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, "refused", reason)
+        self.reason = reason
 
 
 class FeedError(MonitorError):

@@ -161,7 +161,12 @@ class Fetcher:
         """GET with redirects checked hop by hop; raise FetchError for anything but 2xx/304."""
         current = url
         for _hop in range(self.settings.max_redirects + 1):
-            await self.guard.check(current)
+            try:
+                await self.guard.check(current)
+            except AddressRefused as e:
+                if current == url:
+                    raise
+                raise AddressRefused(current, f"{e.reason} (redirected from {url})") from e
             host = urlsplit(current).hostname or ""
             await self.budget.acquire(host)
             try:

@@ -6,6 +6,7 @@ import html
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,7 +102,9 @@ def rss(title: str, link: str, items: list[dict[str, Any]]) -> str:
 </channel></rss>"""
 
 
-Route = tuple[int, dict[str, str], bytes] | Callable[[BaseHTTPRequestHandler], tuple[int, dict[str, str], bytes]]
+Reply = tuple[int, dict[str, str], bytes]
+# A route is a fixed reply, or a function of the request giving one, or None when it answered by itself.
+Route = Reply | Callable[[BaseHTTPRequestHandler], Reply | None]
 
 
 class LoopbackServer:
@@ -110,18 +113,37 @@ class LoopbackServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+        self.starts: list[float] = []  # monotonic start time of every request
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                started = time.monotonic()
                 server.requests.append((self.path, dict(self.headers)))
+                with server.lock:
+                    server.active += 1
+                    server.max_active = max(server.max_active, server.active)
+                    server.starts.append(started)
+                try:
+                    self._answer()
+                finally:
+                    with server.lock:
+                        server.active -= 1
+
+            def _answer(self) -> None:
                 route = server.routes.get(self.path)
                 if route is None:
                     status, headers, body = 404, {"Content-Type": "text/plain"}, b"not found"
                 elif callable(route):
-                    status, headers, body = route(self)
+                    reply = route(self)
+                    if reply is None:
+                        return
+                    status, headers, body = reply
                 else:
                     status, headers, body = route
                 self.send_response(status)
