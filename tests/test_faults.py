@@ -372,3 +372,75 @@ def test_real_section_feeds_with_overlap_store_each_article_once(tmp_path: Path)
     assert len(page_requests) == len(unique)  # every page fetched once, however many feeds list it
     states = query(database_url, "SELECT state, COUNT(*) AS n FROM feed_items GROUP BY state")
     assert {r["state"]: r["n"] for r in states} == {"done": report.items_new}
+
+
+def test_sigkill_mid_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pages_per_host = 20
+    with LoopbackServer("127.0.0.41") as one, LoopbackServer("127.0.0.42") as two:
+        feeds = {}
+        for server in (one, two):
+            items = []
+            for i in range(pages_per_host):
+                seed = seeds()[i % 5]
+                path = f"/a{i}.html"
+                page = article_page(
+                    title=f"{seed.title} ({server.host} {i})",
+                    body=f"Dépêche {i}.\n{seed.body}",
+                    site=server.host,
+                    url=server.base + path,
+                    published=seed.published,
+                )
+
+                def slow(handler: BaseHTTPRequestHandler, page: str = page) -> tuple[int, dict[str, str], bytes]:
+                    time.sleep(0.15)
+                    return 200, {"Content-Type": "text/html; charset=utf-8"}, page.encode()
+
+                server.routes[path] = slow
+                items.append({"title": f"Dépêche {i}", "link": server.base + path, "published": datetime.now(UTC)})
+            feeds[server.host] = server.add("/feed.xml", rss(server.host, server.base, items), "application/rss+xml")
+        database_url = f"sqlite:///{tmp_path}/crash.db"
+        env = {
+            **os.environ,
+            "MONITOR_DATABASE_URL": database_url,
+            "MONITOR_FEEDS_FILE": str(write_feeds(tmp_path / "feeds.yaml", feeds)),
+            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+            "MONITOR_HOST_MIN_INTERVAL": "0",
+            "MONITOR_HOST_CONCURRENCY": "1",
+            "MONITOR_POLL_SECONDS": "1",
+        }
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        stored = 0
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline and stored < 6:
+                time.sleep(0.1)
+                try:
+                    stored = len(query(database_url, "SELECT id FROM articles"))
+                except Exception:
+                    stored = 0
+        finally:
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait(timeout=10)
+        assert 6 <= stored < 2 * pages_per_host, stored  # killed in the middle of the run
+        seen = len(query(database_url, "SELECT id FROM feed_items"))
+        assert seen == 2 * pages_per_host  # every item was recorded before its page was fetched
+        restart = subprocess.run(
+            [sys.executable, "-m", "monitor", "run", "--once"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert restart.returncode == 0, restart.stderr
+    urls = [r["url"] for r in query(database_url, "SELECT url FROM articles")]
+    assert len(urls) == len(set(urls)) == 2 * pages_per_host
+    items = query(database_url, "SELECT state, article_id FROM feed_items")
+    assert len(items) == 2 * pages_per_host and all(i["state"] == "done" and i["article_id"] for i in items)
