@@ -219,13 +219,13 @@ def _jittered(delay: timedelta) -> timedelta:
 
 
 def adaptive_interval(published: list[datetime | None], now: datetime, *, floor_s: int, ceiling_s: int) -> int:
-    """Poll about as often as the feed publishes: a week divided by its items of the last week.
+    """Poll about as often as the feed publishes: the time its recent items span, divided by their number.
 
-    Never more often than the feed's configured interval (the floor), never less often than the ceiling.
+    Only the last week counts. Never more often than the feed's configured interval (the floor), never
+    less often than the ceiling.
     """
-    week = timedelta(days=7)
-    recent = sum(1 for moment in published if moment is not None and now - week <= moment <= now)
-    rate_s = week.total_seconds() / recent if recent else float(ceiling_s)
+    recent = [moment for moment in published if moment is not None and now - timedelta(days=7) <= moment <= now]
+    rate_s = (now - min(recent)).total_seconds() / len(recent) if recent else float(ceiling_s)
     return int(min(max(rate_s, floor_s), max(ceiling_s, floor_s)))
 
 

@@ -1,0 +1,67 @@
+"""The polling policy: adaptive intervals, server hints, backoff, and disabling a feed that stays broken."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from monitor.fetching import max_age_seconds, retry_after_seconds
+from monitor.scheduling import adaptive_interval, failure_delay, success_delay
+from tests.support import LoopbackServer
+from tests.test_faults import cycle, query, write_feeds
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def test_adaptive_interval_follows_the_publishing_rate() -> None:
+    busy = [NOW - timedelta(minutes=10 * i) for i in range(200)]  # 6 an hour; the feed shows its last 200
+    quiet = [NOW - timedelta(days=2), NOW - timedelta(days=5)]
+    assert adaptive_interval(busy, NOW, floor_s=900, ceiling_s=21600) == 900  # never below the configured floor
+    assert adaptive_interval(quiet, NOW, floor_s=900, ceiling_s=21600) == 21600  # a week / 2 items, capped
+    every_two_hours = [NOW - timedelta(hours=2 * i) for i in range(24)]
+    assert adaptive_interval(every_two_hours, NOW, floor_s=900, ceiling_s=21600) == 46 * 3600 // 24
+    assert adaptive_interval([None, None], NOW, floor_s=900, ceiling_s=21600) == 21600  # no dates: ceiling
+    assert adaptive_interval(busy, NOW, floor_s=30000, ceiling_s=21600) == 30000  # a slow configured feed stays slow
+
+
+def test_server_hints_stretch_the_delay_but_are_capped() -> None:
+    for _ in range(20):  # jitter is ±10 %
+        assert 810 <= success_delay(900, [None], cap_s=21600).total_seconds() <= 990
+        assert 3240 <= success_delay(900, [3600.0, None], cap_s=21600).total_seconds() <= 3960
+        assert success_delay(900, [10**9], cap_s=21600).total_seconds() <= 21600 * 1.1
+    assert max_age_seconds("public, max-age=1800, must-revalidate") == 1800
+    assert max_age_seconds("no-cache") is None
+
+
+def test_backoff_grows_exponentially_capped_and_respects_retry_after() -> None:
+    delays = [failure_delay(900, n, None).total_seconds() for n in range(1, 12)]
+    assert 1800 * 0.9 <= delays[0] <= 1800 * 1.1 and 3600 * 0.9 <= delays[1] <= 3600 * 1.1
+    assert max(delays) <= 86400 * 1.1
+    assert failure_delay(900, 1, 7200).total_seconds() >= 7200 * 0.9
+    assert failure_delay(900, 1, 10**9).total_seconds() <= 86400 * 1.1
+    assert retry_after_seconds("120") == 120
+    later = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    assert 3500 <= (retry_after_seconds(later) or 0) <= 3600
+    assert retry_after_seconds("tomorrow-ish") is None
+
+
+def test_feed_failing_for_days_is_disabled_with_the_reason(tmp_path: Path) -> None:
+    with LoopbackServer("127.0.0.45") as server:
+        server.add("/feed.xml", b"down", "text/plain", status=503)
+        database_url = f"sqlite:///{tmp_path}/days.db"
+        feeds_file = write_feeds(tmp_path / "feeds.yaml", {"broken": server.base + "/feed.xml"})
+        cycle(database_url, feeds_file)
+        engine = create_engine(database_url)
+        with engine.begin() as db:  # pretend the first failure was eight days ago
+            db.execute(
+                text("UPDATE feeds SET failing_since = :t"),
+                {"t": (datetime.now(UTC) - timedelta(days=8)).replace(tzinfo=None)},
+            )
+        engine.dispose()
+        cycle(database_url, feeds_file)
+    feed = query(database_url, "SELECT enabled, disabled_reason, consecutive_failures FROM feeds")[0]
+    assert not feed["enabled"] and feed["consecutive_failures"] == 2
+    assert "failing since" in feed["disabled_reason"] and "HTTP 503" in feed["disabled_reason"]
