@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import feedparser
+import httpcore
 import httpx
 
 from monitor.config import Network, Settings
@@ -55,25 +56,58 @@ class AddressGuard:
     async def check(self, url: str) -> None:
         """Resolve the URL's host and raise AddressRefused if any of its addresses is not permitted."""
         parts = urlsplit(url)
-        host = parts.hostname
-        if parts.scheme not in ("http", "https") or not host:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(url, "network", "only http(s) URLs with a host can be fetched")
+        await self.vetted_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), url=url)
+
+    async def vetted_address(self, host: str, port: int, *, url: str | None = None) -> str:
+        """One address of ``host`` to connect to, after checking every address it resolves to."""
         try:
-            addresses = [str(ipaddress.ip_address(host))]
+            addresses = [str(ipaddress.ip_address(host.strip("[]")))]
         except ValueError:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
-                )
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except socket.gaierror as e:
-                raise FetchError(url, "network", f"cannot resolve {host}: {e.strerror}") from e
+                raise FetchError(url or host, "network", f"cannot resolve {host}: {e.strerror}") from e
             addresses = sorted({str(info[4][0]) for info in infos})
         refused = [a for a in addresses if not self.permits(a)]
         if refused:
             raise AddressRefused(
-                url,
+                url or host,
                 f"{host} resolves to non-public address {refused[0]} (set MONITOR_ALLOW_PRIVATE_ADDRESSES to allow it)",
             )
+        return addresses[0]
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to an address the guard vetted in the same step, so a DNS answer that changes
+    between the check and the connection (DNS rebinding) cannot slip a private address through.
+    TLS still verifies the certificate against the host name: httpcore passes it separately."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        address = await self.guard.vetted_address(host, port)
+        return await self.inner.connect_tcp(
+            address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused(path, "unix sockets are never fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
 
 
 class HostBudget:
@@ -140,7 +174,10 @@ class Fetcher:
         self.settings = settings
         self.guard = AddressGuard(settings.allowed_networks())
         self.budget = HostBudget(settings.host_min_interval, settings.host_concurrency, settings.global_concurrency)
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=settings.global_concurrency * 2))
+        transport._pool._network_backend = _GuardedBackend(self.guard)  # no public hook for the backend
         self._client = httpx.AsyncClient(
+            transport=transport,
             follow_redirects=False,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             headers={
@@ -148,7 +185,6 @@ class Fetcher:
                 "Accept-Language": "fr,en;q=0.5",
                 "Accept-Encoding": "gzip, deflate",
             },
-            limits=httpx.Limits(max_connections=settings.global_concurrency * 2),
         )
 
     async def __aenter__(self) -> Fetcher:

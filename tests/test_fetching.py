@@ -48,6 +48,34 @@ def test_dns_answer_pointing_to_a_private_address_is_refused(monkeypatch: pytest
     assert opened == []
 
 
+def test_dns_rebinding_between_check_and_connect_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The name first resolves to the (allowed) loopback server, then to a private address: the connection
+    is made only to an address vetted at connect time, so the second answer is refused, never dialled."""
+    with LoopbackServer("127.0.0.46") as server:
+        server.add("/feed", "<rss></rss>", "application/rss+xml")
+        answers = ["127.0.0.46", "10.9.8.7"]
+        real = asyncio.BaseEventLoop.getaddrinfo
+
+        async def rebinding(self, host, port, **kwargs):  # type: ignore[no-untyped-def]
+            if host != "rebind.example.fr":
+                return await real(self, host, port, **kwargs)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers.pop(0), port))]
+
+        dialled: list[object] = []
+        real_connect = socket.socket.connect
+
+        def recording_connect(self, address):  # type: ignore[no-untyped-def]
+            dialled.append(address)
+            return real_connect(self, address)
+
+        monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", rebinding)
+        monkeypatch.setattr(socket.socket, "connect", recording_connect)
+        with pytest.raises(AddressRefused, match=r"10\.9\.8\.7"):
+            asyncio.run(_get(_settings(), f"http://rebind.example.fr:{server.port}/feed", FEED_TYPES))
+        assert answers == [] and not [a for a in dialled if str(a).startswith("('10.")]
+        assert server.requests == []
+
+
 def test_loopback_refused_unless_allowed() -> None:
     with LoopbackServer("127.0.0.3") as server:
         url = server.add("/page", "<html><body>x</body></html>")

@@ -1,0 +1,275 @@
+"""Fetch cycle at scale: `monitor run --once` on 1,000 feeds over 50 loopback hosts, cold then warm.
+
+    .venv/bin/python benchmarks/fetch_cycle.py [--min-interval 0.5] [--global-concurrency 64]
+
+Hosts 127.0.1.1-50 each serve 20 RSS feeds (one item each, linking to an article page of rpm2-dev text on the
+same host) and a robots.txt, every reply after 50 ms of added latency; feeds send an ETag and answer 304 when
+If-None-Match matches. Cycle 1 is cold (feeds, robots.txt, pages), cycle 2 runs the same command again (every
+feed 304). Each is the wall clock of the real CLI in a subprocess, compared with the politeness lower bound; the
+servers check that no host saw two request starts closer than the minimum interval, nor more than 2 at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from tests.support import LoopbackServer, Reply, Route, article_page, rss  # noqa: E402
+
+RPM2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpm2-dev" / "rpm2-dev.jsonl"
+HOSTS = [f"127.0.1.{i}" for i in range(1, 51)]
+FEEDS_PER_HOST = 20
+LATENCY_S = 0.05
+HOST_CONCURRENCY = 2
+GAP_TOLERANCE_S = 0.010
+TIMEOUT_S = 300.0
+KINDS = ("feeds", "pages", "robots")
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    stdout: str
+    stderr: str
+    max_rss_kib: int
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What the servers saw during one run."""
+
+    by_kind: Counter[str]
+    per_host: dict[str, int]
+    worst_gap_s: float  # smallest interval between two request starts on one host
+    worst_gap_host: str
+    close_pairs: int  # request starts closer than min_interval - tolerance, all hosts together
+    max_concurrency: int
+
+
+def run_cli(args: list[str], env: dict[str, str], workdir: Path) -> Run:
+    """`python -m monitor ARGS` with no inherited MONITOR_* or proxy variables; wall clock and the child's peak RSS."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_") and not k.lower().endswith("_proxy")}
+    out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", *args], env={**base, **env}, cwd=workdir, stdout=out, stderr=err
+        )
+        timer = threading.Timer(TIMEOUT_S, proc.kill)
+        timer.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the running maximum
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - start
+    stderr = err_path.read_text(encoding="utf-8", errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"monitor {' '.join(args)} exited {code} after {seconds:.1f} s:\n{stderr[-2000:]}")
+    return Run(seconds, out_path.read_text(encoding="utf-8"), stderr, usage.ru_maxrss)
+
+
+def delayed(reply: Reply, etag: str | None = None) -> Route:
+    """A route answering after LATENCY_S; with an ETag, 304 when If-None-Match matches it."""
+
+    def answer(request: BaseHTTPRequestHandler) -> Reply:
+        time.sleep(LATENCY_S)
+        if etag is not None and request.headers.get("If-None-Match") == etag:
+            return 304, {"ETag": etag}, b""
+        return reply
+
+    return answer
+
+
+@contextmanager
+def serving(hosts: list[str]) -> Iterator[list[LoopbackServer]]:
+    """One LoopbackServer per host, each on its own thread; stopped in parallel (each stop waits up to 0.5 s)."""
+    servers: list[LoopbackServer] = []
+    try:
+        for host in hosts:
+            servers.append(LoopbackServer(host).__enter__())
+        yield servers
+    finally:
+        with ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+            list(pool.map(lambda server: server.__exit__(None, None, None), servers))
+
+
+def populate(servers: list[LoopbackServer], rows: list[dict[str, Any]], feeds_file: Path) -> None:
+    """Feeds, article pages and robots.txt on every server; the feeds.yaml listing all the feeds."""
+    lines = ["feeds:"]
+    robots = (200, {"Content-Type": "text/plain; charset=utf-8"}, b"User-agent: *\nAllow: /\n")
+    for h, server in enumerate(servers):
+        server.routes["/robots.txt"] = delayed(robots)
+        for j in range(FEEDS_PER_HOST):
+            number = h * FEEDS_PER_HOST + j
+            row = rows[number % len(rows)]
+            title = f"{row['title']} ({number})"
+            page_path = f"/article/{number:04d}.html"
+            page = article_page(
+                title=title,
+                body=f"{row['text']}\nArticle numéro {number}.",
+                site=f"Site {h + 1:02d}",
+                url=server.base + page_path,
+                published=row["published_at"][:10],
+            )
+            server.routes[page_path] = delayed((200, {"Content-Type": "text/html; charset=utf-8"}, page.encode()))
+            item = {
+                "title": title,
+                "link": server.base + page_path,
+                "published": datetime.fromisoformat(row["published_at"]),
+            }
+            feed = rss(f"Site {h + 1:02d}, flux {j:02d}", server.base, [item]).encode()
+            etag = '"' + hashlib.sha256(feed).hexdigest()[:16] + '"'
+            feed_path = f"/feed/{j:02d}.xml"
+            server.routes[feed_path] = delayed(
+                (200, {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": etag}, feed), etag
+            )
+            lines.append(f'  - {{name: "host{h + 1:02d}-feed{j:02d}", url: "{server.base}{feed_path}"}}')
+    feeds_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def reset(servers: list[LoopbackServer]) -> None:
+    for server in servers:
+        with server.lock:
+            server.requests.clear()
+            server.starts.clear()
+            server.max_active = 0
+
+
+def kind_of(path: str) -> str:
+    if path == "/robots.txt":
+        return "robots"
+    return "feeds" if path.startswith("/feed/") else "pages" if path.startswith("/article/") else "other"
+
+
+def traffic(servers: list[LoopbackServer], min_interval: float) -> Traffic:
+    """Requests per kind and per host, the closest two starts on any host, the highest per-host concurrency."""
+    by_kind: Counter[str] = Counter()
+    per_host: dict[str, int] = {}
+    worst_gap, worst_host, close = float("inf"), "-", 0
+    for server in servers:
+        for path, _headers in server.requests:
+            by_kind[kind_of(path)] += 1
+        per_host[server.host] = len(server.requests)
+        starts = sorted(server.starts)
+        gaps = [b - a for a, b in pairwise(starts)]
+        close += sum(1 for gap in gaps if gap < min_interval - GAP_TOLERANCE_S)
+        if gaps and min(gaps) < worst_gap:
+            worst_gap, worst_host = min(gaps), server.host
+    concurrency = max(server.max_active for server in servers)
+    return Traffic(by_kind, per_host, worst_gap, worst_host, close, concurrency)
+
+
+def db_summary(database_url: str) -> str:
+    """Articles (by placement) and feed items (by state) in the database."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as db:
+            methods = db.execute(text("SELECT placement_method, COUNT(*) FROM articles GROUP BY 1 ORDER BY 1")).all()
+            states = db.execute(text("SELECT state, COUNT(*) FROM feed_items GROUP BY 1 ORDER BY 1")).all()
+    finally:
+        engine.dispose()
+    total = sum(int(n) for _method, n in methods)
+    placed = ", ".join(f"{method} {n}" for method, n in methods)
+    items = ", ".join(f"{state} {n}" for state, n in states)
+    return f"articles in DB {total} ({placed}); feed items: {items}"
+
+
+def report(label: str, run: Run, seen: Traffic, min_interval: float) -> None:
+    busiest = max(seen.per_host, key=lambda host: seen.per_host[host])
+    bound = (seen.per_host[busiest] - 1) * min_interval + LATENCY_S
+    kinds = ", ".join(
+        f"{kind} {seen.by_kind[kind]}" for kind in (*KINDS, "other") if kind in KINDS or seen.by_kind[kind]
+    )
+    floor = min_interval - GAP_TOLERANCE_S
+    gap_ok = "OK" if seen.close_pairs == 0 else f"VIOLATED {seen.close_pairs} times"
+    conc_ok = "OK" if seen.max_concurrency <= HOST_CONCURRENCY else "VIOLATED"
+    warnings = sum(1 for line in run.stderr.splitlines() if " WARNING " in line or " ERROR " in line)
+    print(f"  {label}")
+    print(f"    wall time {run.seconds:7.2f} s   child peak RSS {run.max_rss_kib / 1024:5.0f} MiB")
+    print(f"    requests served {sum(seen.by_kind.values())} ({kinds})")
+    print(
+        f"    politeness bound {bound:6.2f} s ({seen.per_host[busiest]} requests to {busiest}, "
+        f"(n-1) x {min_interval:g} s + {LATENCY_S * 1000:.0f} ms)   time/bound {run.seconds / bound:5.2f}"
+    )
+    print(
+        f"    closest request starts on one host {seen.worst_gap_s * 1000:6.1f} ms ({seen.worst_gap_host}; "
+        f"floor {floor * 1000:.0f} ms): {gap_ok}   max concurrent per host {seen.max_concurrency} "
+        f"(cap {HOST_CONCURRENCY}): {conc_ok}"
+    )
+    print(f"    monitor: {run.stdout.strip()}   ({warnings} warning/error log lines)")
+
+
+def machine() -> None:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    print(f"machine: nproc {len(os.sched_getaffinity(0))}, CPU {cpu}, Python {platform.python_version()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--min-interval", type=float, default=0.5, help="MONITOR_HOST_MIN_INTERVAL (default 0.5)")
+    parser.add_argument("--global-concurrency", type=int, default=64, help="MONITOR_GLOBAL_CONCURRENCY (default 64)")
+    args = parser.parse_args()
+    rows = [json.loads(line) for line in RPM2.read_text(encoding="utf-8").splitlines() if line.strip()]
+    machine()
+    feeds = len(HOSTS) * FEEDS_PER_HOST
+    print(
+        f"monitor run --once: {feeds} feeds on {len(HOSTS)} hosts ({HOSTS[0]}-{HOSTS[-1]}), 1 item each, "
+        f"{LATENCY_S * 1000:.0f} ms latency, HOST_MIN_INTERVAL={args.min_interval:g}, "
+        f"HOST_CONCURRENCY={HOST_CONCURRENCY}, GLOBAL_CONCURRENCY={args.global_concurrency}, SQLite"
+    )
+    with tempfile.TemporaryDirectory(prefix="monitor-bench-") as tmp, serving(HOSTS) as servers:
+        workdir = Path(tmp)
+        feeds_file = workdir / "feeds.yaml"
+        populate(servers, rows, feeds_file)
+        url = f"sqlite:///{workdir}/fetch-cycle.db"
+        env = {
+            "MONITOR_DATABASE_URL": url,
+            "MONITOR_FEEDS_FILE": str(feeds_file),
+            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+            "MONITOR_HOST_MIN_INTERVAL": str(args.min_interval),
+            "MONITOR_HOST_CONCURRENCY": str(HOST_CONCURRENCY),
+            "MONITOR_GLOBAL_CONCURRENCY": str(args.global_concurrency),
+        }
+        for label in ("cycle 1 (cold: feeds, robots.txt, pages)", "cycle 2 (warm: every feed 304)"):
+            reset(servers)
+            run = run_cli(["run", "--once"], env, workdir)
+            report(label, run, traffic(servers, args.min_interval), args.min_interval)
+            print(f"    {db_summary(url)}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(f"peak RSS of any child process: {peak / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
