@@ -78,6 +78,7 @@ class Ingestor:
             author=author,
             published_at=published or incoming.fetched_at,
             fetched_at=incoming.fetched_at,
+            event_date=stories.event_date(title, text, published or incoming.fetched_at, self.params),
             language=language,
             feed_id=incoming.feed_id,
             raw_html=incoming.html,
@@ -116,10 +117,10 @@ class Ingestor:
             else:
                 start, end = stories.window(article.published_at, self.params)
                 options = [
-                    stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at)
+                    stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at, s.event_date)
                     for s in repo.stories_active_between(start, end)
                 ]
-                match = stories.best_story(vector, article.published_at, options, self.params)
+                match = stories.best_story(vector, article.published_at, options, self.params, article.event_date)
                 placement = (
                     PlacementRecord("story_match", match.score, match.story_id)
                     if match

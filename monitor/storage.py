@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -128,6 +129,7 @@ class Story(Base):
     article_count: Mapped[int] = mapped_column(Integer, default=0)
     outlet_count: Mapped[int] = mapped_column(Integer, default=0)
     centroid: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    event_date: Mapped[date | None] = mapped_column(Date)  # median of its articles' event dates
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -143,6 +145,7 @@ class Article(Base):
     author: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_date: Mapped[date | None] = mapped_column(Date)  # when the event happened, from dates in its lead
     language: Mapped[str | None] = mapped_column(String(16))
     story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), index=True)
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id"), index=True)
@@ -199,6 +202,7 @@ class StoryCandidate:
     article_count: int
     first_published_at: datetime
     last_published_at: datetime
+    event_date: date | None
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ class NewArticle:
     author: str | None
     published_at: datetime
     fetched_at: datetime
+    event_date: date | None
     language: str | None
     feed_id: int | None
     raw_html: str | None
@@ -304,6 +309,7 @@ class Repository:
             author=new.author,
             published_at=new.published_at,
             fetched_at=new.fetched_at,
+            event_date=new.event_date,
             language=new.language,
             story_id=story.id,
             placement_method=placement.method,
@@ -332,7 +338,14 @@ class Repository:
 
     def stories_active_between(self, start: datetime, end: datetime) -> list[StoryCandidate]:
         rows = self.session.execute(
-            select(Story.id, Story.centroid, Story.article_count, Story.first_published_at, Story.last_published_at)
+            select(
+                Story.id,
+                Story.centroid,
+                Story.article_count,
+                Story.first_published_at,
+                Story.last_published_at,
+                Story.event_date,
+            )
             .where(Story.last_published_at >= start, Story.first_published_at <= end, Story.article_count > 0)
             .order_by(Story.id)
         )
@@ -356,6 +369,12 @@ class Repository:
             .limit(1)
         )
         story.first_published_at, story.last_published_at = first, last
+        dates = sorted(
+            moment
+            for moment in self.session.scalars(select(Article.event_date).where(Article.story_id == story_id))
+            if moment is not None
+        )
+        story.event_date = dates[(len(dates) - 1) // 2] if dates else None
         story.article_count = count
         story.outlet_count = outlets
         story.title = earliest_title or story.title

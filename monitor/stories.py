@@ -14,13 +14,13 @@ import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
 import Stemmer
 from stop_words import get_stop_words
 
-from monitor.text import normalize, tokens
+from monitor.text import mentioned_dates, normalize, tokens
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class StoryParams:
     vector_terms: int = 100  # terms kept per article vector
     centroid_terms: int = 200  # terms kept per story centroid
     time_decay_days: float = 0.0  # when > 0, score *= exp(-gap in days / this)
+    date_lead_chars: int = 300  # dates written this early in an article say when its event happened
+    date_gap_days: int = 60  # an article whose event date is further than this from the story's...
+    date_penalty: float = 0.5  # ...has its score multiplied by this
 
 
 @lru_cache(maxsize=1)
@@ -109,12 +112,19 @@ def add_to_centroid(
     return {t: round(v, 6) for t, v in top}
 
 
+def event_date(title: str, text: str, published_at: datetime, params: StoryParams) -> date | None:
+    """The median of the dates written at the top of the article, if any."""
+    found = sorted(mentioned_dates(f"{title}\n{text}"[: params.date_lead_chars], published_at.date()))
+    return found[(len(found) - 1) // 2] if found else None
+
+
 @dataclass(frozen=True)
 class Candidate:
     story_id: int
     centroid: Mapping[str, float]
     first_published_at: datetime
     last_published_at: datetime
+    event_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,11 @@ def window(published_at: datetime, params: StoryParams) -> tuple[datetime, datet
 
 
 def best_story(
-    vector: Mapping[str, float], published_at: datetime, candidates: Sequence[Candidate], params: StoryParams
+    vector: Mapping[str, float],
+    published_at: datetime,
+    candidates: Sequence[Candidate],
+    params: StoryParams,
+    event: date | None = None,
 ) -> Match | None:
     """The best-scoring candidate that clears the threshold (ties: the older story), or None."""
     best: Match | None = None
@@ -141,6 +155,8 @@ def best_story(
         score = cosine(vector, candidate.centroid)
         if params.time_decay_days > 0:
             score *= math.exp(-gap.total_seconds() / 86400 / params.time_decay_days)
+        if event and candidate.event_date and abs((event - candidate.event_date).days) > params.date_gap_days:
+            score *= params.date_penalty  # same names, another moment: likely another event
         if score >= params.threshold and (best is None or score > best.score):
             best = Match(candidate.story_id, round(score, 4))
     return best

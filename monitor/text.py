@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import date, timedelta
 from typing import NamedTuple
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'"})
@@ -38,3 +39,67 @@ def tokens(text: str) -> list[Token]:
         result.append(Token(raw.lower(), raw[0].isupper() and not sentence_start))
         sentence_start = False
     return result
+
+
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        (
+            "janvier",
+            "février",
+            "mars",
+            "avril",
+            "mai",
+            "juin",
+            "juillet",
+            "août",
+            "septembre",
+            "octobre",
+            "novembre",
+            "décembre",
+        ),
+        start=1,
+    )
+}
+_MONTHS.update({"fevrier": 2, "aout": 8, "decembre": 12})
+_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_DAY_MONTH_YEAR = re.compile(rf"\b(1er|\d{{1,2}})\s+({_MONTH})(?:\s+(\d{{4}}))?\b")
+_MONTH_YEAR = re.compile(rf"\b({_MONTH})\s+(\d{{4}})\b")
+_ISO = re.compile(r"\b(\d{4})-(\d{2})(?:-(\d{2}))?\b")
+
+
+def mentioned_dates(text: str, published: date) -> list[date]:
+    """Calendar dates written in the text: '19 juillet 2023', '4 novembre' (the latest such day at most a
+    week after publication), 'juillet 2023' and '2024-11' (mid-month). They say when the event happened."""
+    text = normalize(text)
+    found: list[tuple[int, date]] = []
+    taken: list[range] = []
+    for match in _DAY_MONTH_YEAR.finditer(text):
+        day = 1 if match.group(1) == "1er" else int(match.group(1))
+        month = _MONTHS[match.group(2)]
+        year = int(match.group(3)) if match.group(3) else published.year
+        moment = _safe_date(year, month, day)
+        if moment and not match.group(3) and moment > published + timedelta(days=7):
+            moment = _safe_date(year - 1, month, day)
+        if moment:
+            found.append((match.start(), moment))
+            taken.append(range(match.start(), match.end()))
+    for match in _MONTH_YEAR.finditer(text):
+        if not any(match.start() in span for span in taken):
+            moment = _safe_date(int(match.group(2)), _MONTHS[match.group(1)], 15)
+            if moment:
+                found.append((match.start(), moment))
+    for match in _ISO.finditer(text):
+        moment = _safe_date(int(match.group(1)), int(match.group(2)), int(match.group(3) or 15))
+        if moment:
+            found.append((match.start(), moment))
+    return [moment for _, moment in sorted(found)]
+
+
+def _safe_date(year: int, month: int, day: int) -> date | None:
+    if not (1900 <= year <= 2100 and 1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return date(year, month, 28)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support import seeds
@@ -39,9 +40,10 @@ def _stories(database_url: str) -> dict[str, int]:
     return {source.removeprefix("outlet-"): story for source, story in rows}
 
 
-def test_import_groups_seeds(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize("same_day", [False, True], ids=["own-dates", "same-day"])
+def test_import_groups_seeds(tmp_path: Path, database_url: str, same_day: bool) -> None:
     archive = tmp_path / "seeds.jsonl"
-    _write_seeds(archive, same_day=False)
+    _write_seeds(archive, same_day=same_day)
     env = {"MONITOR_DATABASE_URL": database_url}
     result = run_cli("import", str(archive), env=env)
     assert result.returncode == 0, result.stderr

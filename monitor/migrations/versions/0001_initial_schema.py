@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 13:55:41.937989
+Create Date: 2026-11-22 14:03:40.697307
 """
 
 from alembic import op
@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.Column("article_count", sa.Integer(), nullable=False),
         sa.Column("outlet_count", sa.Integer(), nullable=False),
         sa.Column("centroid", sa.JSON(), nullable=False),
+        sa.Column("event_date", sa.Date(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -83,6 +84,7 @@ def upgrade() -> None:
         sa.Column("author", sa.Text(), nullable=True),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_date", sa.Date(), nullable=True),
         sa.Column("language", sa.String(length=16), nullable=True),
         sa.Column("story_id", sa.Integer(), nullable=False),
         sa.Column("duplicate_of_id", sa.Integer(), nullable=True),
