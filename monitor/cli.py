@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -135,6 +136,81 @@ def feeds() -> None:
                 feed.disabled_reason or feed.last_error or "",
             )
     console.print(table)
+
+
+@app.command()
+def search(
+    query: Annotated[
+        str, typer.Argument(help='Words and "quoted phrases"; all must match (accents and endings do not matter).')
+    ],
+    limit: Annotated[int, typer.Option(help="How many stories.")] = 20,
+) -> None:
+    """Show the stories whose coverage matches a watch query (French full-text search)."""
+    from monitor.search import parse_query
+    from monitor.storage import Storage
+
+    storage = Storage(_settings().database_url)
+    storage.ensure_schema(upgrade=False)
+    try:
+        parsed = parse_query(query)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    table = Table("story", "last published (UTC)", "articles", "outlets", "title")
+    with storage.repository() as repo:
+        ids = repo.search_article_ids(parsed)
+        stories = repo.stories_for_digest(
+            datetime.min.replace(tzinfo=UTC),
+            datetime.max.replace(tzinfo=UTC),
+            article_ids=ids,
+            outlets=(),
+            min_outlets=1,
+            limit=limit,
+        )
+        for story in stories:
+            table.add_row(
+                str(story.id),
+                f"{story.last_published_at:%Y-%m-%d %H:%M}",
+                str(story.article_count),
+                str(story.outlet_count),
+                story.title,
+            )
+    console.print(table)
+    console.print(f"{len(stories)} stories match {parsed}")
+
+
+@app.command()
+def digest(
+    name: Annotated[str, typer.Argument(help="A digest named in the digests: section of feeds.yaml.")],
+    preview: Annotated[Path | None, typer.Option(help="Write the HTML e-mail to this file; send nothing.")] = None,
+    send: Annotated[bool, typer.Option("--send", help="Send it now for the period ending now.")] = False,
+    at: Annotated[
+        datetime | None, typer.Option(help="End the period at this ISO 8601 time instead of now (UTC if no offset).")
+    ] = None,
+) -> None:
+    """Preview or send a digest e-mail now."""
+    from monitor.config import load_digests
+    from monitor.digests import Digester, build, period_end, render
+    from monitor.storage import Storage
+
+    settings = _settings()
+    digests = {d.name: d for d in load_digests(settings.feeds_file)}
+    if name not in digests:
+        raise ConfigError(f"no digest named {name!r} in {settings.feeds_file} (known: {', '.join(digests) or 'none'})")
+    if not preview and not send:
+        raise ConfigError("say --preview FILE or --send")
+    storage = Storage(settings.database_url)
+    storage.ensure_schema(upgrade=settings.auto_upgrade)
+    end = period_end(at if at and at.tzinfo else (at.replace(tzinfo=UTC) if at else datetime.now(UTC)))
+    if preview:
+        built = build(storage, digests[name], end)
+        subject, _text, html = render(built, settings.templates_dir)
+        preview.write_text(html, encoding="utf-8")
+        console.print(f"{subject} → {preview}")
+    if send:
+        state = Digester(settings, storage, list(digests.values())).run(name, end)
+        console.print(f"digest {name!r} for the period ending {end:%Y-%m-%d %H:%M} UTC: {state}")
+        if state not in ("sent", "empty"):
+            raise typer.Exit(1)
 
 
 @app.command("eval")

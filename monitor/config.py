@@ -11,7 +11,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import field_validator
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
     poll_seconds: float = 30.0
     auto_upgrade: bool = True
     log_level: str = "INFO"
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "monitor@localhost"
+    smtp_timeout: float = 30.0
+    templates_dir: Path | None = None  # your own digest.html.j2 / digest.txt.j2 override the shipped ones
 
     @field_validator("allow_private_addresses")
     @classmethod
@@ -86,8 +95,8 @@ def parse_allowed_networks(value: str) -> list[Network] | None:
         raise ValueError(f"MONITOR_ALLOW_PRIVATE_ADDRESSES: {e}") from e
 
 
-def parse_interval(value: object) -> int:
-    """Seconds from 900, '900s', '15m', '2h' or '1d', within [1 minute, 7 days]."""
+def parse_interval(value: object, maximum_s: int = MAX_INTERVAL_S) -> int:
+    """Seconds from 900, '900s', '15m', '2h' or '1d', within [1 minute, ``maximum_s``] (7 days by default)."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
@@ -97,8 +106,8 @@ def parse_interval(value: object) -> int:
         if not match:
             raise ValueError(f"not a duration: {value!r} (use e.g. 900, '15m', '2h')")
         seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
-    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
-        raise ValueError(f"{value!r} is outside [{MIN_INTERVAL_S}s, {MAX_INTERVAL_S // 86400}d]")
+    if not MIN_INTERVAL_S <= seconds <= maximum_s:
+        raise ValueError(f"{value!r} is outside [{MIN_INTERVAL_S}s, {maximum_s // 86400}d]")
     return int(seconds)
 
 
@@ -115,14 +124,18 @@ class FeedConfig:
 _FEED_KEYS = {"name", "url", "interval", "language", "tags", "robots"}
 
 
-def load_feeds(path: Path, default_interval: str = "15m") -> list[FeedConfig]:
-    """Read and validate feeds.yaml; raise ConfigError naming the feed and field at the first problem."""
+def _read_yaml(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read feeds file {path}: {e.strerror}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from e
+
+
+def load_feeds(path: Path, default_interval: str = "15m") -> list[FeedConfig]:
+    """Read and validate feeds.yaml; raise ConfigError naming the feed and field at the first problem."""
+    raw = _read_yaml(path)
     entries = raw.get("feeds") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: expected a top-level 'feeds:' list", field="feeds")
@@ -169,4 +182,111 @@ def _parse_feed(entry: Any, position: int, fallback_interval: int) -> FeedConfig
         raise ConfigError("must be true or false", feed=name, field="robots")
     return FeedConfig(
         name=name.strip(), url=url.strip(), interval_s=interval, language=language, tags=tuple(tags), robots=robots
+    )
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    """One digest e-mail: who gets it, when, covering what period, filtered by an optional watch query."""
+
+    name: str
+    recipients: tuple[str, ...]
+    schedule: str  # cron expression, in ``timezone``
+    timezone: str = "Europe/Paris"
+    period_s: int = 86400
+    query: str | None = None  # words and "quoted phrases", all required
+    outlets: tuple[str, ...] = ()  # only stories covered by one of these outlets
+    min_outlets: int = 1
+    max_stories: int = 20
+    send_empty: bool = False  # send a short "nothing new" note instead of nothing
+
+
+_DIGEST_KEYS = {
+    "name",
+    "recipients",
+    "schedule",
+    "timezone",
+    "period",
+    "query",
+    "outlets",
+    "min_outlets",
+    "max_stories",
+    "send_empty",
+}
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+MAX_PERIOD_S = 31 * 86400
+
+
+def load_digests(path: Path) -> list[DigestConfig]:
+    """The optional ``digests:`` section of feeds.yaml, validated; errors name the digest and field."""
+    raw = _read_yaml(path)
+    entries = raw.get("digests", []) if isinstance(raw, dict) else []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: 'digests:' must be a list", field="digests")
+    digests = [_parse_digest(entry, position) for position, entry in enumerate(entries, start=1)]
+    names = [d.name for d in digests]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("duplicate digest name", digest=name, field="name")
+    return digests
+
+
+def _parse_digest(entry: Any, position: int) -> DigestConfig:
+    from apscheduler.triggers.cron import CronTrigger
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"].strip():
+        raise ConfigError("missing or empty", digest=f"#{position}", field="name")
+    name = entry["name"].strip()
+    unknown = sorted(set(entry) - _DIGEST_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}", digest=name, field=unknown[0])
+    recipients = entry.get("recipients")
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    if (
+        not isinstance(recipients, list)
+        or not recipients
+        or not all(isinstance(r, str) and _EMAIL.match(r) for r in recipients)
+    ):
+        raise ConfigError("needs a list of e-mail addresses", digest=name, field="recipients")
+    timezone = entry.get("timezone", "Europe/Paris")
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(f"unknown time zone {timezone!r}", digest=name, field="timezone") from e
+    schedule = entry.get("schedule")
+    try:
+        CronTrigger.from_crontab(str(schedule), timezone=str(timezone))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"not a cron expression ({schedule!r}): {e}", digest=name, field="schedule") from e
+    try:
+        period = parse_interval(entry.get("period", "24h"), maximum_s=MAX_PERIOD_S)
+    except ValueError as e:
+        raise ConfigError(str(e), digest=name, field="period") from e
+    query = entry.get("query")
+    if query is not None and (not isinstance(query, str) or not query.strip()):
+        raise ConfigError("must be a non-empty string", digest=name, field="query")
+    outlets = entry.get("outlets", [])
+    if not isinstance(outlets, list) or not all(isinstance(o, str) for o in outlets):
+        raise ConfigError("must be a list of outlet names", digest=name, field="outlets")
+    numbers = {}
+    for key, default in (("min_outlets", 1), ("max_stories", 20)):
+        value = entry.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError("must be a whole number ≥ 1", digest=name, field=key)
+        numbers[key] = value
+    send_empty = entry.get("send_empty", False)
+    if not isinstance(send_empty, bool):
+        raise ConfigError("must be true or false", digest=name, field="send_empty")
+    return DigestConfig(
+        name=name,
+        recipients=tuple(recipients),
+        schedule=str(schedule),
+        timezone=str(timezone),
+        period_s=period,
+        query=query.strip() if query else None,
+        outlets=tuple(outlets),
+        min_outlets=numbers["min_outlets"],
+        max_stories=numbers["max_stories"],
+        send_empty=send_empty,
     )

@@ -10,6 +10,7 @@ MonitorError
 │                        (not_a_feed, challenge, parse)
 ├── ExtractionError      a page gave no article text; carries the URL
 ├── ImportLineError      one JSONL line of an import is unusable; carries the line number
+├── DeliveryError        a digest could not be handed to the SMTP server; carries the digest name
 └── IndexMismatch        stored MinHash signatures were built with other parameters
 
 Foreign exceptions (httpx, SQLAlchemy, YAML, pydantic) are wrapped at the boundary with
@@ -24,10 +25,18 @@ class MonitorError(Exception):
 
 
 class ConfigError(MonitorError):
-    def __init__(self, message: str, *, feed: str | None = None, field: str | None = None) -> None:
-        where = ", ".join(p for p in (f"feed {feed!r}" if feed else "", f"field {field!r}" if field else "") if p)
+    def __init__(
+        self, message: str, *, feed: str | None = None, digest: str | None = None, field: str | None = None
+    ) -> None:
+        parts = (
+            f"feed {feed!r}" if feed else "",
+            f"digest {digest!r}" if digest else "",
+            f"field {field!r}" if field else "",
+        )
+        where = ", ".join(p for p in parts if p)
         super().__init__(f"{where}: {message}" if where else message)
         self.feed = feed
+        self.digest = digest
         self.field = field
 
 
@@ -82,3 +91,9 @@ class ImportLineError(MonitorError):
 
 class IndexMismatch(MonitorError):
     pass
+
+
+class DeliveryError(MonitorError):
+    def __init__(self, digest: str, message: str) -> None:
+        super().__init__(f"digest {digest!r}: {message}")
+        self.digest = digest

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
-from monitor.config import Settings, load_feeds
+from monitor.config import Settings, load_digests, load_feeds
+from monitor.digests import Digester, period_end
 from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError
 from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, RobotsCache, body_hash, max_age_seconds, parse_feed
 from monitor.ingest import Incoming, Ingestor
@@ -246,6 +248,7 @@ def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -
 def prepare(settings: Settings) -> tuple[Storage, Ingestor]:
     """Validate feeds.yaml, bring the schema up to date (or refuse), and sync the feeds table."""
     feeds = load_feeds(settings.feeds_file, settings.default_interval)
+    load_digests(settings.feeds_file)  # a bad digest stops start-up too
     storage = Storage(settings.database_url)
     storage.ensure_schema(upgrade=settings.auto_upgrade)
     with storage.repository() as repo:
@@ -289,7 +292,31 @@ async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> 
             finally:
                 running.discard(task)
 
+        digester = Digester(settings, storage, load_digests(settings.feeds_file))
+
+        async def send_digest(name: str) -> None:
+            try:
+                await asyncio.to_thread(digester.run, name, period_end(_now()))
+            except MonitorError as e:
+                log.error("digest %s failed: %s", name, e)
+
+        async def retry_digests() -> None:
+            try:
+                await asyncio.to_thread(digester.retry_due)
+            except MonitorError as e:
+                log.error("digest retries failed: %s", e)
+
         scheduler = AsyncIOScheduler(timezone=UTC)
+        for config in digester.digests.values():
+            scheduler.add_job(
+                send_digest,
+                CronTrigger.from_crontab(config.schedule, timezone=config.timezone),
+                args=[config.name],
+                coalesce=True,
+                misfire_grace_time=3600,
+                max_instances=1,
+            )
+        scheduler.add_job(retry_digests, "interval", seconds=60, coalesce=True, max_instances=1)
         scheduler.add_job(
             tick,
             "interval",

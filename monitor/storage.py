@@ -32,14 +32,19 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    literal_column,
     select,
     update,
 )
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from monitor.errors import SchemaOutOfDate, StorageError
+from monitor.search import Query, fts5_match, index_terms
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -177,6 +182,27 @@ class TermStat(Base):
     __tablename__ = "term_stats"
     term: Mapped[str] = mapped_column(String(64), primary_key=True)
     df: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DigestRun(Base):
+    """One digest for one period, recorded before it is sent: the key to sending it exactly once."""
+
+    __tablename__ = "digest_runs"
+    __table_args__ = (UniqueConstraint("digest", "period_end"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(200))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    # pending → sending → sent | empty (nothing to send) | failed (gave up, reason in last_error)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    story_count: Mapped[int | None] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Meta(Base):
@@ -327,6 +353,7 @@ class Repository:
         self.session.add(article)
         self.session.flush()
         self.session.add_all(ArticleBand(band_key=key, article_id=article.id) for key in sorted(set(band_keys)))
+        self._index_for_search(article)
         return article
 
     def story_of(self, article_id: int) -> int:
@@ -448,6 +475,103 @@ class Repository:
 
     def item(self, item_id: int) -> FeedItem:
         return self.session.get_one(FeedItem, item_id)
+
+    # --- search and digests --------------------------------------------------
+    def _index_for_search(self, article: Article) -> None:
+        """SQLite keeps its own FTS5 index (PostgreSQL indexes the columns directly)."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            body = " ".join(index_terms(f"{article.title}\n{article.text}"))
+            self.session.execute(
+                sql_text("INSERT INTO article_fts (rowid, body) VALUES (:id, :body)"), {"id": article.id, "body": body}
+            )
+
+    def search_article_ids(self, query: Query) -> set[int]:
+        if self.session.get_bind().dialect.name == "sqlite":
+            rows = self.session.execute(
+                sql_text("SELECT rowid FROM article_fts WHERE article_fts MATCH :q"), {"q": fts5_match(query)}
+            )
+            return {row[0] for row in rows}
+        document = func.to_tsvector(
+            literal_column("'french'::regconfig"),
+            func.monitor_unaccent(Article.title.op("||")(literal_column("' '")).op("||")(Article.text)),
+        )
+        conditions = [
+            document.op("@@")(func.plainto_tsquery(literal_column("'french'::regconfig"), func.monitor_unaccent(t)))
+            for t in query.terms
+        ]
+        conditions += [
+            document.op("@@")(func.phraseto_tsquery(literal_column("'french'::regconfig"), func.monitor_unaccent(p)))
+            for p in query.phrases
+        ]
+        return set(self.session.scalars(select(Article.id).where(*conditions)))
+
+    def stories_for_digest(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        article_ids: set[int] | None,
+        outlets: Sequence[str],
+        min_outlets: int,
+        limit: int,
+    ) -> list[Story]:
+        """Stories with coverage in [start, end), ranked by distinct outlets, then recency."""
+        query = select(Story).where(
+            Story.last_published_at >= start,
+            Story.first_published_at < end,
+            Story.outlet_count >= min_outlets,
+            Story.article_count > 0,
+        )
+        if article_ids is not None:
+            query = query.where(Story.id.in_(select(Article.story_id).where(Article.id.in_(sorted(article_ids)))))
+        if outlets:
+            query = query.where(Story.id.in_(select(Article.story_id).where(Article.source.in_(list(outlets)))))
+        order = (Story.outlet_count.desc(), Story.last_published_at.desc(), Story.id)
+        return list(self.session.scalars(query.order_by(*order).limit(limit)))
+
+    def story_articles(self, story_id: int) -> list[Article]:
+        return list(
+            self.session.scalars(
+                select(Article).where(Article.story_id == story_id).order_by(Article.published_at, Article.id)
+            )
+        )
+
+    def record_digest_run(self, digest: str, start: datetime, end: datetime) -> DigestRun:
+        """The run for this digest and period, created if it is new (safe when workers race)."""
+        insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        self.session.execute(
+            insert(DigestRun)
+            .values(
+                digest=digest,
+                period_start=start,
+                period_end=end,
+                state="pending",
+                attempts=0,
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["digest", "period_end"])
+        )
+        return self.session.scalars(
+            select(DigestRun).where(DigestRun.digest == digest, DigestRun.period_end == end)
+        ).one()
+
+    def claim_digest_run(self, run_id: int, now: datetime) -> bool:
+        """Atomically move a due pending run to 'sending'; False if another worker has it or it is done."""
+        result = self.session.execute(
+            update(DigestRun)
+            .where(DigestRun.id == run_id, DigestRun.state == "pending", DigestRun.next_attempt_at <= now)
+            .values(state="sending", claimed_at=now, attempts=DigestRun.attempts + 1)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def digest_run(self, run_id: int) -> DigestRun:
+        return self.session.get_one(DigestRun, run_id)
+
+    def digest_runs(self, *, states: Sequence[str]) -> list[DigestRun]:
+        return list(
+            self.session.scalars(select(DigestRun).where(DigestRun.state.in_(list(states))).order_by(DigestRun.id))
+        )
 
     # --- reading -----------------------------------------------------------
     def latest_stories(self, limit: int) -> list[tuple[Story, list[str]]]:

@@ -1,0 +1,66 @@
+"""Watch queries: words and "quoted phrases", all required, matched with French full-text search.
+
+PostgreSQL uses its own French configuration (``to_tsvector('french', unaccent(...))`` with a GIN
+index); SQLite uses FTS5 over the same Snowball French stems computed here, accents folded, so both
+engines answer the same on the same data.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import Stemmer
+from stop_words import get_stop_words
+
+from monitor.text import normalize, words
+
+_PHRASE = re.compile(r'"([^"]+)"')
+
+
+@dataclass(frozen=True)
+class Query:
+    terms: tuple[str, ...]
+    phrases: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return " ".join([*self.terms, *(f'"{p}"' for p in self.phrases)])
+
+
+def parse_query(text: str) -> Query:
+    """Split a watch query into words and quoted phrases; ValueError when nothing searchable is left."""
+    phrases = tuple(p.strip() for p in _PHRASE.findall(text) if p.strip())
+    rest = _PHRASE.sub(" ", text).replace('"', " ")
+    terms = tuple(rest.split())
+    query = Query(terms, phrases)
+    if not any(index_terms(part) for part in (*terms, *phrases)):
+        raise ValueError(f"query {text!r} has no searchable word")
+    return query
+
+
+@lru_cache(maxsize=1)
+def _stop() -> frozenset[str]:
+    return frozenset(_fold(normalize(w)) for w in get_stop_words("french"))
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("french")
+
+
+def _fold(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
+
+
+def index_terms(text: str) -> list[str]:
+    """Accent-folded Snowball French stems of the non-stop words, in order (what SQLite's FTS5 indexes)."""
+    folded = [_fold(w) for w in words(text)]
+    return _stemmer().stemWords([w for w in folded if w not in _stop()])  # type: ignore[no-any-return]
+
+
+def fts5_match(query: Query) -> str:
+    """The FTS5 MATCH expression: every word and every phrase required."""
+    parts = [f'"{" ".join(stems)}"' for part in (*query.terms, *query.phrases) if (stems := index_terms(part))]
+    return " AND ".join(parts)
