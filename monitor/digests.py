@@ -157,7 +157,7 @@ def _environment(templates_dir: Path | None) -> Environment:
     loaders = [FileSystemLoader(str(templates_dir))] if templates_dir else []
     env = Environment(
         loader=ChoiceLoader([*loaders, PackageLoader("monitor", "templates")]),
-        autoescape=select_autoescape(["html", "j2"], default_for_string=False),
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), disabled_extensions=("txt", "txt.j2")),
         trim_blocks=True,
         lstrip_blocks=True,
     )
