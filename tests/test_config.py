@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import Settings, load_feeds
+from monitor.config import Settings, load_digests, load_feeds
 from monitor.errors import ConfigError
 from tests.test_pipeline import run_cli
 
@@ -73,3 +73,46 @@ def test_environment_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONITOR_ALLOW_PRIVATE_ADDRESSES", "not-a-network")
     with pytest.raises(ValueError, match="MONITOR_ALLOW_PRIVATE_ADDRESSES"):
         Settings()
+
+
+DIGEST_FEEDS = "feeds:\n  - {name: A, url: 'https://a.fr/feed'}\ndigests:\n"
+
+
+@pytest.mark.parametrize(
+    ("digest", "name", "field"),
+    [
+        ("  - {name: d, recipients: [x@y.fr], schedule: '61 7 * * *'}\n", "d", "schedule"),
+        ("  - {name: d, recipients: [x@y.fr], schedule: '0 7 * * *', timezone: Mars/Olympus}\n", "d", "timezone"),
+        ("  - {name: d, recipients: [pas-une-adresse], schedule: '0 7 * * *'}\n", "d", "recipients"),
+        ("  - {name: d, recipients: [x@y.fr], schedule: '0 7 * * *', period: 90d}\n", "d", "period"),
+        ("  - {name: d, recipients: [x@y.fr], schedule: '0 7 * * *', min_outlets: 0}\n", "d", "min_outlets"),
+        ("  - {name: d, recipients: [x@y.fr], schedule: '0 7 * * *', query: ''}\n", "d", "query"),
+        (
+            "  - {name: d, recipients: [x@y.fr], schedule: '0 7 * * *'}\n  - {name: d, recipients: [z@y.fr], "
+            "schedule: '0 8 * * *'}\n",
+            "d",
+            "name",
+        ),
+    ],
+)
+def test_bad_digests_name_digest_and_field(tmp_path: Path, digest: str, name: str, field: str) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(DIGEST_FEEDS + digest, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_digests(path)
+    assert (info.value.digest, info.value.field) == (name, field)
+    assert f"digest {name!r}" in str(info.value)
+
+
+def test_digest_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        DIGEST_FEEDS + "  - {name: matin, recipients: veille@example.fr, schedule: '0 7 * * 1-5', "
+        "query: 'Meta \"open source\"', outlets: [Next]}\n",
+        encoding="utf-8",
+    )
+    (digest,) = load_digests(path)
+    assert digest.recipients == ("veille@example.fr",) and digest.timezone == "Europe/Paris"
+    assert (digest.period_s, digest.min_outlets, digest.max_stories, digest.send_empty) == (86400, 1, 20, False)
+    assert digest.query == 'Meta "open source"' and digest.outlets == ("Next",)
+    assert load_digests(ROOT / "feeds.yaml") == []  # the shipped file has none until you add yours

@@ -259,3 +259,51 @@ def test_a_crash_mid_delivery_is_reported_not_resent(tmp_path: Path, smtp) -> No
         run = repo.digest_run(run.id)
         assert run.state == "failed" and "interrupted during delivery" in (run.last_error or "")
     assert inbox.messages == []
+
+
+def test_daemon_sends_digests_on_their_schedule(tmp_path: Path, smtp) -> None:  # type: ignore[no-untyped-def]
+    """A digest due every minute: the running daemon sends it once for that minute, by itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support import LoopbackServer, rss
+
+    inbox, port = smtp
+    with LoopbackServer("127.0.0.50") as server:
+        feed = server.add("/feed.xml", rss("Vide", server.base, []), "application/rss+xml")
+        feeds_file = tmp_path / "feeds.yaml"
+        feeds_file.write_text(
+            f'feeds:\n  - {{name: Vide, url: "{feed}"}}\ndigests:\n'
+            "  - {name: minute, recipients: [veille@example.fr], schedule: '* * * * *', "
+            "period: 1h, send_empty: true}\n",
+            encoding="utf-8",
+        )
+        env = {
+            **os.environ,
+            "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/daemon.db",
+            "MONITOR_FEEDS_FILE": str(feeds_file),
+            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+            "MONITOR_SMTP_HOST": "127.0.0.1",
+            "MONITOR_SMTP_PORT": str(port),
+            "MONITOR_SMTP_SECURITY": "none",
+        }
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 80
+            while time.monotonic() < deadline and not inbox.messages:
+                time.sleep(0.5)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            _out, err = daemon.communicate(timeout=20)
+    assert len(inbox.messages) == 1, err
+    assert inbox.messages[0]["Subject"].startswith("Veille « minute »")
+    assert daemon.returncode == 0
