@@ -150,7 +150,7 @@ def french_date(moment: datetime, zone: str, *, with_time: bool = True) -> str:
     local = moment.astimezone(ZoneInfo(zone))
     day = "1er" if local.day == 1 else str(local.day)
     text = f"{day} {_MONTHS[local.month - 1]} {local.year}"
-    return f"{text} à {local:%H:%M}" if with_time else text
+    return f"{text} à\u00a0{local:%H:%M}" if with_time else text  # keep "à 07:00" on one line
 
 
 def _environment(templates_dir: Path | None) -> Environment:

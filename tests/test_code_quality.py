@@ -12,7 +12,7 @@ BIN = Path(sys.executable).parent
 
 def test_ruff() -> None:
     result = subprocess.run(
-        [str(BIN / "ruff"), "check", "monitor", "tests", "benchmarks"],
+        [str(BIN / "ruff"), "check", "monitor", "tests", "benchmarks", "docs"],
         cwd=ROOT,
         capture_output=True,
         text=True,
