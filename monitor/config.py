@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_interval: str = "6h"  # quiet feeds slow down to this, not further
     disable_after_days: float = 7.0  # a feed failing without a break this long is disabled, with the reason
     item_max_attempts: int = 5  # tries for an article page before giving up with the reason
+    lease_seconds: float = 300.0  # a worker holds a feed or item this long; if it dies, another takes over
     poll_seconds: float = 30.0
     auto_upgrade: bool = True
     log_level: str = "INFO"

@@ -8,18 +8,21 @@ ticks: each tick asks the database what is due.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import random
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import IO
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from monitor.config import Settings, load_digests, load_feeds
 from monitor.digests import Digester, period_end
-from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError
+from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError, StorageError
 from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, RobotsCache, body_hash, max_age_seconds, parse_feed
 from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Feed, Storage
@@ -69,12 +72,13 @@ class Worker:
     async def cycle(self, *, only_due: bool) -> CycleReport:
         report = CycleReport()
         now = _now()
+        lease = timedelta(seconds=self.settings.lease_seconds)
         with self.storage.repository() as repo:
-            feeds = repo.feeds(due_before=now) if only_due else [f for f in repo.feeds() if f.enabled]
+            feeds = repo.claim_feeds(now, lease, only_due=only_due)
             obey_robots = {f.id: f.robots for f in repo.feeds()}
         await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
         with self.storage.repository() as repo:
-            pending = repo.pending_items(_now())
+            pending = repo.claim_pending_items(_now(), lease)
         # Items of several feeds often share one article: fetch each URL once, settle all its items.
         by_url: dict[str | None, list[PendingItem]] = {}
         for row in pending:
@@ -130,6 +134,7 @@ class Worker:
                 hints.append(parsed.ttl_minutes * 60.0 if parsed.ttl_minutes else None)
             row.consecutive_failures = 0
             row.failing_since = None
+            row.lease_until = None
             row.last_success_at = now
             row.next_fetch_at = now + success_delay(
                 row.current_interval_s or row.interval_s, hints, cap_s=self.settings.max_interval_s()
@@ -141,6 +146,7 @@ class Worker:
             row = repo.feed(feed_id)
             row.consecutive_failures += 1
             row.failing_since = row.failing_since or now
+            row.lease_until = None
             row.last_error, row.last_error_kind, row.last_error_at = str(error), error.kind, now
             status = error.status if isinstance(error, FetchError) else None
             if status == 410:
@@ -203,6 +209,7 @@ class Worker:
                 item = repo.item(item_id)
                 item.attempts += 1
                 item.last_error = error
+                item.lease_until = None
                 if error is None:
                     item.state, item.article_id = "done", article_id
                     continue
@@ -245,14 +252,42 @@ def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -
     return _jittered(backoff)
 
 
+_held_locks: list[IO[str]] = []
+
+
+def _single_sqlite_daemon(storage: Storage) -> None:
+    """SQLite is for one daemon: a second one on the same file is refused, with the reason."""
+    database = storage.engine.url.database
+    if storage.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return
+    handle = open(f"{database}.daemon.lock", "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StorageError(
+            f"another monitor daemon (pid {holder}) is already running on {database}; SQLite takes one daemon "
+            "at a time: use PostgreSQL (MONITOR_DATABASE_URL=postgresql+psycopg://...) to run several workers"
+        ) from e
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _held_locks.append(handle)
+
+
 def prepare(settings: Settings) -> tuple[Storage, Ingestor]:
     """Validate feeds.yaml, bring the schema up to date (or refuse), and sync the feeds table."""
     feeds = load_feeds(settings.feeds_file, settings.default_interval)
     load_digests(settings.feeds_file)  # a bad digest stops start-up too
     storage = Storage(settings.database_url)
+    _single_sqlite_daemon(storage)
     storage.ensure_schema(upgrade=settings.auto_upgrade)
     with storage.repository() as repo:
         repo.sync_feeds(feeds)
+        if storage.engine.dialect.name == "sqlite":
+            repo.release_all_leases()
     return storage, Ingestor(storage)
 
 

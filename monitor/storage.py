@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy import (
     event,
     func,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -45,6 +46,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
+
+PLACEMENT_LOCK = 0x6D6F6E69  # advisory lock key ("moni") held while an article is placed
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -98,6 +101,7 @@ class Feed(Base):
     last_error_kind: Mapped[str | None] = mapped_column(String(32))
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a worker is fetching it until then
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -121,6 +125,7 @@ class FeedItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a worker is fetching it until then
     article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
 
 
@@ -433,10 +438,9 @@ class Repository:
                 feed.in_config = False
         self.session.flush()
 
-    def feeds(self, *, due_before: datetime | None = None) -> list[Feed]:
+    def feeds(self) -> list[Feed]:
+        """The feeds of feeds.yaml (feeds removed from it keep their rows and history, marked not in_config)."""
         query = select(Feed).where(Feed.in_config.is_(True))
-        if due_before is not None:
-            query = query.where(Feed.enabled.is_(True), Feed.next_fetch_at <= due_before)
         return list(self.session.scalars(query.order_by(Feed.next_fetch_at, Feed.id)))
 
     def feed(self, feed_id: int) -> Feed:
@@ -467,11 +471,52 @@ class Repository:
         )
         return len(fresh)
 
-    def pending_items(self, now: datetime, feed_ids: Sequence[int] | None = None, limit: int = 1000) -> list[FeedItem]:
-        query = select(FeedItem).where(FeedItem.state == "pending", FeedItem.next_attempt_at <= now)
-        if feed_ids is not None:
-            query = query.where(FeedItem.feed_id.in_(list(feed_ids)))
-        return list(self.session.scalars(query.order_by(FeedItem.id).limit(limit)))
+    def claim_feeds(self, now: datetime, lease: timedelta, *, only_due: bool) -> list[Feed]:
+        """Lease feeds to this worker: due (or all, for --once), enabled, not leased by a live worker.
+
+        On PostgreSQL rows another worker is claiming are skipped (FOR UPDATE SKIP LOCKED); a lease that
+        expires (its worker died) makes the feed claimable again.
+        """
+        query = select(Feed).where(
+            Feed.in_config.is_(True), Feed.enabled.is_(True), or_(Feed.lease_until.is_(None), Feed.lease_until < now)
+        )
+        if only_due:
+            query = query.where(Feed.next_fetch_at <= now)
+        feeds = list(
+            self.session.scalars(query.order_by(Feed.next_fetch_at, Feed.id).with_for_update(skip_locked=True))
+        )
+        for feed in feeds:
+            feed.lease_until = now + lease
+        return feeds
+
+    def claim_pending_items(self, now: datetime, lease: timedelta, limit: int = 1000) -> list[FeedItem]:
+        """Lease due pending items to this worker, as claim_feeds does for feeds."""
+        query = (
+            select(FeedItem)
+            .where(
+                FeedItem.state == "pending",
+                FeedItem.next_attempt_at <= now,
+                or_(FeedItem.lease_until.is_(None), FeedItem.lease_until < now),
+            )
+            .order_by(FeedItem.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        items = list(self.session.scalars(query))
+        for item in items:
+            item.lease_until = now + lease
+        return items
+
+    def release_all_leases(self) -> None:
+        """For a single-process database (SQLite): leases left by a killed run belong to nobody."""
+        self.session.execute(update(Feed).where(Feed.lease_until.is_not(None)).values(lease_until=None))
+        self.session.execute(update(FeedItem).where(FeedItem.lease_until.is_not(None)).values(lease_until=None))
+
+    def lock_for_placement(self) -> None:
+        """Serialise story placement across workers on PostgreSQL (first statement of the transaction, so
+        every later read in it, under READ COMMITTED, sees what the previous holder committed)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_LOCK})
 
     def item(self, item_id: int) -> FeedItem:
         return self.session.get_one(FeedItem, item_id)

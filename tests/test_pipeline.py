@@ -186,3 +186,26 @@ def test_daemon_runs_until_sigterm(seed_sites, tmp_path: Path) -> None:  # type:
     finally:
         if daemon.poll() is None:
             daemon.kill()
+
+
+def test_a_second_daemon_on_one_sqlite_file_is_refused(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    feeds_file, _servers = seed_sites
+    env = {
+        **os.environ,
+        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/one.db",
+        "MONITOR_FEEDS_FILE": str(feeds_file),
+        "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+        "MONITOR_POLL_SECONDS": "1",
+    }
+    first = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(3)
+        second = run_cli("run", "--once", env=env)
+        assert second.returncode == 2
+        assert f"another monitor daemon (pid {first.pid})" in second.stderr and "PostgreSQL" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=20)
+    assert run_cli("run", "--once", env=env).returncode == 0  # once the first has stopped, fine
