@@ -37,8 +37,9 @@ def _settings() -> Settings:
         first = e.errors()[0]
         raise ConfigError(f"MONITOR_{str(first['loc'][0]).upper()}: {first['msg']}") from e
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "alembic", "apscheduler", "trafilatura", "htmldate"):
+    for noisy in ("httpx", "alembic", "trafilatura", "htmldate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: already running" is normal
     return settings
 
 

@@ -48,6 +48,7 @@ from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
 
 PLACEMENT_LOCK = 0x6D6F6E69  # advisory lock key ("moni") held while an article is placed
+MIGRATION_LOCK = 0x6D6F6E6D  # held while one worker migrates the schema
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -708,4 +709,13 @@ class Storage:
             raise SchemaOutOfDate(
                 f"database schema is at {current or 'nothing'}, this version needs {head}: run `monitor db upgrade`"
             )
-        self.upgrade()
+        if self.engine.dialect.name != "postgresql":
+            self.upgrade()
+            return
+        with self.engine.connect() as conn:  # workers starting together: one migrates, the others wait
+            conn.execute(sql_text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                if self.schema_status()[0] != head:
+                    self.upgrade()
+            finally:
+                conn.execute(sql_text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
