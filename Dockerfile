@@ -4,5 +4,5 @@ COPY pyproject.toml README.md feeds.yaml ./
 COPY monitor ./monitor
 RUN pip install --no-cache-dir .
 ENV MONITOR_FEEDS_FILE=/app/feeds.yaml
-# Migrations are applied at start (MONITOR_AUTO_UPGRADE defaults to true), then the daemon runs.
+# Migrations first (workers starting together take turns on an advisory lock), then the daemon.
 CMD ["sh", "-c", "monitor db upgrade && monitor run"]

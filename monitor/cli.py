@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from monitor.config import Settings
 from monitor.errors import ConfigError, MonitorError
+from monitor.operations import configure_logging
 
 app = typer.Typer(
     help="Media monitoring: French tech-news feeds in, stories out, stored in SQL.",
@@ -36,10 +36,7 @@ def _settings() -> Settings:
     except ValidationError as e:
         first = e.errors()[0]
         raise ConfigError(f"MONITOR_{str(first['loc'][0]).upper()}: {first['msg']}") from e
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "alembic", "trafilatura", "htmldate"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: already running" is normal
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 

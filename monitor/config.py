@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     poll_seconds: float = 30.0
     auto_upgrade: bool = True
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    http_port: int | None = None  # /healthz, /readyz, /metrics; off unless set
+    http_host: str = "127.0.0.1"  # 0.0.0.0 in a container
+    retention_days: float = 90.0  # raw HTML and fetch history older than this are pruned; articles stay
     smtp_host: str = "localhost"
     smtp_port: int = 587
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"

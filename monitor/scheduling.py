@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO
@@ -25,6 +26,7 @@ from monitor.digests import Digester, period_end
 from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError, StorageError
 from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, RobotsCache, body_hash, max_age_seconds, parse_feed
 from monitor.ingest import Incoming, Ingestor
+from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, HealthServer, retention
 from monitor.storage import Feed, Storage
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class Worker:
             headers["If-None-Match"] = feed.etag
         if feed.last_modified:
             headers["If-Modified-Since"] = feed.last_modified
+        started = time.monotonic()
         try:
             response = await self.fetcher.get(feed.url, accept=FEED_TYPES, headers=headers)
             unchanged = response.status == 304 or body_hash(response.body) == feed.body_hash
@@ -108,11 +111,15 @@ class Worker:
                 else parse_feed(feed.url, response, max_items=self.settings.max_items_per_feed, now=_now())
             )
         except (FetchError, FeedError) as e:
+            FETCHES.labels(kind="feed", outcome=e.kind).inc()
+            FETCH_SECONDS.labels(kind="feed").observe(time.monotonic() - started)
             report.feeds_failed += 1
             report.errors.append(f"feed {feed.name!r}: {e}")
-            log.warning("feed %s (%s) failed: %s", feed.name, feed.url, e)
+            log.warning("feed %s failed: %s", feed.name, e, extra={"feed": feed.name, "url": feed.url})
             self._record_feed_failure(feed.id, e)
             return
+        FETCHES.labels(kind="feed", outcome="ok").inc()
+        FETCH_SECONDS.labels(kind="feed").observe(time.monotonic() - started)
         report.feeds_ok += 1
         now = _now()
         with self.storage.repository() as repo:
@@ -160,7 +167,9 @@ class Worker:
             retry_after = error.retry_after if isinstance(error, FetchError) else None
             row.next_fetch_at = now + failure_delay(row.interval_s, row.consecutive_failures, retry_after)
             if not row.enabled:
-                log.error("feed %s (%s) disabled: %s", row.name, row.url, row.disabled_reason)
+                log.error(
+                    "feed %s disabled: %s", row.name, row.disabled_reason, extra={"feed": row.name, "url": row.url}
+                )
 
     async def _ingest_url(self, items: list[PendingItem], report: CycleReport) -> None:
         first = items[0]
@@ -171,6 +180,7 @@ class Worker:
         if known is not None:  # same article under another feed or an earlier fetch
             self._finish_items(ids, article_id=known, report=report)
             return
+        started = time.monotonic()
         try:
             if any(item.robots for item in items) and not await self.robots.allowed(first.url):
                 raise FetchError(first.url, "robots", "disallowed by the site's robots.txt")
@@ -186,12 +196,17 @@ class Worker:
             prepared = await asyncio.to_thread(self.ingestor.prepare, incoming)
             outcome = await asyncio.to_thread(self.ingestor.store, prepared)
         except FetchError as e:
+            FETCHES.labels(kind="page", outcome=e.kind).inc()
             permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large", "robots")
             self._finish_items(ids, error=str(e), retry=not permanent, report=report)
         except ExtractionError as e:
+            FETCHES.labels(kind="page", outcome="no_text").inc()
             self._finish_items(ids, error=str(e), report=report)
         else:
+            FETCHES.labels(kind="page", outcome="ok").inc()
+            FETCH_SECONDS.labels(kind="page").observe(time.monotonic() - started)
             if outcome.created:
+                ARTICLES.labels(method=outcome.method).inc()
                 report.articles_added += 1
             self._finish_items(ids, article_id=outcome.article_id, report=report)
 
@@ -213,7 +228,7 @@ class Worker:
                 if error is None:
                     item.state, item.article_id = "done", article_id
                     continue
-                log.warning("item %s: %s", item.url, error)
+                log.warning("item %s: %s", item.url, error, extra={"url": item.url})
                 if retry and item.attempts < self.settings.item_max_attempts:
                     item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
                 else:
@@ -315,7 +330,9 @@ async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> 
             running.add(task)
             try:
                 report = await task
-                log.info(
+                busy = report.items_new or report.feeds_failed or report.items_failed
+                log.log(
+                    logging.INFO if busy else logging.DEBUG,
                     "cycle: %d feeds ok, %d failed, %d new items, %d articles added",
                     report.feeds_ok,
                     report.feeds_failed,
@@ -352,6 +369,20 @@ async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> 
                 max_instances=1,
             )
         scheduler.add_job(retry_digests, "interval", seconds=60, coalesce=True, max_instances=1)
+
+        async def prune() -> None:
+            try:
+                await asyncio.to_thread(retention, storage, timedelta(days=settings.retention_days))
+            except MonitorError as e:
+                log.error("retention failed: %s", e)
+
+        scheduler.add_job(
+            prune, "interval", hours=1, next_run_time=_now() + timedelta(minutes=1), coalesce=True, max_instances=1
+        )
+        health = HealthServer(storage, settings.http_host, settings.http_port) if settings.http_port else None
+        if health:
+            health.start()
+            log.info("health and metrics on http://%s:%d/metrics", settings.http_host, health.port)
         scheduler.add_job(
             tick,
             "interval",
@@ -369,6 +400,8 @@ async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> 
         )
         await stop.wait()
         scheduler.shutdown(wait=False)
+        if health:
+            health.stop()
         if running:
             _done, pending = await asyncio.wait(running, timeout=5)
             for task in pending:  # unfinished items stay 'pending' in the database: released, not lost

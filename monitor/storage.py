@@ -30,6 +30,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     literal_column,
@@ -512,6 +513,23 @@ class Repository:
         """For a single-process database (SQLite): leases left by a killed run belong to nobody."""
         self.session.execute(update(Feed).where(Feed.lease_until.is_not(None)).values(lease_until=None))
         self.session.execute(update(FeedItem).where(FeedItem.lease_until.is_not(None)).values(lease_until=None))
+
+    def try_cluster_lock(self, job: str) -> bool:
+        """One worker at a time for a cluster-wide job (PostgreSQL: advisory lock until commit)."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return True
+        key = int.from_bytes(job.encode("utf-8")[:8].ljust(8, b"\0"), "big", signed=True)
+        return bool(self.session.scalar(sql_text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}))
+
+    def prune(self, before: datetime) -> dict[str, int]:
+        """Drop raw HTML of articles fetched before ``before`` and settled feed items seen before it."""
+        html = self.session.execute(
+            update(Article).where(Article.fetched_at < before, Article.raw_html.is_not(None)).values(raw_html=None)
+        )
+        items = self.session.execute(
+            delete(FeedItem).where(FeedItem.seen_at < before, FeedItem.state.in_(["done", "failed"]))
+        )
+        return {"raw_html": int(getattr(html, "rowcount", 0)), "feed_items": int(getattr(items, "rowcount", 0))}
 
     def lock_for_placement(self) -> None:
         """Serialise story placement across workers on PostgreSQL (first statement of the transaction, so

@@ -8,16 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import LoopbackServer, article_page, rss, seeds
-
-OUTLETS = ["Numerama", "Frandroid", "01net", "Next", "Siècle Digital"]
+from tests.support import LoopbackServer, rss, seeds
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -29,36 +25,6 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess
         timeout=timeout,
         check=False,
     )
-
-
-@pytest.fixture
-def seed_sites(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Five outlets on 127.0.0.2-6, each with its article page and RSS feed, plus an aggregator feed on 127.0.0.7
-    that lists two of the same articles again under tracking parameters."""
-    with ExitStack() as stack:
-        servers = [stack.enter_context(LoopbackServer(f"127.0.0.{i}")) for i in range(2, 8)]
-        feeds_yaml = ["feeds:"]
-        aggregator_items = []
-        for seed, site, server in zip(seeds(), OUTLETS, servers, strict=False):
-            url = f"{server.base}/actualites/{seed.name}-article.html"
-            server.add(
-                f"/actualites/{seed.name}-article.html",
-                article_page(title=seed.title, body=seed.body, site=site, url=url, published=seed.published),
-            )
-            item = {
-                "title": seed.title,
-                "link": url,
-                "published": datetime.fromisoformat(seed.published + "T09:30:00+01:00"),
-            }
-            server.add("/feed/", rss(site, server.base, [item]), "application/rss+xml; charset=utf-8")
-            feeds_yaml.append(f'  - {{name: "{site}", url: "{server.base}/feed/"}}')
-            if seed.name in ("001", "004"):
-                aggregator_items.append({**item, "link": url + "?utm_source=rss&utm_medium=feed#comments"})
-        servers[-1].add("/rss.xml", rss("Agrégateur", servers[-1].base, aggregator_items), "text/xml")
-        feeds_yaml.append(f'  - {{name: "Agrégateur", url: "{servers[-1].base}/rss.xml", interval: 30m}}')
-        feeds_file = tmp_path / "feeds.yaml"
-        feeds_file.write_text("\n".join(feeds_yaml) + "\n", encoding="utf-8")
-        yield feeds_file, servers
 
 
 def test_run_once_groups_the_seeds(seed_sites, database_url: str) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,167 @@
+"""Operations: the health/metrics endpoint of a running daemon, JSON logs, retention, and the compose file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+from sqlalchemy import create_engine, text
+
+from monitor.config import Settings
+from monitor.operations import HealthServer, retention
+from monitor.storage import Storage
+from tests.support import LoopbackServer
+from tests.test_pipeline import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_running_daemon_serves_health_metrics_and_json_logs(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    feeds_file, _servers = seed_sites
+    with LoopbackServer("127.0.0.9") as broken:
+        broken.add("/feed.xml", "<html><body>Nouveau site</body></html>")
+        feeds_file.write_text(
+            feeds_file.read_text(encoding="utf-8") + f'  - {{name: "Cassé", url: "{broken.base}/feed.xml"}}\n',
+            encoding="utf-8",
+        )
+        port = _free_port()
+        env = {
+            **os.environ,
+            "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/ops.db",
+            "MONITOR_FEEDS_FILE": str(feeds_file),
+            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+            "MONITOR_HOST_MIN_INTERVAL": "0",
+            "MONITOR_POLL_SECONDS": "1",
+            "MONITOR_HTTP_PORT": str(port),
+            "MONITOR_LOG_FORMAT": "json",
+        }
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            metrics = ""
+            deadline = time.monotonic() + 90
+            while (
+                time.monotonic() < deadline
+                and 'monitor_articles_ingested_total{method="story_match"} 3.0' not in metrics
+            ):
+                time.sleep(0.5)
+                try:
+                    metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
+                except OSError:
+                    continue
+            assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+            assert _get(f"http://127.0.0.1:{port}/readyz") == (200, "ready\n")
+            assert _get(f"http://127.0.0.1:{port}/nope")[0] == 404
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            _out, err = daemon.communicate(timeout=20)
+    assert 'monitor_feeds{state="ok"} 6.0' in metrics and 'monitor_feeds{state="failing"} 1.0' in metrics
+    assert 'monitor_articles_ingested_total{method="new_story"} 2.0' in metrics
+    assert 'monitor_fetches_total{kind="page",outcome="ok"} 5.0' in metrics
+    assert 'monitor_fetches_total{kind="feed",outcome="not_a_feed"}' in metrics
+    assert re.search(r"^monitor_queue_lag_seconds \d", metrics, re.M)
+    assert re.search(r'^monitor_fetch_duration_seconds_count\{kind="page"\} 5\.0', metrics, re.M)
+    assert "monitor_db_pool_size" in metrics and "monitor_stories_merged_total 0.0" in metrics
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    failure = next(line for line in lines if line["level"] == "warning" and line.get("feed") == "Cassé")
+    assert failure["url"].endswith("/feed.xml") and "HTML page" in failure["message"]
+    assert not [line for line in err.splitlines() if line.strip() and not line.startswith("{")]
+
+
+def test_readyz_says_why_it_is_not_ready(tmp_path: Path) -> None:
+    storage = Storage(f"sqlite:///{tmp_path}/empty.db")
+    server = HealthServer(storage, "127.0.0.1", 0)
+    server.start()
+    try:
+        status, body = _get(f"http://127.0.0.1:{server.port}/readyz")
+        assert status == 503 and "schema at None" in body
+        storage.upgrade()
+        assert _get(f"http://127.0.0.1:{server.port}/readyz") == (200, "ready\n")
+    finally:
+        server.stop()
+
+
+def test_retention_prunes_raw_html_and_history_once_per_period(tmp_path: Path, database_url: str) -> None:
+    from tests.test_import import _write_seeds
+
+    archive = tmp_path / "seeds.jsonl"
+    _write_seeds(archive, same_day=False)
+    lines = [json.loads(line) for line in archive.read_text(encoding="utf-8").splitlines()]
+    for line in lines:  # archive pages as HTML, so raw_html is kept
+        line["html"] = f"<html><body><article><h1>{line['title']}</h1><p>{line.pop('text')}</p></article></body></html>"
+    archive.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    assert run_cli("import", str(archive), env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
+    storage = Storage(database_url)
+    engine = create_engine(database_url)
+    with engine.begin() as db:
+        db.execute(
+            text("UPDATE articles SET fetched_at = :old WHERE source IN ('outlet-000', 'outlet-001')"),
+            {"old": datetime.now(UTC) - timedelta(days=200)},
+        )
+    first = retention(storage, keep=timedelta(days=90))
+    assert first == {"raw_html": 2, "feed_items": 0}
+    assert retention(storage, keep=timedelta(days=90)) is None  # done for this period, by whichever worker
+    with engine.connect() as db:
+        kept = db.execute(text("SELECT COUNT(*) FROM articles WHERE raw_html IS NOT NULL")).scalar_one()
+        assert kept == 3 and db.execute(text("SELECT COUNT(*) FROM articles")).scalar_one() == 5
+    engine.dispose()
+    storage.engine.dispose()
+
+
+def test_compose_file_matches_the_code() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert {"postgres", "monitor", "mail"} <= set(services)
+    assert services["postgres"]["healthcheck"]["test"] and "pgdata" in compose["volumes"]
+    monitor = services["monitor"]
+    assert monitor["build"] == "." and monitor["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "container_name" not in monitor and "ports" not in monitor  # so `--scale monitor=N` works
+    fields = set(Settings.model_fields)
+    for name in monitor["environment"]:
+        assert name.startswith("MONITOR_") and name.removeprefix("MONITOR_").lower() in fields, name
+    Settings(**{k.removeprefix("MONITOR_").lower(): v for k, v in monitor["environment"].items()})  # values valid
+    smtp = services["mail"]
+    assert monitor["environment"]["MONITOR_SMTP_HOST"] == "mail" and "mailpit" in smtp["image"]
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    command = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))[-1]  # type: ignore[union-attr]
+    for step in command.split("&&"):
+        args = shlex.split(step)
+        assert args[0] == "monitor"
+        result = subprocess.run(
+            [sys.executable, "-m", "monitor", *args[1:], "--help"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, (step, result.stderr)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docker compose up --build --scale monitor=3" in readme
