@@ -12,6 +12,7 @@ import asyncio
 import calendar
 import hashlib
 import ipaddress
+import math
 import re
 import socket
 import time
@@ -111,24 +112,31 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 class HostBudget:
-    """Politeness: at most ``concurrency`` requests per host at once, spaced by ``min_interval``."""
+    """Politeness: at most ``concurrency`` requests per host at once, request starts spaced by ``min_interval``.
+
+    The spacing is measured from when requests really start (after the global cap let them through),
+    under the host's lock, so a request delayed elsewhere never lands right on top of the next one.
+    """
 
     def __init__(self, min_interval: float, concurrency: int, global_concurrency: int) -> None:
         self.min_interval = min_interval
         self._global = asyncio.Semaphore(global_concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(concurrency))
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._next_start: dict[str, float] = {}
+        self._last_start: dict[str, float] = {}
 
     async def acquire(self, host: str) -> None:
         await self._per_host[host].acquire()
-        async with self._locks[host]:
-            now = time.monotonic()
-            wait = self._next_start.get(host, now) - now
-            self._next_start[host] = max(now, self._next_start.get(host, now)) + self.min_interval
-        if wait > 0:
-            await asyncio.sleep(wait)
-        await self._global.acquire()
+        async with self._locks[host]:  # one request of this host at a time goes through the gate
+            while True:
+                wait = self._last_start.get(host, -math.inf) + self.min_interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._global.acquire()
+                if time.monotonic() - self._last_start.get(host, -math.inf) >= self.min_interval:
+                    self._last_start[host] = time.monotonic()
+                    return
+                self._global.release()  # cannot happen unless the clock jumped: wait again
 
     def release(self, host: str) -> None:
         self._global.release()
@@ -174,7 +182,12 @@ class Fetcher:
         self.settings = settings
         self.guard = AddressGuard(settings.allowed_networks())
         self.budget = HostBudget(settings.host_min_interval, settings.host_concurrency, settings.global_concurrency)
-        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=settings.global_concurrency * 2))
+        # Keep-alive limit = connection limit: httpcore 1.0 closes "surplus" idle connections by counting all
+        # of them, which can close one just handed to a request (encode/httpcore#1110).
+        connections = settings.global_concurrency * 2
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections), retries=0
+        )
         transport._pool._network_backend = _GuardedBackend(self.guard)  # no public hook for the backend
         self._client = httpx.AsyncClient(
             transport=transport,

@@ -14,9 +14,10 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -24,7 +25,17 @@ from apscheduler.triggers.cron import CronTrigger
 from monitor.config import Settings, load_digests, load_feeds
 from monitor.digests import Digester, period_end
 from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError, StorageError
-from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, RobotsCache, body_hash, max_age_seconds, parse_feed
+from monitor.fetching import (
+    FEED_TYPES,
+    PAGE_TYPES,
+    Fetcher,
+    ParsedFeed,
+    Response,
+    RobotsCache,
+    body_hash,
+    max_age_seconds,
+    parse_feed,
+)
 from monitor.ingest import Incoming, Ingestor
 from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, HealthServer, retention
 from monitor.storage import Feed, Storage
@@ -75,25 +86,33 @@ class Worker:
         report = CycleReport()
         now = _now()
         lease = timedelta(seconds=self.settings.lease_seconds)
-        with self.storage.repository() as repo:
-            feeds = repo.claim_feeds(now, lease, only_due=only_due)
-            obey_robots = {f.id: f.robots for f in repo.feeds()}
+        # Database work runs in threads: the event loop stays free to start requests on time.
+        feeds = await asyncio.to_thread(self._claim_feeds, now, lease, only_due)
         await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
-        with self.storage.repository() as repo:
-            pending = repo.claim_pending_items(_now(), lease)
+        pending = await asyncio.to_thread(self._claim_items, lease)
         # Items of several feeds often share one article: fetch each URL once, settle all its items.
         by_url: dict[str | None, list[PendingItem]] = {}
-        for row in pending:
-            by_url.setdefault(row.url, []).append(
+        for item in pending:
+            by_url.setdefault(item.url, []).append(item)
+        unlinked = by_url.pop(None, [])
+        if unlinked:
+            await self._settle([item.id for item in unlinked], report, error="the feed item has no link")
+        await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
+        return report
+
+    def _claim_feeds(self, now: datetime, lease: timedelta, only_due: bool) -> list[Feed]:
+        with self.storage.repository() as repo:
+            return repo.claim_feeds(now, lease, only_due=only_due)
+
+    def _claim_items(self, lease: timedelta) -> list[PendingItem]:
+        with self.storage.repository() as repo:
+            obey_robots = {f.id: f.robots for f in repo.feeds()}
+            return [
                 PendingItem(
                     row.id, row.url, row.feed_id, row.title, row.published_at, obey_robots.get(row.feed_id, True)
                 )
-            )
-        unlinked = by_url.pop(None, [])
-        if unlinked:
-            self._finish_items([item.id for item in unlinked], error="the feed item has no link", report=report)
-        await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
-        return report
+                for row in repo.claim_pending_items(_now(), lease)
+            ]
 
     async def _poll(self, feed: Feed, report: CycleReport) -> None:
         headers = {}
@@ -108,7 +127,9 @@ class Worker:
             parsed = (
                 None
                 if unchanged
-                else parse_feed(feed.url, response, max_items=self.settings.max_items_per_feed, now=_now())
+                else await asyncio.to_thread(
+                    parse_feed, feed.url, response, max_items=self.settings.max_items_per_feed, now=_now()
+                )
             )
         except (FetchError, FeedError) as e:
             FETCHES.labels(kind="feed", outcome=e.kind).inc()
@@ -116,18 +137,24 @@ class Worker:
             report.feeds_failed += 1
             report.errors.append(f"feed {feed.name!r}: {e}")
             log.warning("feed %s failed: %s", feed.name, e, extra={"feed": feed.name, "url": feed.url})
-            self._record_feed_failure(feed.id, e)
+            await asyncio.to_thread(self._record_feed_failure, feed.id, e)
             return
         FETCHES.labels(kind="feed", outcome="ok").inc()
         FETCH_SECONDS.labels(kind="feed").observe(time.monotonic() - started)
         report.feeds_ok += 1
+        new = await asyncio.to_thread(self._record_feed_success, feed.id, response, parsed)
+        report.items_new += new  # not `+= await`: that reads the counter before the await
+
+    def _record_feed_success(self, feed_id: int, response: Response, parsed: ParsedFeed | None) -> int:
+        """Record new items and advance the feed's validators and schedule; returns how many items were new."""
         now = _now()
+        new = 0
         with self.storage.repository() as repo:
-            row = repo.feed(feed.id)
+            row = repo.feed(feed_id)
             hints = [max_age_seconds(response.headers.get("cache-control"))]
             if parsed is not None:
                 # Items first, validators after (same transaction): a crash re-reads the feed, losing nothing.
-                report.items_new += repo.record_items(feed.id, parsed.entries, now)
+                new = repo.record_items(feed_id, parsed.entries, now)
                 row.etag = response.headers.get("etag")
                 row.last_modified = response.headers.get("last-modified")
                 row.body_hash = body_hash(response.body)
@@ -146,6 +173,7 @@ class Worker:
             row.next_fetch_at = now + success_delay(
                 row.current_interval_s or row.interval_s, hints, cap_s=self.settings.max_interval_s()
             )
+        return new
 
     def _record_feed_failure(self, feed_id: int, error: FetchError | FeedError) -> None:
         now = _now()
@@ -175,10 +203,9 @@ class Worker:
         first = items[0]
         ids = [item.id for item in items]
         assert first.url is not None
-        with self.storage.repository() as repo:
-            known = repo.article_id_by_url(first.url)
+        known = await asyncio.to_thread(self._known_article, first.url)
         if known is not None:  # same article under another feed or an earlier fetch
-            self._finish_items(ids, article_id=known, report=report)
+            await self._settle(ids, report, article_id=known)
             return
         started = time.monotonic()
         try:
@@ -198,27 +225,38 @@ class Worker:
         except FetchError as e:
             FETCHES.labels(kind="page", outcome=e.kind).inc()
             permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large", "robots")
-            self._finish_items(ids, error=str(e), retry=not permanent, report=report)
+            await self._settle(ids, report, error=str(e), retry=not permanent)
         except ExtractionError as e:
             FETCHES.labels(kind="page", outcome="no_text").inc()
-            self._finish_items(ids, error=str(e), report=report)
+            await self._settle(ids, report, error=str(e))
         else:
             FETCHES.labels(kind="page", outcome="ok").inc()
             FETCH_SECONDS.labels(kind="page").observe(time.monotonic() - started)
             if outcome.created:
                 ARTICLES.labels(method=outcome.method).inc()
                 report.articles_added += 1
-            self._finish_items(ids, article_id=outcome.article_id, report=report)
+            await self._settle(ids, report, article_id=outcome.article_id)
 
-    def _finish_items(
+    def _known_article(self, url: str) -> int | None:
+        with self.storage.repository() as repo:
+            return repo.article_id_by_url(url)
+
+    async def _settle(
         self,
         item_ids: list[int],
+        report: CycleReport,
         *,
         article_id: int | None = None,
         error: str | None = None,
         retry: bool = False,
-        report: CycleReport,
     ) -> None:
+        given_up = await asyncio.to_thread(self._finish_items, item_ids, article_id, error, retry)
+        report.items_failed += len(given_up)
+        report.errors.extend(given_up)
+
+    def _finish_items(self, item_ids: list[int], article_id: int | None, error: str | None, retry: bool) -> list[str]:
+        """Record the items' outcome; returns the errors of items given up for good."""
+        given_up: list[str] = []
         with self.storage.repository() as repo:
             for item_id in item_ids:
                 item = repo.item(item_id)
@@ -233,8 +271,8 @@ class Worker:
                     item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
                 else:
                     item.state = "failed"
-                    report.items_failed += 1
-                    report.errors.append(f"item {item.url}: {error}")
+                    given_up.append(f"item {item.url}: {error}")
+        return given_up
 
 
 def _jittered(delay: timedelta) -> timedelta:
@@ -267,55 +305,65 @@ def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -
     return _jittered(backoff)
 
 
-_held_locks: list[IO[str]] = []
-
-
-def _single_sqlite_daemon(storage: Storage) -> None:
+@contextmanager
+def _single_sqlite_daemon(storage: Storage) -> Iterator[None]:
     """SQLite is for one daemon: a second one on the same file is refused, with the reason."""
     database = storage.engine.url.database
     if storage.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
         return
-    handle = open(f"{database}.daemon.lock", "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's life
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as e:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise StorageError(
-            f"another monitor daemon (pid {holder}) is already running on {database}; SQLite takes one daemon "
-            "at a time: use PostgreSQL (MONITOR_DATABASE_URL=postgresql+psycopg://...) to run several workers"
-        ) from e
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    _held_locks.append(handle)
+    with open(f"{database}.daemon.lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StorageError(
+                f"another monitor daemon (pid {holder}) is already running on {database}; SQLite takes one daemon "
+                "at a time: use PostgreSQL (MONITOR_DATABASE_URL=postgresql+psycopg://...) to run several workers"
+            ) from e
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare(settings: Settings) -> tuple[Storage, Ingestor]:
-    """Validate feeds.yaml, bring the schema up to date (or refuse), and sync the feeds table."""
+@contextmanager
+def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
+    """Validate feeds.yaml, hold the SQLite single-daemon lock, bring the schema up to date (or refuse),
+    and sync the feeds table."""
     feeds = load_feeds(settings.feeds_file, settings.default_interval)
     load_digests(settings.feeds_file)  # a bad digest stops start-up too
     storage = Storage(settings.database_url)
-    _single_sqlite_daemon(storage)
-    storage.ensure_schema(upgrade=settings.auto_upgrade)
-    with storage.repository() as repo:
-        repo.sync_feeds(feeds)
-        if storage.engine.dialect.name == "sqlite":
-            repo.release_all_leases()
-    return storage, Ingestor(storage)
+    try:
+        with _single_sqlite_daemon(storage):
+            storage.ensure_schema(upgrade=settings.auto_upgrade)
+            with storage.repository() as repo:
+                repo.sync_feeds(feeds)
+                if storage.engine.dialect.name == "sqlite":
+                    repo.release_all_leases()  # we are the only daemon: leases left by a killed run are stale
+            yield storage, Ingestor(storage)
+    finally:
+        storage.engine.dispose()
 
 
 async def run_once(settings: Settings) -> CycleReport:
-    storage, ingestor = prepare(settings)
-    async with Fetcher(settings) as fetcher:
-        return await Worker(settings, storage, fetcher, ingestor).cycle(only_due=False)
+    with daemon(settings) as (storage, ingestor):
+        async with Fetcher(settings) as fetcher:
+            return await Worker(settings, storage, fetcher, ingestor).cycle(only_due=False)
 
 
 async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Tick every MONITOR_POLL_SECONDS until SIGTERM/SIGINT; the cycle in flight finishes first."""
-    storage, ingestor = prepare(settings)
-    stop = stop or asyncio.Event()
+    with daemon(settings) as (storage, ingestor):
+        await _serve(settings, storage, ingestor, stop or asyncio.Event())
+    log.info("monitor stopped")
+
+
+async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -407,5 +455,3 @@ async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> 
             for task in pending:  # unfinished items stay 'pending' in the database: released, not lost
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-    storage.engine.dispose()
-    log.info("monitor stopped")
