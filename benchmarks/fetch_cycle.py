@@ -52,6 +52,7 @@ KINDS = ("feeds", "pages", "robots")
 
 @dataclass(frozen=True)
 class Run:
+    started: float  # time.monotonic() at launch (the servers' clock too)
     seconds: float
     stdout: str
     stderr: str
@@ -67,7 +68,28 @@ class Traffic:
     worst_gap_s: float  # smallest interval between two request starts on one host
     worst_gap_host: str
     close_pairs: int  # request starts closer than min_interval - tolerance, all hosts together
+    very_close_pairs: int  # closer than half of min_interval
+    pairs: int  # consecutive request starts on one host, all hosts together
     max_concurrency: int
+    spans: dict[str, tuple[float, float]]  # kind: first and last request start (time.monotonic())
+    not_modified: int  # feed requests answered 304
+
+
+class Arrivals:
+    """Start time and kind of every request, appended by the routes (any server thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, float]] = []
+        self.not_modified = 0
+
+    def add(self, kind: str) -> None:
+        with self.lock:
+            self.seen.append((kind, time.monotonic()))
+
+    def add_not_modified(self) -> None:
+        with self.lock:
+            self.not_modified += 1
 
 
 def run_cli(args: list[str], env: dict[str, str], workdir: Path) -> Run:
@@ -75,7 +97,7 @@ def run_cli(args: list[str], env: dict[str, str], workdir: Path) -> Run:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_") and not k.lower().endswith("_proxy")}
     out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
     with out_path.open("w") as out, err_path.open("w") as err:
-        start = time.perf_counter()
+        start = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "monitor", *args], env={**base, **env}, cwd=workdir, stdout=out, stderr=err
         )
@@ -85,20 +107,22 @@ def run_cli(args: list[str], env: dict[str, str], workdir: Path) -> Run:
             _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the running maximum
         finally:
             timer.cancel()
-        seconds = time.perf_counter() - start
+        seconds = time.monotonic() - start
     stderr = err_path.read_text(encoding="utf-8", errors="replace")
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"monitor {' '.join(args)} exited {code} after {seconds:.1f} s:\n{stderr[-2000:]}")
-    return Run(seconds, out_path.read_text(encoding="utf-8"), stderr, usage.ru_maxrss)
+    return Run(start, seconds, out_path.read_text(encoding="utf-8"), stderr, usage.ru_maxrss)
 
 
-def delayed(reply: Reply, etag: str | None = None) -> Route:
+def delayed(reply: Reply, kind: str, arrivals: Arrivals, etag: str | None = None) -> Route:
     """A route answering after LATENCY_S; with an ETag, 304 when If-None-Match matches it."""
 
     def answer(request: BaseHTTPRequestHandler) -> Reply:
+        arrivals.add(kind)
         time.sleep(LATENCY_S)
         if etag is not None and request.headers.get("If-None-Match") == etag:
+            arrivals.add_not_modified()
             return 304, {"ETag": etag}, b""
         return reply
 
@@ -118,12 +142,12 @@ def serving(hosts: list[str]) -> Iterator[list[LoopbackServer]]:
             list(pool.map(lambda server: server.__exit__(None, None, None), servers))
 
 
-def populate(servers: list[LoopbackServer], rows: list[dict[str, Any]], feeds_file: Path) -> None:
+def populate(servers: list[LoopbackServer], rows: list[dict[str, Any]], feeds_file: Path, arrivals: Arrivals) -> None:
     """Feeds, article pages and robots.txt on every server; the feeds.yaml listing all the feeds."""
     lines = ["feeds:"]
     robots = (200, {"Content-Type": "text/plain; charset=utf-8"}, b"User-agent: *\nAllow: /\n")
     for h, server in enumerate(servers):
-        server.routes["/robots.txt"] = delayed(robots)
+        server.routes["/robots.txt"] = delayed(robots, "robots", arrivals)
         for j in range(FEEDS_PER_HOST):
             number = h * FEEDS_PER_HOST + j
             row = rows[number % len(rows)]
@@ -136,7 +160,9 @@ def populate(servers: list[LoopbackServer], rows: list[dict[str, Any]], feeds_fi
                 url=server.base + page_path,
                 published=row["published_at"][:10],
             )
-            server.routes[page_path] = delayed((200, {"Content-Type": "text/html; charset=utf-8"}, page.encode()))
+            server.routes[page_path] = delayed(
+                (200, {"Content-Type": "text/html; charset=utf-8"}, page.encode()), "pages", arrivals
+            )
             item = {
                 "title": title,
                 "link": server.base + page_path,
@@ -146,13 +172,19 @@ def populate(servers: list[LoopbackServer], rows: list[dict[str, Any]], feeds_fi
             etag = '"' + hashlib.sha256(feed).hexdigest()[:16] + '"'
             feed_path = f"/feed/{j:02d}.xml"
             server.routes[feed_path] = delayed(
-                (200, {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": etag}, feed), etag
+                (200, {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": etag}, feed),
+                "feeds",
+                arrivals,
+                etag,
             )
             lines.append(f'  - {{name: "host{h + 1:02d}-feed{j:02d}", url: "{server.base}{feed_path}"}}')
     feeds_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def reset(servers: list[LoopbackServer]) -> None:
+def reset(servers: list[LoopbackServer], arrivals: Arrivals) -> None:
+    with arrivals.lock:
+        arrivals.seen.clear()
+        arrivals.not_modified = 0
     for server in servers:
         with server.lock:
             server.requests.clear()
@@ -166,22 +198,30 @@ def kind_of(path: str) -> str:
     return "feeds" if path.startswith("/feed/") else "pages" if path.startswith("/article/") else "other"
 
 
-def traffic(servers: list[LoopbackServer], min_interval: float) -> Traffic:
+def traffic(servers: list[LoopbackServer], arrivals: Arrivals, min_interval: float) -> Traffic:
     """Requests per kind and per host, the closest two starts on any host, the highest per-host concurrency."""
     by_kind: Counter[str] = Counter()
     per_host: dict[str, int] = {}
-    worst_gap, worst_host, close = float("inf"), "-", 0
+    worst_gap, worst_host, close, very_close, pairs = float("inf"), "-", 0, 0, 0
     for server in servers:
         for path, _headers in server.requests:
             by_kind[kind_of(path)] += 1
         per_host[server.host] = len(server.requests)
         starts = sorted(server.starts)
         gaps = [b - a for a, b in pairwise(starts)]
+        pairs += len(gaps)
         close += sum(1 for gap in gaps if gap < min_interval - GAP_TOLERANCE_S)
+        very_close += sum(1 for gap in gaps if gap < min_interval / 2)
         if gaps and min(gaps) < worst_gap:
             worst_gap, worst_host = min(gaps), server.host
     concurrency = max(server.max_active for server in servers)
-    return Traffic(by_kind, per_host, worst_gap, worst_host, close, concurrency)
+    spans: dict[str, tuple[float, float]] = {}
+    for kind, moment in arrivals.seen:
+        first, last = spans.get(kind, (moment, moment))
+        spans[kind] = (min(first, moment), max(last, moment))
+    return Traffic(
+        by_kind, per_host, worst_gap, worst_host, close, very_close, pairs, concurrency, spans, arrivals.not_modified
+    )
 
 
 def db_summary(database_url: str) -> str:
@@ -206,22 +246,37 @@ def report(label: str, run: Run, seen: Traffic, min_interval: float) -> None:
         f"{kind} {seen.by_kind[kind]}" for kind in (*KINDS, "other") if kind in KINDS or seen.by_kind[kind]
     )
     floor = min_interval - GAP_TOLERANCE_S
-    gap_ok = "OK" if seen.close_pairs == 0 else f"VIOLATED {seen.close_pairs} times"
+    gap_ok = "OK"
+    if seen.close_pairs:
+        gap_ok = (
+            f"VIOLATED by {seen.close_pairs} of {seen.pairs} consecutive pairs "
+            f"({seen.very_close_pairs} under {min_interval * 500:.0f} ms)"
+        )
     conc_ok = "OK" if seen.max_concurrency <= HOST_CONCURRENCY else "VIOLATED"
-    warnings = sum(1 for line in run.stderr.splitlines() if " WARNING " in line or " ERROR " in line)
+    logged = [line for line in run.stderr.splitlines() if " WARNING " in line or " ERROR " in line]
+    reasons = Counter(": ".join(line.split(": ")[-2:]) for line in logged)  # "network: ReadError"
+    timeline = ", ".join(
+        f"{kind} {first - run.started:.1f}-{last - run.started:.1f} s"
+        for kind, (first, last) in sorted(seen.spans.items(), key=lambda span: span[1])
+    )
     print(f"  {label}")
     print(f"    wall time {run.seconds:7.2f} s   child peak RSS {run.max_rss_kib / 1024:5.0f} MiB")
-    print(f"    requests served {sum(seen.by_kind.values())} ({kinds})")
+    print(f"    requests served {sum(seen.by_kind.values())} ({kinds}; {seen.not_modified} answered 304)")
     print(
         f"    politeness bound {bound:6.2f} s ({seen.per_host[busiest]} requests to {busiest}, "
         f"(n-1) x {min_interval:g} s + {LATENCY_S * 1000:.0f} ms)   time/bound {run.seconds / bound:5.2f}"
     )
     print(
-        f"    closest request starts on one host {seen.worst_gap_s * 1000:6.1f} ms ({seen.worst_gap_host}; "
-        f"floor {floor * 1000:.0f} ms): {gap_ok}   max concurrent per host {seen.max_concurrency} "
-        f"(cap {HOST_CONCURRENCY}): {conc_ok}"
+        f"    closest request starts on one host {seen.worst_gap_s * 1000:.1f} ms ({seen.worst_gap_host}; "
+        f"floor {floor * 1000:.0f} ms): {gap_ok}"
     )
-    print(f"    monitor: {run.stdout.strip()}   ({warnings} warning/error log lines)")
+    print(f"    max concurrent requests on one host {seen.max_concurrency} (cap {HOST_CONCURRENCY}): {conc_ok}")
+    print(f"    requests started (from launch): {timeline or 'none'}; process exit {run.seconds:.1f} s")
+    print(f"    monitor: {run.stdout.strip()}")
+    if logged:
+        print(
+            f"    {len(logged)} warning/error log lines: " + ", ".join(f"{r} x{n}" for r, n in reasons.most_common(5))
+        )
 
 
 def machine() -> None:
@@ -249,10 +304,11 @@ def main() -> None:
         f"{LATENCY_S * 1000:.0f} ms latency, HOST_MIN_INTERVAL={args.min_interval:g}, "
         f"HOST_CONCURRENCY={HOST_CONCURRENCY}, GLOBAL_CONCURRENCY={args.global_concurrency}, SQLite"
     )
+    arrivals = Arrivals()
     with tempfile.TemporaryDirectory(prefix="monitor-bench-") as tmp, serving(HOSTS) as servers:
         workdir = Path(tmp)
         feeds_file = workdir / "feeds.yaml"
-        populate(servers, rows, feeds_file)
+        populate(servers, rows, feeds_file, arrivals)
         url = f"sqlite:///{workdir}/fetch-cycle.db"
         env = {
             "MONITOR_DATABASE_URL": url,
@@ -263,9 +319,9 @@ def main() -> None:
             "MONITOR_GLOBAL_CONCURRENCY": str(args.global_concurrency),
         }
         for label in ("cycle 1 (cold: feeds, robots.txt, pages)", "cycle 2 (warm: every feed 304)"):
-            reset(servers)
+            reset(servers, arrivals)
             run = run_cli(["run", "--once"], env, workdir)
-            report(label, run, traffic(servers, args.min_interval), args.min_interval)
+            report(label, run, traffic(servers, arrivals, args.min_interval), args.min_interval)
             print(f"    {db_summary(url)}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(f"peak RSS of any child process: {peak / 1024:.0f} MiB")

@@ -114,8 +114,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 class HostBudget:
     """Politeness: at most ``concurrency`` requests per host at once, request starts spaced by ``min_interval``.
 
-    The spacing is measured from when requests really start (after the global cap let them through),
-    under the host's lock, so a request delayed elsewhere never lands right on top of the next one.
+    ``acquire``/``release`` hold the concurrency caps (per host and global) around a whole request;
+    ``space`` runs from httpx's request hook, right before the request is written on its connection,
+    so the spacing holds on the wire even when the process is busy.
     """
 
     def __init__(self, min_interval: float, concurrency: int, global_concurrency: int) -> None:
@@ -127,20 +128,18 @@ class HostBudget:
 
     async def acquire(self, host: str) -> None:
         await self._per_host[host].acquire()
-        async with self._locks[host]:  # one request of this host at a time goes through the gate
-            while True:
-                wait = self._last_start.get(host, -math.inf) + self.min_interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await self._global.acquire()
-                if time.monotonic() - self._last_start.get(host, -math.inf) >= self.min_interval:
-                    self._last_start[host] = time.monotonic()
-                    return
-                self._global.release()  # cannot happen unless the clock jumped: wait again
+        await self._global.acquire()
 
     def release(self, host: str) -> None:
         self._global.release()
         self._per_host[host].release()
+
+    async def space(self, host: str) -> None:
+        async with self._locks[host]:
+            wait = self._last_start.get(host, -math.inf) + self.min_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_start[host] = time.monotonic()
 
 
 @dataclass
@@ -191,6 +190,7 @@ class Fetcher:
         transport._pool._network_backend = _GuardedBackend(self.guard)  # no public hook for the backend
         self._client = httpx.AsyncClient(
             transport=transport,
+            event_hooks={"request": [self._space]},
             follow_redirects=False,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             headers={
@@ -199,6 +199,9 @@ class Fetcher:
                 "Accept-Encoding": "gzip, deflate",
             },
         )
+
+    async def _space(self, request: httpx.Request) -> None:
+        await self.budget.space(request.url.host)
 
     async def __aenter__(self) -> Fetcher:
         return self

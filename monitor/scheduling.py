@@ -15,6 +15,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -81,6 +82,9 @@ class Worker:
         self.fetcher = fetcher
         self.ingestor = ingestor
         self.robots = RobotsCache(fetcher)
+        # Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL); more CPU
+        # comes from more worker processes.
+        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
 
     async def cycle(self, *, only_due: bool) -> CycleReport:
         report = CycleReport()
@@ -220,7 +224,7 @@ class Worker:
                 published_at=first.published_at,
                 feed_id=first.feed_id,
             )
-            prepared = await asyncio.to_thread(self.ingestor.prepare, incoming)
+            prepared = await asyncio.get_running_loop().run_in_executor(self._cpu, self.ingestor.prepare, incoming)
             outcome = await asyncio.to_thread(self.ingestor.store, prepared)
         except FetchError as e:
             FETCHES.labels(kind="page", outcome=e.kind).inc()
