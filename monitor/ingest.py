@@ -92,7 +92,7 @@ class Ingestor:
     def store(self, prepared: Prepared) -> Outcome:
         """Place the article (near-copy, story match or new story) and record it, in one transaction."""
         with self._lock, self.storage.repository() as repo:
-            repo.lock_for_placement()
+            repo.lock_cluster("placement")  # two reports of one event, two workers: still one story
             existing = repo.article_id_by_url(prepared.article.url)
             if existing is not None:
                 return Outcome(existing, repo.story_of(existing), "exact_url", created=False)

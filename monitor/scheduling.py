@@ -93,15 +93,16 @@ class Worker:
         # Database work runs in threads: the event loop stays free to start requests on time.
         feeds = await asyncio.to_thread(self._claim_feeds, now, lease, only_due)
         await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
-        pending = await asyncio.to_thread(self._claim_items, lease)
-        # Items of several feeds often share one article: fetch each URL once, settle all its items.
-        by_url: dict[str | None, list[PendingItem]] = {}
-        for item in pending:
-            by_url.setdefault(item.url, []).append(item)
-        unlinked = by_url.pop(None, [])
-        if unlinked:
-            await self._settle([item.id for item in unlinked], report, error="the feed item has no link")
-        await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
+        # Items are claimed in batches, so several workers share a backlog; the cycle drains it.
+        while pending := await asyncio.to_thread(self._claim_items, lease):
+            # Items of several feeds often share one article: fetch each URL once, settle all its items.
+            by_url: dict[str | None, list[PendingItem]] = {}
+            for item in pending:
+                by_url.setdefault(item.url, []).append(item)
+            unlinked = by_url.pop(None, [])
+            if unlinked:
+                await self._settle([item.id for item in unlinked], report, error="the feed item has no link")
+            await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
         return report
 
     def _claim_feeds(self, now: datetime, lease: timedelta, only_due: bool) -> list[Feed]:
@@ -115,7 +116,7 @@ class Worker:
                 PendingItem(
                     row.id, row.url, row.feed_id, row.title, row.published_at, obey_robots.get(row.feed_id, True)
                 )
-                for row in repo.claim_pending_items(_now(), lease)
+                for row in repo.claim_pending_items(_now(), lease, limit=self.settings.global_concurrency * 4)
             ]
 
     async def _poll(self, feed: Feed, report: CycleReport) -> None:

@@ -6,6 +6,7 @@ methods. Same schema on SQLite and PostgreSQL; migrations live in monitor/migrat
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,9 +48,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
-
-PLACEMENT_LOCK = 0x6D6F6E69  # advisory lock key ("moni") held while an article is placed
-MIGRATION_LOCK = 0x6D6F6E6D  # held while one worker migrates the schema
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -418,6 +416,7 @@ class Repository:
     # --- feeds -------------------------------------------------------------
     def sync_feeds(self, configs: Sequence[Any]) -> None:
         """Make the feeds table match feeds.yaml, keeping fetch state of feeds that stay."""
+        self.lock_cluster("feeds-sync")  # workers starting together take turns
         existing = {f.name: f for f in self.session.scalars(select(Feed))}
         by_url = {f.url: f for f in existing.values()}
         wanted = {c.name for c in configs}
@@ -515,11 +514,18 @@ class Repository:
         self.session.execute(update(FeedItem).where(FeedItem.lease_until.is_not(None)).values(lease_until=None))
 
     def try_cluster_lock(self, job: str) -> bool:
-        """One worker at a time for a cluster-wide job (PostgreSQL: advisory lock until commit)."""
+        """One worker at a time for a cluster-wide job (PostgreSQL: advisory lock until commit); False if taken."""
         if self.session.get_bind().dialect.name != "postgresql":
             return True
-        key = int.from_bytes(job.encode("utf-8")[:8].ljust(8, b"\0"), "big", signed=True)
-        return bool(self.session.scalar(sql_text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}))
+        return bool(self.session.scalar(sql_text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _lock_key(job)}))
+
+    def lock_cluster(self, job: str) -> None:
+        """Wait for the cluster-wide lock of ``job`` until this transaction ends (PostgreSQL; no-op on SQLite).
+
+        Take it first in the transaction: under READ COMMITTED every later read then sees what the previous
+        holder committed."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(job)})
 
     def prune(self, before: datetime) -> dict[str, int]:
         """Drop raw HTML of articles fetched before ``before`` and settled feed items seen before it."""
@@ -530,12 +536,6 @@ class Repository:
             delete(FeedItem).where(FeedItem.seen_at < before, FeedItem.state.in_(["done", "failed"]))
         )
         return {"raw_html": int(getattr(html, "rowcount", 0)), "feed_items": int(getattr(items, "rowcount", 0))}
-
-    def lock_for_placement(self) -> None:
-        """Serialise story placement across workers on PostgreSQL (first statement of the transaction, so
-        every later read in it, under READ COMMITTED, sees what the previous holder committed)."""
-        if self.session.get_bind().dialect.name == "postgresql":
-            self.session.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_LOCK})
 
     def item(self, item_id: int) -> FeedItem:
         return self.session.get_one(FeedItem, item_id)
@@ -656,6 +656,11 @@ class Repository:
         return result
 
 
+def _lock_key(job: str) -> int:
+    """A stable 64-bit advisory lock key per job name."""
+    return int.from_bytes(hashlib.blake2b(f"monitor:{job}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -731,9 +736,9 @@ class Storage:
             self.upgrade()
             return
         with self.engine.connect() as conn:  # workers starting together: one migrates, the others wait
-            conn.execute(sql_text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            conn.execute(sql_text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key("migration")})
             try:
                 if self.schema_status()[0] != head:
                     self.upgrade()
             finally:
-                conn.execute(sql_text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                conn.execute(sql_text("SELECT pg_advisory_unlock(:key)"), {"key": _lock_key("migration")})
