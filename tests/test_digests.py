@@ -307,3 +307,44 @@ def test_daemon_sends_digests_on_their_schedule(tmp_path: Path, smtp) -> None:  
     assert len(inbox.messages) == 1, err
     assert inbox.messages[0]["Subject"].startswith("Veille « minute »")
     assert daemon.returncode == 0
+
+
+def test_cli_preview_send_and_user_templates(tmp_path: Path, smtp) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_pipeline import run_cli
+
+    inbox, port = smtp
+    feeds_file = tmp_path / "feeds.yaml"
+    feeds_file.write_text(
+        "feeds:\n  - {name: A, url: 'https://a.example.fr/feed'}\ndigests:\n"
+        "  - {name: matin, recipients: [veille@example.fr], schedule: '0 7 * * *', period: 4d}\n",
+        encoding="utf-8",
+    )
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "digest.txt.j2").write_text(
+        "Notre veille maison : {% for s in digest.stories %}[{{ s.outlet_count }}]{% endfor %}\n", encoding="utf-8"
+    )
+    env = {
+        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
+        "MONITOR_FEEDS_FILE": str(feeds_file),
+        "MONITOR_SMTP_HOST": "127.0.0.1",
+        "MONITOR_SMTP_PORT": str(port),
+        "MONITOR_SMTP_SECURITY": "none",
+        "MONITOR_TEMPLATES_DIR": str(templates),
+    }
+    assert run_cli("import", str(_corpus(tmp_path)), env=env).returncode == 0
+    preview = run_cli(
+        "digest", "matin", "--preview", str(tmp_path / "out.html"), "--at", "2024-11-07T06:00:00", env=env
+    )
+    assert preview.returncode == 0, preview.stderr
+    assert "2 sujets" in preview.stdout and "5 médias" in (tmp_path / "out.html").read_text(encoding="utf-8")
+    assert inbox.messages == []  # a preview sends nothing
+    sent = run_cli("digest", "matin", "--send", "--at", "2024-11-07T06:00:00", env=env)
+    assert sent.returncode == 0 and ": sent" in sent.stdout, sent.stderr
+    again = run_cli("digest", "matin", "--send", "--at", "2024-11-07T06:00:00", env=env)
+    assert again.returncode == 0 and len(inbox.messages) == 1  # same period: not sent twice
+    plain, html = _parts(inbox.messages[0])
+    assert plain.strip() == "Notre veille maison : [5][2]"  # the user's text template replaced ours
+    assert "5 médias" in html  # the shipped HTML template still serves
+    unknown = run_cli("digest", "soir", "--send", env=env)
+    assert unknown.returncode == 2 and "no digest named 'soir'" in unknown.stderr
