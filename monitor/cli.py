@@ -75,7 +75,7 @@ def import_(
     settings = _settings()
     storage = Storage(settings.database_url)
     storage.ensure_schema(upgrade=settings.auto_upgrade)
-    ingestor = Ingestor(storage)
+    ingestor = Ingestor(storage, settings.story_params())
     total = sum(1 for _ in path.open(encoding="utf-8", errors="replace"))
     with Progress(
         TextColumn("importing"),
@@ -211,6 +211,30 @@ def digest(
             raise typer.Exit(1)
 
 
+@app.command()
+def recluster(
+    since: Annotated[
+        datetime | None, typer.Option(help="First publication time to redo (ISO 8601; default: all).")
+    ] = None,
+    until: Annotated[datetime | None, typer.Option(help="Redo articles published before this (default: all).")] = None,
+) -> None:
+    """Place articles again into stories with the current settings, from stored text (nothing is fetched)."""
+    from monitor.ingest import Ingestor
+    from monitor.storage import Storage
+
+    settings = _settings()
+    storage = Storage(settings.database_url)
+    storage.ensure_schema(upgrade=settings.auto_upgrade)
+
+    def aware(moment: datetime | None) -> datetime | None:
+        return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
+
+    count = Ingestor(storage, settings.story_params()).recluster(aware(since), aware(until))
+    with storage.repository() as repo:
+        total = repo.story_count()
+    console.print(f"{count} articles placed again; {total} stories in the database")
+
+
 @app.command("eval")
 def eval_(
     path: Annotated[
@@ -221,8 +245,8 @@ def eval_(
     """Score story grouping on a labelled file, in a throwaway database: BCubed and pairwise P/R/F1."""
     from monitor.evaluation import evaluate
 
-    _settings()
-    console.print_json(json.dumps(evaluate(path, label=label).as_dict()))
+    settings = _settings()
+    console.print_json(json.dumps(evaluate(path, label=label, params=settings.story_params()).as_dict()))
 
 
 @db_app.command("upgrade")

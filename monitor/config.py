@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +19,7 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.errors import ConfigError
+from monitor.stories import StoryParams
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_from: str = "monitor@localhost"
     smtp_timeout: float = 30.0
+    story_threshold: float | None = None  # overrides of StoryParams (monitor/stories.py); unset: the default
+    story_window_days: float | None = None
+    story_max_span_days: float | None = None
     templates_dir: Path | None = None  # your own digest.html.j2 / digest.txt.j2 override the shipped ones
 
     @field_validator("allow_private_addresses")
@@ -79,6 +83,16 @@ class Settings(BaseSettings):
     def _check_interval(cls, value: str) -> str:
         parse_interval(value)
         return value
+
+    def story_params(self) -> StoryParams:
+        params = StoryParams()
+        if self.story_threshold is not None:
+            params = replace(params, threshold=self.story_threshold)
+        if self.story_window_days is not None:
+            params = replace(params, window_days=self.story_window_days)
+        if self.story_max_span_days is not None:
+            params = replace(params, max_span_days=self.story_max_span_days)
+        return params
 
     def max_interval_s(self) -> int:
         return parse_interval(self.max_interval)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from monitor import dedup, stories
 from monitor.extraction import extract
-from monitor.storage import NewArticle, PlacementRecord, Storage
+from monitor.storage import Article, NewArticle, PlacementRecord, Repository, Storage
 from monitor.urls import canonical_url, host_of
 
 
@@ -96,49 +96,110 @@ class Ingestor:
             existing = repo.article_id_by_url(prepared.article.url)
             if existing is not None:
                 return Outcome(existing, repo.story_of(existing), "exact_url", created=False)
-            if not self._fingerprint_checked:
-                dedup.check_fingerprint(repo.get_meta("minhash_fingerprint"))
-                repo.set_meta("minhash_fingerprint", dedup.FINGERPRINT)
-                self._fingerprint_checked = True
+            self._check_fingerprint(repo)
+            placement, vector = self._placement(repo, prepared)
             sig, article = prepared.signature, prepared.article
-            candidates = [
-                dedup.Stored(c.article_id, c.minhash, c.shingle_count) for c in repo.near_copy_candidates(sig.band_keys)
-            ]
-            near = dedup.best_near_copy(sig, candidates)
-            df = repo.document_frequencies(prepared.counts)
-            vector = stories.vectorize(prepared.counts, df, repo.document_count(), self.params)
-            if near is not None:
-                placement = PlacementRecord(
-                    "near_copy",
-                    max(near.similarity, near.containment),
-                    repo.story_of(near.article_id),
-                    near.article_id,
-                    near.similarity,
-                )
-            else:
-                start, end = stories.window(article.published_at, self.params)
-                options = [
-                    stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at, s.event_date)
-                    for s in repo.stories_active_between(start, end)
-                ]
-                match = stories.best_story(vector, article.published_at, options, self.params, article.event_date)
-                placement = (
-                    PlacementRecord("story_match", match.score, match.story_id)
-                    if match
-                    else PlacementRecord("new_story", None, None)
-                )
             row = repo.add_article(
                 replace(article, terms=vector, minhash=sig.minhash, shingle_count=sig.shingle_count),
                 placement,
                 sig.band_keys,
                 story_title=article.title,
             )
-            centroid = repo.story_centroid(row.story_id)
-            if placement.method != "near_copy":  # a reprint adds no new evidence about the story
-                centroid = stories.add_to_centroid(centroid, vector, self.params)
-            repo.refresh_story(row.story_id, centroid)
-            repo.add_document_terms(prepared.counts)
+            self._account(repo, row.story_id, placement, vector, prepared.counts)
             return Outcome(row.id, row.story_id, placement.method, created=True, score=placement.score)
+
+    def recluster(self, since: datetime | None = None, until: datetime | None = None) -> int:
+        """Place again, in publication order and from their stored text, the articles published in
+        [since, until), with the current parameters; nothing is fetched. Deterministic, so running it
+        twice gives the same grouping. Articles after ``until`` keep their stories. Returns the count."""
+        with self._lock, self.storage.repository() as repo:
+            repo.lock_cluster("placement")
+            self._check_fingerprint(repo)
+            articles = repo.articles_between(since, until)
+            prepared = [self._prepared_from(a) for a in articles]
+            holding, surviving = repo.detach(articles, [p.counts for p in prepared])
+            for story_id in surviving:  # what stays of a story is summarised again from its members
+                centroid: dict[str, float] = {}
+                for member in repo.story_articles(story_id):
+                    if member.duplicate_of_id is None:
+                        centroid = stories.add_to_centroid(centroid, member.terms, self.params)
+                repo.refresh_story(story_id, centroid)
+            for article, ready in zip(articles, prepared, strict=True):
+                placement, vector = self._placement(repo, ready)
+                repo.replace_placement(article, placement, vector, ready.signature.band_keys)
+                self._account(repo, article.story_id, placement, vector, ready.counts)
+            repo.remove_story(holding.id)
+            return len(articles)
+
+    def _prepared_from(self, article: Article) -> Prepared:
+        new = NewArticle(
+            url=article.url,
+            title=article.title,
+            text=article.text,
+            source=article.source,
+            author=article.author,
+            published_at=article.published_at,
+            fetched_at=article.fetched_at,
+            event_date=stories.event_date(article.title, article.text, article.published_at, self.params),
+            language=article.language,
+            feed_id=article.feed_id,
+            raw_html=None,
+            terms={},
+            minhash=b"",
+            shingle_count=0,
+        )
+        article.event_date = new.event_date
+        return Prepared(
+            new, dedup.signature(article.text), stories.term_counts(article.title, article.text, self.params)
+        )
+
+    def _check_fingerprint(self, repo: Repository) -> None:
+        if not self._fingerprint_checked:
+            dedup.check_fingerprint(repo.get_meta("minhash_fingerprint"))
+            repo.set_meta("minhash_fingerprint", dedup.FINGERPRINT)
+            self._fingerprint_checked = True
+
+    def _placement(self, repo: Repository, prepared: Prepared) -> tuple[PlacementRecord, dict[str, float]]:
+        """Near-copy of an earlier article, else the best story active around its publication, else new."""
+        sig, article = prepared.signature, prepared.article
+        candidates = [
+            dedup.Stored(c.article_id, c.minhash, c.shingle_count) for c in repo.near_copy_candidates(sig.band_keys)
+        ]
+        near = dedup.best_near_copy(sig, candidates)
+        df = repo.document_frequencies(prepared.counts)
+        vector = stories.vectorize(prepared.counts, df, repo.document_count(), self.params)
+        if near is not None:
+            score = max(near.similarity, near.containment)
+            return PlacementRecord(
+                "near_copy", score, repo.story_of(near.article_id), near.article_id, near.similarity
+            ), vector
+        start, end = stories.window(article.published_at, self.params)
+        options = [
+            stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at, s.event_date)
+            for s in repo.stories_active_between(start, end)
+        ]
+        match = stories.best_story(vector, article.published_at, options, self.params, article.event_date)
+        placement = (
+            PlacementRecord("story_match", match.score, match.story_id)
+            if match
+            else PlacementRecord("new_story", None, None)
+        )
+        return placement, vector
+
+    def _account(
+        self,
+        repo: Repository,
+        story_id: int,
+        placement: PlacementRecord,
+        vector: dict[str, float],
+        counts: Counter[str],
+    ) -> None:
+        """The story's summary and centroid, and the corpus statistics, take the placed article in."""
+        centroid = repo.story_centroid(story_id)
+        if placement.method != "near_copy":  # a reprint adds no new evidence about the story
+            centroid = stories.add_to_centroid(centroid, vector, self.params)
+        repo.refresh_story(story_id, centroid)
+        repo.add_document_terms(counts)
 
     def ingest(self, incoming: Incoming) -> Outcome:
         return self.store(self.prepare(incoming))

@@ -350,7 +350,7 @@ def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
                 repo.sync_feeds(feeds)
                 if storage.engine.dialect.name == "sqlite":
                     repo.release_all_leases()  # we are the only daemon: leases left by a killed run are stale
-            yield storage, Ingestor(storage)
+            yield storage, Ingestor(storage, settings.story_params())
     finally:
         storage.engine.dispose()
 

@@ -317,21 +317,24 @@ class Repository:
         )
         return [NearCopyCandidate(*row) for row in rows]
 
-    def add_article(
-        self, new: NewArticle, placement: PlacementRecord, band_keys: Sequence[int], story_title: str
-    ) -> Article:
+    def _story_for(self, placement: PlacementRecord, title: str, published_at: datetime) -> Story:
         story = self.session.get(Story, placement.story_id) if placement.story_id else None
         if story is None:
             story = Story(
-                title=story_title,
-                first_published_at=new.published_at,
-                last_published_at=new.published_at,
+                title=title,
+                first_published_at=published_at,
+                last_published_at=published_at,
                 article_count=0,
                 outlet_count=0,
                 centroid={},
             )
             self.session.add(story)
             self.session.flush()
+        return story
+
+    def add_article(
+        self, new: NewArticle, placement: PlacementRecord, band_keys: Sequence[int], story_title: str
+    ) -> Article:
         article = Article(
             url=new.url,
             title=new.title,
@@ -342,24 +345,84 @@ class Repository:
             fetched_at=new.fetched_at,
             event_date=new.event_date,
             language=new.language,
-            story_id=story.id,
-            placement_method=placement.method,
-            placement_score=placement.score,
-            matched_article_id=placement.matched_article_id,
-            matched_story_id=placement.story_id,
-            duplicate_of_id=placement.matched_article_id if placement.method == "near_copy" else None,
-            duplicate_similarity=placement.duplicate_similarity,
             feed_id=new.feed_id,
-            terms=new.terms,
             minhash=new.minhash,
             shingle_count=new.shingle_count,
             raw_html=zlib.compress(new.raw_html.encode("utf-8"), 6) if new.raw_html is not None else None,
         )
+        self._place(article, placement, new.terms, story_title)
         self.session.add(article)
         self.session.flush()
         self.session.add_all(ArticleBand(band_key=key, article_id=article.id) for key in sorted(set(band_keys)))
         self._index_for_search(article)
         return article
+
+    def _place(self, article: Article, placement: PlacementRecord, terms: dict[str, float], story_title: str) -> None:
+        article.story_id = self._story_for(placement, story_title, article.published_at).id
+        article.placement_method, article.placement_score = placement.method, placement.score
+        article.matched_article_id, article.matched_story_id = placement.matched_article_id, placement.story_id
+        article.duplicate_of_id = placement.matched_article_id if placement.method == "near_copy" else None
+        article.duplicate_similarity = placement.duplicate_similarity
+        article.terms = terms
+
+    # --- reclustering --------------------------------------------------------
+    def articles_between(self, since: datetime | None, until: datetime | None) -> list[Article]:
+        query = select(Article)
+        if since is not None:
+            query = query.where(Article.published_at >= since)
+        if until is not None:
+            query = query.where(Article.published_at < until)
+        return list(self.session.scalars(query.order_by(Article.published_at, Article.id)))
+
+    def detach(self, articles: Sequence[Article], term_sets: Sequence[Iterable[str]]) -> tuple[Story, list[int]]:
+        """Take articles out of their stories and out of the corpus statistics, to be placed again.
+
+        They wait in a hidden holding story (no article count, so never a candidate); stories left empty
+        are deleted; the ids of the stories that keep members are returned with the holding story."""
+        holding = Story(
+            title="(reclustering)",
+            first_published_at=utcnow(),
+            last_published_at=utcnow(),
+            article_count=0,
+            outlet_count=0,
+            centroid={},
+        )
+        self.session.add(holding)
+        self.session.flush()
+        ids = [a.id for a in articles]
+        touched = {a.story_id for a in articles}
+        for chunk in _chunks(ids, 500):
+            self.session.execute(delete(ArticleBand).where(ArticleBand.article_id.in_(chunk)))
+        for article in articles:
+            article.story_id = holding.id
+            article.duplicate_of_id = article.matched_article_id = article.matched_story_id = None
+        self.session.flush()
+        for terms in term_sets:
+            unique = sorted(set(terms))
+            for chunk in _chunks(unique, 500):
+                self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df - 1))
+        self.session.execute(delete(TermStat).where(TermStat.df <= 0))
+        self.set_meta("document_count", str(max(0, self.document_count() - len(articles))))
+        surviving = []
+        for story_id in sorted(touched):
+            if self.story_articles(story_id):
+                surviving.append(story_id)
+                continue
+            self.session.execute(
+                update(Article).where(Article.matched_story_id == story_id).values(matched_story_id=None)
+            )
+            self.session.execute(delete(Story).where(Story.id == story_id))
+        return holding, surviving
+
+    def replace_placement(
+        self, article: Article, placement: PlacementRecord, terms: dict[str, float], band_keys: Sequence[int]
+    ) -> None:
+        self._place(article, placement, terms, article.title)
+        self.session.add_all(ArticleBand(band_key=key, article_id=article.id) for key in sorted(set(band_keys)))
+        self.session.flush()
+
+    def remove_story(self, story_id: int) -> None:
+        self.session.execute(delete(Story).where(Story.id == story_id))
 
     def story_of(self, article_id: int) -> int:
         return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
@@ -638,6 +701,9 @@ class Repository:
         )
 
     # --- reading -----------------------------------------------------------
+    def story_count(self) -> int:
+        return int(self.session.scalar(select(func.count(Story.id)).where(Story.article_count > 0)) or 0)
+
     def latest_stories(self, limit: int) -> list[tuple[Story, list[str]]]:
         stories = list(
             self.session.scalars(
