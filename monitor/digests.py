@@ -26,6 +26,7 @@ from monitor.config import DigestConfig, Settings
 from monitor.errors import DeliveryError
 from monitor.search import parse_query
 from monitor.storage import Article, Repository, Storage
+from monitor.text import MONTHS
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,6 @@ MAX_ATTEMPTS = 5
 RETRY_BASE = timedelta(minutes=2)
 STALE_SENDING = timedelta(minutes=15)
 _SENTENCE_END = re.compile(r"(?<=[.!?»])\s+(?=[«\"A-ZÀ-ÖØ-Þ0-9])")
-_MONTHS = (
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-)
 
 
 @dataclass(frozen=True)
@@ -149,7 +136,7 @@ def build(storage: Storage, config: DigestConfig, end: datetime) -> Digest:
 def french_date(moment: datetime, zone: str, *, with_time: bool = True) -> str:
     local = moment.astimezone(ZoneInfo(zone))
     day = "1er" if local.day == 1 else str(local.day)
-    text = f"{day} {_MONTHS[local.month - 1]} {local.year}"
+    text = f"{day} {MONTHS[local.month - 1]} {local.year}"
     return f"{text} à\u00a0{local:%H:%M}" if with_time else text  # keep "à 07:00" on one line
 
 

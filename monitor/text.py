@@ -41,26 +41,21 @@ def tokens(text: str) -> list[Token]:
     return result
 
 
-_MONTHS = {
-    name: number
-    for number, name in enumerate(
-        (
-            "janvier",
-            "février",
-            "mars",
-            "avril",
-            "mai",
-            "juin",
-            "juillet",
-            "août",
-            "septembre",
-            "octobre",
-            "novembre",
-            "décembre",
-        ),
-        start=1,
-    )
-}
+MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
+_MONTHS = {name: number for number, name in enumerate(MONTHS, start=1)}
 _MONTHS.update({"fevrier": 2, "aout": 8, "decembre": 12})
 _MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _DAY_MONTH_YEAR = re.compile(rf"\b(1er|\d{{1,2}})\s+({_MONTH})(?:\s+(\d{{4}}))?\b")
