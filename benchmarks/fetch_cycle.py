@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from benchmarks.common import Run, machine, run_cli  # noqa: E402
 from tests.support import LoopbackServer, Reply, Route, article_page, rss  # noqa: E402
 
 RPM2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpm2-dev" / "rpm2-dev.jsonl"
@@ -46,17 +44,7 @@ FEEDS_PER_HOST = 20
 LATENCY_S = 0.05
 HOST_CONCURRENCY = 2
 GAP_TOLERANCE_S = 0.010
-TIMEOUT_S = 300.0
 KINDS = ("feeds", "pages", "robots")
-
-
-@dataclass(frozen=True)
-class Run:
-    started: float  # time.monotonic() at launch (the servers' clock too)
-    seconds: float
-    stdout: str
-    stderr: str
-    max_rss_kib: int
 
 
 @dataclass(frozen=True)
@@ -90,29 +78,6 @@ class Arrivals:
     def add_not_modified(self) -> None:
         with self.lock:
             self.not_modified += 1
-
-
-def run_cli(args: list[str], env: dict[str, str], workdir: Path) -> Run:
-    """`python -m monitor ARGS` with no inherited MONITOR_* or proxy variables; wall clock and the child's peak RSS."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_") and not k.lower().endswith("_proxy")}
-    out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
-    with out_path.open("w") as out, err_path.open("w") as err:
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", *args], env={**base, **env}, cwd=workdir, stdout=out, stderr=err
-        )
-        timer = threading.Timer(TIMEOUT_S, proc.kill)
-        timer.start()
-        try:
-            _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the running maximum
-        finally:
-            timer.cancel()
-        seconds = time.monotonic() - start
-    stderr = err_path.read_text(encoding="utf-8", errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"monitor {' '.join(args)} exited {code} after {seconds:.1f} s:\n{stderr[-2000:]}")
-    return Run(start, seconds, out_path.read_text(encoding="utf-8"), stderr, usage.ru_maxrss)
 
 
 def delayed(reply: Reply, kind: str, arrivals: Arrivals, etag: str | None = None) -> Route:
@@ -277,18 +242,6 @@ def report(label: str, run: Run, seen: Traffic, min_interval: float) -> None:
         print(
             f"    {len(logged)} warning/error log lines: " + ", ".join(f"{r} x{n}" for r, n in reasons.most_common(5))
         )
-
-
-def machine() -> None:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    print(f"machine: nproc {len(os.sched_getaffinity(0))}, CPU {cpu}, Python {platform.python_version()}")
 
 
 def main() -> None:

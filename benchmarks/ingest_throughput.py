@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,41 +28,11 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from benchmarks.common import Run, machine, run_cli  # noqa: E402
 from tests.support import LoopbackServer, article_page, rss  # noqa: E402
 
 RPM2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpm2-dev" / "rpm2-dev.jsonl"
 HOSTS = [f"127.0.0.{i}" for i in range(10, 20)]
-TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True)
-class Run:
-    seconds: float
-    stdout: str
-    max_rss_kib: int
-
-
-def run_cli(args: list[str], env: dict[str, str], workdir: Path) -> Run:
-    """`python -m monitor ARGS` with no inherited MONITOR_* or proxy variables; wall clock and the child's peak RSS."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_") and not k.lower().endswith("_proxy")}
-    out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
-    with out_path.open("w") as out, err_path.open("w") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", *args], env={**base, **env}, cwd=workdir, stdout=out, stderr=err
-        )
-        timer = threading.Timer(TIMEOUT_S, proc.kill)
-        timer.start()
-        try:
-            _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the running maximum
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = err_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-        raise SystemExit(f"monitor {' '.join(args)} exited {proc.returncode}:\n{tail}")
-    return Run(seconds, out_path.read_text(encoding="utf-8"), usage.ru_maxrss)
 
 
 def count_articles(database_url: str) -> int:
@@ -187,18 +151,6 @@ def bench_run_once(rows: list[dict[str, Any]], min_intervals: list[str]) -> None
             served = sum(len(server.requests) for server in servers)
             report(f"HOST_MIN_INTERVAL={interval}", run, count_articles(url), len(rows), f"  requests {served}")
             print(f"    {run.stdout.strip()}")
-
-
-def machine() -> None:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    print(f"machine: nproc {len(os.sched_getaffinity(0))}, CPU {cpu}, Python {platform.python_version()}")
 
 
 def main() -> None:

@@ -1,0 +1,57 @@
+"""What the benchmarks share: running the real CLI as a child process, and naming the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Run:
+    started: float  # time.monotonic() at launch
+    seconds: float
+    stdout: str
+    stderr: str
+    max_rss_kib: int
+
+
+def run_cli(args: list[str], env: dict[str, str], workdir: Path, timeout_s: float = 300.0) -> Run:
+    """`python -m monitor ARGS` with no inherited MONITOR_* or proxy variables (requests stay on loopback);
+    wall clock and this child's own peak RSS. Exits the benchmark, with the child's stderr, if it fails."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_") and not k.lower().endswith("_proxy")}
+    out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", *args], env={**base, **env}, cwd=workdir, stdout=out, stderr=err
+        )
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the running maximum
+        finally:
+            timer.cancel()
+        seconds = time.monotonic() - started
+    stderr = err_path.read_text(encoding="utf-8", errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"monitor {' '.join(args)} exited {code} after {seconds:.1f} s:\n{stderr[-2000:]}")
+    return Run(started, seconds, out_path.read_text(encoding="utf-8"), stderr, usage.ru_maxrss)
+
+
+def machine() -> None:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    print(f"machine: nproc {len(os.sched_getaffinity(0))}, CPU {cpu}, Python {platform.python_version()}")
