@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -97,7 +98,7 @@ class Ingestor:
             if existing is not None:
                 return Outcome(existing, repo.story_of(existing), "exact_url", created=False)
             self._check_fingerprint(repo)
-            placement, vector = self._placement(repo, prepared)
+            placement, vector, centroid = self._placement(repo, prepared)
             sig, article = prepared.signature, prepared.article
             row = repo.add_article(
                 replace(article, terms=vector, minhash=sig.minhash, shingle_count=sig.shingle_count),
@@ -105,7 +106,7 @@ class Ingestor:
                 sig.band_keys,
                 story_title=article.title,
             )
-            self._account(repo, row.story_id, placement, vector, prepared.counts)
+            self._account(repo, row.story_id, placement, vector, centroid, prepared.counts)
             return Outcome(row.id, row.story_id, placement.method, created=True, score=placement.score)
 
     def recluster(self, since: datetime | None = None, until: datetime | None = None) -> int:
@@ -119,15 +120,15 @@ class Ingestor:
             prepared = [self._prepared_from(a) for a in articles]
             holding, surviving = repo.detach(articles, [p.counts for p in prepared])
             for story_id in surviving:  # what stays of a story is summarised again from its members
-                centroid: dict[str, float] = {}
+                summary: dict[str, float] = {}
                 for member in repo.story_articles(story_id):
                     if member.duplicate_of_id is None:
-                        centroid = stories.add_to_centroid(centroid, member.terms, self.params)
-                repo.refresh_story(story_id, centroid)
+                        summary = stories.add_to_centroid(summary, member.terms, self.params)
+                repo.refresh_story(story_id, summary)
             for article, ready in zip(articles, prepared, strict=True):
-                placement, vector = self._placement(repo, ready)
+                placement, vector, centroid = self._placement(repo, ready)
                 repo.replace_placement(article, placement, vector, ready.signature.band_keys)
-                self._account(repo, article.story_id, placement, vector, ready.counts)
+                self._account(repo, article.story_id, placement, vector, centroid, ready.counts)
             repo.remove_story(holding.id)
             return len(articles)
 
@@ -159,8 +160,13 @@ class Ingestor:
             repo.set_meta("minhash_fingerprint", dedup.FINGERPRINT)
             self._fingerprint_checked = True
 
-    def _placement(self, repo: Repository, prepared: Prepared) -> tuple[PlacementRecord, dict[str, float]]:
-        """Near-copy of an earlier article, else the best story active around its publication, else new."""
+    def _placement(
+        self, repo: Repository, prepared: Prepared
+    ) -> tuple[PlacementRecord, dict[str, float], Mapping[str, float] | None]:
+        """Near-copy of an earlier article, else the best story active around its publication, else new.
+
+        Also returns the chosen story's centroid as it stands ({} for a new story; None for a near-copy,
+        whose story does not change)."""
         sig, article = prepared.signature, prepared.article
         candidates = [
             dedup.Stored(c.article_id, c.minhash, c.shingle_count) for c in repo.near_copy_candidates(sig.band_keys)
@@ -170,21 +176,18 @@ class Ingestor:
         vector = stories.vectorize(prepared.counts, df, repo.document_count(), self.params)
         if near is not None:
             score = max(near.similarity, near.containment)
-            return PlacementRecord(
-                "near_copy", score, repo.story_of(near.article_id), near.article_id, near.similarity
-            ), vector
+            story = repo.story_of(near.article_id)
+            return PlacementRecord("near_copy", score, story, near.article_id, near.similarity), vector, None
         start, end = stories.window(article.published_at, self.params)
         options = [
             stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at, s.event_date)
             for s in repo.stories_active_between(start, end)
         ]
         match = stories.best_story(vector, article.published_at, options, self.params, article.event_date)
-        placement = (
-            PlacementRecord("story_match", match.score, match.story_id)
-            if match
-            else PlacementRecord("new_story", None, None)
-        )
-        return placement, vector
+        if match is None:
+            return PlacementRecord("new_story", None, None), vector, {}
+        centroid = next(o.centroid for o in options if o.story_id == match.story_id)
+        return PlacementRecord("story_match", match.score, match.story_id), vector, centroid
 
     def _account(
         self,
@@ -192,13 +195,14 @@ class Ingestor:
         story_id: int,
         placement: PlacementRecord,
         vector: dict[str, float],
+        centroid: Mapping[str, float] | None,
         counts: Counter[str],
     ) -> None:
-        """The story's summary and centroid, and the corpus statistics, take the placed article in."""
-        centroid = repo.story_centroid(story_id)
-        if placement.method != "near_copy":  # a reprint adds no new evidence about the story
-            centroid = stories.add_to_centroid(centroid, vector, self.params)
-        repo.refresh_story(story_id, centroid)
+        """The story's summary and centroid, and the corpus statistics, take the placed article in.
+
+        A reprint (near-copy) adds no new evidence about the story: its centroid stays."""
+        updated = None if centroid is None else stories.add_to_centroid(centroid, vector, self.params)
+        repo.refresh_story(story_id, updated)
         repo.add_document_terms(counts)
 
     def ingest(self, incoming: Incoming) -> Outcome:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    cast,
     create_engine,
     delete,
     event,
@@ -296,13 +297,20 @@ class Repository:
         return found
 
     def add_document_terms(self, terms: Iterable[str]) -> None:
-        """Count one more document containing each of these terms."""
+        """Count one more document containing each of these terms: one upsert, not a read and a write."""
         unique = sorted(set(terms))
-        known = self.document_frequencies(unique)
-        for chunk in _chunks([t for t in unique if t in known], 500):
-            self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df + 1))
-        self.session.add_all(TermStat(term=t, df=1) for t in unique if t not in known)
-        self.set_meta("document_count", str(self.document_count() + 1))
+        insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        for chunk in _chunks(unique, 1000):
+            statement = insert(TermStat).values([{"term": term, "df": 1} for term in chunk])
+            self.session.execute(
+                statement.on_conflict_do_update(index_elements=[TermStat.term], set_={"df": TermStat.df + 1})
+            )
+        counter = insert(Meta).values(key="document_count", value="1")
+        self.session.execute(
+            counter.on_conflict_do_update(
+                index_elements=[Meta.key], set_={"value": cast(cast(Meta.value, Integer) + 1, Text)}
+            )
+        )
 
     # --- articles ----------------------------------------------------------
     def article_id_by_url(self, url: str) -> int | None:
@@ -428,9 +436,6 @@ class Repository:
         return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
 
     # --- stories -----------------------------------------------------------
-    def story_centroid(self, story_id: int) -> dict[str, float]:
-        return dict(self.session.scalars(select(Story.centroid).where(Story.id == story_id)).one() or {})
-
     def stories_active_between(self, start: datetime, end: datetime) -> list[StoryCandidate]:
         rows = self.session.execute(
             select(
@@ -446,8 +451,8 @@ class Repository:
         )
         return [StoryCandidate(*row) for row in rows]
 
-    def refresh_story(self, story_id: int, centroid: dict[str, float]) -> None:
-        """Recompute the story's summary columns from its articles, and store its new centroid."""
+    def refresh_story(self, story_id: int, centroid: dict[str, float] | None) -> None:
+        """Recompute the story's summary columns from its articles, and store its new centroid (None: keep it)."""
         story = self.session.get_one(Story, story_id)
         first, last, count, outlets = self.session.execute(
             select(
@@ -473,7 +478,8 @@ class Repository:
         story.article_count = count
         story.outlet_count = outlets
         story.title = earliest_title or story.title
-        story.centroid = centroid
+        if centroid is not None:
+            story.centroid = centroid
         story.updated_at = utcnow()
 
     # --- feeds -------------------------------------------------------------
