@@ -297,14 +297,13 @@ class Repository:
         return found
 
     def add_document_terms(self, terms: Iterable[str]) -> None:
-        """Count one more document containing each of these terms: one upsert, not a read and a write."""
-        unique = sorted(set(terms))
+        """Count one more document containing each of these terms: one upsert statement, run for many rows
+        (the statement stays the same from article to article, so it is compiled once)."""
         insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        for chunk in _chunks(unique, 1000):
-            statement = insert(TermStat).values([{"term": term, "df": 1} for term in chunk])
-            self.session.execute(
-                statement.on_conflict_do_update(index_elements=[TermStat.term], set_={"df": TermStat.df + 1})
-            )
+        upsert = insert(TermStat).on_conflict_do_update(index_elements=[TermStat.term], set_={"df": TermStat.df + 1})
+        rows = [{"term": term, "df": 1} for term in sorted(set(terms))]
+        if rows:
+            self.session.execute(upsert, rows)
         counter = insert(Meta).values(key="document_count", value="1")
         self.session.execute(
             counter.on_conflict_do_update(
