@@ -13,9 +13,7 @@ import json
 import resource
 import sys
 import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,9 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from benchmarks.common import Run, machine, run_cli  # noqa: E402
+from benchmarks.common import Run, machine, postgres_database, run_cli  # noqa: E402
 from tests.support import LoopbackServer, article_page, rss  # noqa: E402
 
 RPM2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpm2-dev" / "rpm2-dev.jsonl"
@@ -51,20 +47,6 @@ def report(label: str, run: Run, stored: int, expected: int, extra: str = "") ->
         f"  {label:<32} {run.seconds:7.2f} s {rate}  articles in DB {stored:>3}"
         f"  child peak RSS {run.max_rss_kib / 1024:5.0f} MiB{extra}{check}"
     )
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A throwaway database on the server behind the admin URL, dropped afterwards (as tests/conftest.py does)."""
-    name = f"monitor_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def html_archive(rows: list[dict[str, Any]], path: Path) -> None:

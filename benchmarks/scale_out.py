@@ -36,7 +36,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -47,12 +46,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, postgres_database  # noqa: E402
 from monitor.errors import ExtractionError  # noqa: E402
 from monitor.extraction import extract  # noqa: E402
 from tests.support import LoopbackServer, article_page, rss, seed_title  # noqa: E402
@@ -423,20 +420,6 @@ def stored(database_url: str) -> Stored:
         int(linked),
         int(distinct),
     )
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A throwaway database on the server behind the admin URL, dropped afterwards (as tests/conftest.py does)."""
-    name = f"monitor_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def check(db: Stored, expected: int) -> str:
