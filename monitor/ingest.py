@@ -1,20 +1,24 @@
 """The one path every article takes, fetched or imported: extract → near-copy → story → store.
 
 ``prepare`` is pure CPU (extraction, signatures, term counts) and touches no database, so it
-can run off the event loop; ``store`` is one transaction that places and records the article.
+can run off the event loop and in parallel. ``store_many`` places and records a batch of prepared
+articles in one transaction under the cluster-wide placement lock: the batch is placed one article
+after another exactly as if each were stored before the next (corpus statistics, near-copy buckets
+and story summaries of the batch are kept in memory), but its reads and writes are shared, so the
+lock is held for a few milliseconds per article rather than a few dozen round trips each.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from monitor import dedup, stories
 from monitor.extraction import extract
-from monitor.storage import Article, NewArticle, PlacementRecord, Repository, Storage
+from monitor.storage import Article, NewArticle, PlacementRecord, Repository, Storage, StoryCandidate
 from monitor.urls import canonical_url, host_of
 
 
@@ -83,31 +87,41 @@ class Ingestor:
             language=language,
             feed_id=incoming.feed_id,
             raw_html=incoming.html,
-            terms={},
             minhash=b"",
             shingle_count=0,
         )
         signature = dedup.signature(text)
+        article = replace(article, minhash=signature.minhash, shingle_count=signature.shingle_count)
         return Prepared(article, signature, stories.term_counts(title, text, self.params))
 
     def store(self, prepared: Prepared) -> Outcome:
-        """Place the article (near-copy, story match or new story) and record it, in one transaction."""
+        return self.store_many([prepared])[0]
+
+    def store_many(self, batch: Sequence[Prepared]) -> list[Outcome]:
+        """Place (near-copy, story match or new story) and record the articles, in order, in one transaction."""
+        if not batch:
+            return []
         with self._lock, self.storage.repository() as repo:
             repo.lock_cluster("placement")  # two reports of one event, two workers: still one story
-            existing = repo.article_id_by_url(prepared.article.url)
-            if existing is not None:
-                return Outcome(existing, repo.story_of(existing), "exact_url", created=False)
             self._check_fingerprint(repo)
-            placement, vector, centroid = self._placement(repo, prepared)
-            sig, article = prepared.signature, prepared.article
-            row = repo.add_article(
-                replace(article, terms=vector, minhash=sig.minhash, shingle_count=sig.shingle_count),
-                placement,
-                sig.band_keys,
-                story_title=article.title,
-            )
-            self._account(repo, row.story_id, placement, vector, centroid, prepared.counts)
-            return Outcome(row.id, row.story_id, placement.method, created=True, score=placement.score)
+            known = repo.article_ids_by_url(p.article.url for p in batch)
+            placer = _Placer(repo, self.params, [p for p in batch if p.article.url not in known])
+            outcomes = []
+            for prepared in batch:
+                url = prepared.article.url
+                if url in known:
+                    outcomes.append(Outcome(known[url], repo.story_of(known[url]), "exact_url", created=False))
+                    continue
+                placement, vector = placer.decide(prepared)
+                story_id = placement.story_id or repo.insert_story(
+                    prepared.article.title, prepared.article.published_at
+                )
+                article_id = repo.insert_article(prepared.article, placement, story_id, vector)
+                placer.record(article_id, story_id, prepared, placement, vector)
+                known[url] = article_id
+                outcomes.append(Outcome(article_id, story_id, placement.method, created=True, score=placement.score))
+            placer.flush()
+            return outcomes
 
     def recluster(self, since: datetime | None = None, until: datetime | None = None) -> int:
         """Place again, in publication order and from their stored text, the articles published in
@@ -119,20 +133,20 @@ class Ingestor:
             articles = repo.articles_between(since, until)
             prepared = [self._prepared_from(a) for a in articles]
             holding, surviving = repo.detach(articles, [p.counts for p in prepared])
+            placer = _Placer(repo, self.params, prepared)
             for story_id in surviving:  # what stays of a story is summarised again from its members
-                summary: dict[str, float] = {}
-                for member in repo.story_articles(story_id):
-                    if member.duplicate_of_id is None:
-                        summary = stories.add_to_centroid(summary, member.terms, self.params)
-                repo.refresh_story(story_id, summary)
+                placer.resummarise(story_id)
             for article, ready in zip(articles, prepared, strict=True):
-                placement, vector, centroid = self._placement(repo, ready)
-                repo.replace_placement(article, placement, vector, ready.signature.band_keys)
-                self._account(repo, article.story_id, placement, vector, centroid, ready.counts)
-            repo.remove_story(holding.id)
+                placement, vector = placer.decide(ready)
+                story_id = placement.story_id or repo.insert_story(article.title, article.published_at)
+                repo.update_placement(article.id, placement, story_id, vector)
+                placer.record(article.id, story_id, ready, placement, vector)
+            placer.flush()
+            repo.remove_story(holding)
             return len(articles)
 
     def _prepared_from(self, article: Article) -> Prepared:
+        signature = dedup.signature(article.text)
         new = NewArticle(
             url=article.url,
             title=article.title,
@@ -145,14 +159,11 @@ class Ingestor:
             language=article.language,
             feed_id=article.feed_id,
             raw_html=None,
-            terms={},
-            minhash=b"",
-            shingle_count=0,
+            minhash=signature.minhash,
+            shingle_count=signature.shingle_count,
         )
-        article.event_date = new.event_date
-        return Prepared(
-            new, dedup.signature(article.text), stories.term_counts(article.title, article.text, self.params)
-        )
+        article.event_date = new.event_date  # the rule that reads it may have been tuned too
+        return Prepared(new, signature, stories.term_counts(article.title, article.text, self.params))
 
     def _check_fingerprint(self, repo: Repository) -> None:
         if not self._fingerprint_checked:
@@ -160,50 +171,106 @@ class Ingestor:
             repo.set_meta("minhash_fingerprint", dedup.FINGERPRINT)
             self._fingerprint_checked = True
 
-    def _placement(
-        self, repo: Repository, prepared: Prepared
-    ) -> tuple[PlacementRecord, dict[str, float], Mapping[str, float] | None]:
-        """Near-copy of an earlier article, else the best story active around its publication, else new.
-
-        Also returns the chosen story's centroid as it stands ({} for a new story; None for a near-copy,
-        whose story does not change)."""
-        sig, article = prepared.signature, prepared.article
-        candidates = [
-            dedup.Stored(c.article_id, c.minhash, c.shingle_count) for c in repo.near_copy_candidates(sig.band_keys)
-        ]
-        near = dedup.best_near_copy(sig, candidates)
-        df = repo.document_frequencies(prepared.counts)
-        vector = stories.vectorize(prepared.counts, df, repo.document_count(), self.params)
-        if near is not None:
-            score = max(near.similarity, near.containment)
-            story = repo.story_of(near.article_id)
-            return PlacementRecord("near_copy", score, story, near.article_id, near.similarity), vector, None
-        start, end = stories.window(article.published_at, self.params)
-        options = [
-            stories.Candidate(s.story_id, s.centroid, s.first_published_at, s.last_published_at, s.event_date)
-            for s in repo.stories_active_between(start, end)
-        ]
-        match = stories.best_story(vector, article.published_at, options, self.params, article.event_date)
-        if match is None:
-            return PlacementRecord("new_story", None, None), vector, {}
-        centroid = next(o.centroid for o in options if o.story_id == match.story_id)
-        return PlacementRecord("story_match", match.score, match.story_id), vector, centroid
-
-    def _account(
-        self,
-        repo: Repository,
-        story_id: int,
-        placement: PlacementRecord,
-        vector: dict[str, float],
-        centroid: Mapping[str, float] | None,
-        counts: Counter[str],
-    ) -> None:
-        """The story's summary and centroid, and the corpus statistics, take the placed article in.
-
-        A reprint (near-copy) adds no new evidence about the story: its centroid stays."""
-        updated = None if centroid is None else stories.add_to_centroid(centroid, vector, self.params)
-        repo.refresh_story(story_id, updated)
-        repo.add_document_terms(counts)
-
     def ingest(self, incoming: Incoming) -> Outcome:
         return self.store(self.prepare(incoming))
+
+
+class _Placer:
+    """Places a batch one article at a time, each seeing the ones before it: what the batch changes
+    (document frequencies, LSH buckets, touched stories) is held here and written back by ``flush``."""
+
+    def __init__(self, repo: Repository, params: stories.StoryParams, batch: Sequence[Prepared]) -> None:
+        self.repo, self.params = repo, params
+        self.documents = repo.document_count()
+        self.df: Counter[str] = Counter(repo.document_frequencies(t for p in batch for t in p.counts))
+        self.df_added: Counter[str] = Counter()
+        self.placed = 0
+        self.buckets: dict[int, list[tuple[dedup.Stored, int]]] = {}
+        for c in repo.near_copy_candidates(k for p in batch for k in p.signature.band_keys):
+            self.buckets.setdefault(c.band_key, []).append(
+                (dedup.Stored(c.article_id, c.minhash, c.shingle_count), c.story_id)
+            )
+        self.bands: list[tuple[int, int]] = []
+        self.touched: dict[int, stories.StoryState] = {}
+
+    def decide(self, prepared: Prepared) -> tuple[PlacementRecord, dict[str, float]]:
+        """Near-copy of an earlier article, else the best story active around its publication, else new."""
+        sig, article = prepared.signature, prepared.article
+        sharing = {
+            stored.article_id: (stored, story) for key in sig.band_keys for stored, story in self.buckets.get(key, ())
+        }
+        vector = stories.vectorize(prepared.counts, self.df, self.documents, self.params)
+        near = dedup.best_near_copy(sig, [stored for stored, _ in sharing.values()])
+        if near is not None:
+            score = max(near.similarity, near.containment)
+            story = sharing[near.article_id][1]
+            return PlacementRecord("near_copy", score, story, near.article_id, near.similarity), vector
+        match = stories.best_story(
+            vector,
+            article.published_at,
+            self._candidates(vector, article.published_at),
+            self.params,
+            article.event_date,
+        )
+        if match is None:
+            return PlacementRecord("new_story", None, None), vector
+        return PlacementRecord("story_match", match.score, match.story_id), vector
+
+    def _candidates(self, vector: dict[str, float], published_at: datetime) -> list[stories.Candidate]:
+        """Stories found through the story_terms index, and every story this batch has touched (the index
+        does not know their changes yet); a touched story's summary is the one held here."""
+        weeks = stories.time_buckets(*stories.founding_range(published_at, self.params))
+        found: list[StoryCandidate] = self.repo.story_candidates(
+            vector, stories.query_terms(vector, self.params), weeks, self.params.candidates
+        )
+        options = [
+            stories.Candidate(c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date)
+            for c in found
+            if c.story_id not in self.touched
+        ]
+        options += [state.candidate() for state in self.touched.values() if state.members]
+        return sorted(options, key=lambda c: c.story_id)
+
+    def record(
+        self, article_id: int, story_id: int, prepared: Prepared, placement: PlacementRecord, vector: dict[str, float]
+    ) -> None:
+        """The placed article now counts: in the corpus statistics, the LSH buckets and its story."""
+        article = prepared.article
+        self.documents += 1
+        self.placed += 1
+        self.df.update(prepared.counts.keys())
+        self.df_added.update(prepared.counts.keys())
+        stored = dedup.Stored(article_id, prepared.signature.minhash, prepared.signature.shingle_count)
+        for key in sorted(set(prepared.signature.band_keys)):
+            self.buckets.setdefault(key, []).append((stored, story_id))
+            self.bands.append((key, article_id))
+        state = self._state(story_id)
+        # Loaded after the article was written, the story may list it already: it joins once.
+        state.members = [m for m in state.members if m.article_id != article_id]
+        member = stories.Member(
+            article_id,
+            article.published_at,
+            article.source,
+            article.title,
+            article.event_date,
+            duplicate=placement.method == "near_copy",
+        )
+        state.add(member, None if member.duplicate else vector, self.params)
+
+    def resummarise(self, story_id: int) -> None:
+        """Recompute a story's centroid from the stored vectors of its remaining original articles."""
+        state = self._state(story_id)
+        state.centroid = {}
+        for terms in self.repo.member_terms(story_id):
+            state.centroid = stories.add_to_centroid(state.centroid, terms, self.params)
+
+    def _state(self, story_id: int) -> stories.StoryState:
+        if story_id not in self.touched:
+            self.touched[story_id] = self.repo.story_state(story_id)
+        return self.touched[story_id]
+
+    def flush(self) -> None:
+        self.repo.add_bands(self.bands)
+        if self.placed:
+            self.repo.add_document_terms(self.df_added, self.placed)
+        self.repo.save_stories([self.touched[sid] for sid in sorted(self.touched)], self.params)

@@ -37,7 +37,7 @@ from monitor.fetching import (
     max_age_seconds,
     parse_feed,
 )
-from monitor.ingest import Incoming, Ingestor
+from monitor.ingest import Incoming, Ingestor, Outcome, Prepared
 from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, HealthServer, retention
 from monitor.storage import Feed, Storage
 
@@ -47,6 +47,7 @@ ITEM_RETRY_BASE = timedelta(minutes=5)
 MAX_FEED_BACKOFF = timedelta(days=1)
 MAX_RETRY_AFTER = timedelta(days=1)
 _PERMANENT_STATUSES = {404, 410, 451}
+PLACEMENT_BATCH = 64
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Worker:
         # Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL); more CPU
         # comes from more worker processes.
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
+        self._ready: list[tuple[Prepared, asyncio.Future[Outcome]]] = []  # extracted, waiting to be placed
+        self._placing: asyncio.Task[None] | None = None
 
     async def cycle(self, *, only_due: bool) -> CycleReport:
         report = CycleReport()
@@ -226,7 +229,7 @@ class Worker:
                 feed_id=first.feed_id,
             )
             prepared = await asyncio.get_running_loop().run_in_executor(self._cpu, self.ingestor.prepare, incoming)
-            outcome = await asyncio.to_thread(self.ingestor.store, prepared)
+            outcome = await self._store(prepared)
         except FetchError as e:
             FETCHES.labels(kind="page", outcome=e.kind).inc()
             permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large", "robots")
@@ -241,6 +244,33 @@ class Worker:
                 ARTICLES.labels(method=outcome.method).inc()
                 report.articles_added += 1
             await self._settle(ids, report, article_id=outcome.article_id)
+
+    async def _store(self, prepared: Prepared) -> Outcome:
+        """Articles extracted while a placement runs wait for the next one and are placed together:
+        one transaction and one turn of the cluster's placement lock for the lot."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._ready.append((prepared, future))
+        if self._placing is None or self._placing.done():
+            self._placing = asyncio.create_task(self._place_ready())
+        return await future
+
+    async def _place_ready(self) -> None:
+        while self._ready:
+            batch, self._ready = self._ready[:PLACEMENT_BATCH], self._ready[PLACEMENT_BATCH:]
+            try:
+                outcomes = await asyncio.to_thread(self.ingestor.store_many, [prepared for prepared, _ in batch])
+            except Exception as e:
+                if len(batch) == 1:
+                    _settle_future(batch[0][1], error=e)
+                    continue
+                for prepared, future in batch:  # one by one, so a failure stays with its own article
+                    try:
+                        _settle_future(future, await asyncio.to_thread(self.ingestor.store, prepared))
+                    except Exception as single:
+                        _settle_future(future, error=single)
+            else:
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    _settle_future(future, outcome)
 
     def _known_article(self, url: str) -> int | None:
         with self.storage.repository() as repo:
@@ -278,6 +308,17 @@ class Worker:
                     item.state = "failed"
                     given_up.append(f"item {item.url}: {error}")
         return given_up
+
+
+def _settle_future(
+    future: asyncio.Future[Outcome], outcome: Outcome | None = None, *, error: Exception | None = None
+) -> None:
+    if future.done():  # its fetch was cancelled meanwhile (shutdown)
+        return
+    if outcome is not None:
+        future.set_result(outcome)
+    else:
+        future.set_exception(error or RuntimeError("placement gave no outcome"))
 
 
 def _jittered(delay: timedelta) -> timedelta:

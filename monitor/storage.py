@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     cast,
     create_engine,
     delete,
@@ -49,6 +53,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
+from monitor.stories import Member, StoryParams, StoryState, week_of
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -182,6 +187,20 @@ class ArticleBand(Base):
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True)
 
 
+class StoryTerm(Base):
+    """The inverted index that finds candidate stories for a new article: each story's heaviest centroid
+    terms, partitioned by the week the story started (so a lookup reads only the weeks that matter)."""
+
+    __tablename__ = "story_terms"
+    __table_args__ = (Index("ix_story_terms_term_week", "term", "week"),)
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True)
+    term: Mapped[str] = mapped_column(String(64), primary_key=True)
+    week: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[float] = mapped_column(Float)
+    first_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class TermStat(Base):
     """Document frequency of each stemmed term, updated as articles arrive (for TF-IDF)."""
 
@@ -221,6 +240,7 @@ class Meta(Base):
 
 @dataclass(frozen=True)
 class NearCopyCandidate:
+    band_key: int
     article_id: int
     story_id: int
     minhash: bytes
@@ -231,7 +251,6 @@ class NearCopyCandidate:
 class StoryCandidate:
     story_id: int
     centroid: dict[str, float]
-    article_count: int
     first_published_at: datetime
     last_published_at: datetime
     event_date: date | None
@@ -250,7 +269,6 @@ class NewArticle:
     language: str | None
     feed_id: int | None
     raw_html: str | None
-    terms: dict[str, float]
     minhash: bytes
     shingle_count: int
 
@@ -296,81 +314,110 @@ class Repository:
             found.update(self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).all())
         return found
 
-    def add_document_terms(self, terms: Iterable[str]) -> None:
-        """Count one more document containing each of these terms: one upsert statement, run for many rows
-        (the statement stays the same from article to article, so it is compiled once)."""
-        insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        upsert = insert(TermStat).on_conflict_do_update(index_elements=[TermStat.term], set_={"df": TermStat.df + 1})
-        rows = [{"term": term, "df": 1} for term in sorted(set(terms))]
+    def add_document_terms(self, increments: Mapping[str, int], documents: int) -> None:
+        """Count ``documents`` more documents, and for each term how many of them contain it: one upsert
+        statement run for many rows (the same statement each time, so it is compiled once)."""
+        insert = self._insert()
+        upsert = insert(TermStat).on_conflict_do_update(
+            index_elements=[TermStat.term], set_={"df": TermStat.df + insert(TermStat).excluded.df}
+        )
+        rows = [{"term": term, "df": n} for term, n in sorted(increments.items())]
         if rows:
             self.session.execute(upsert, rows)
-        counter = insert(Meta).values(key="document_count", value="1")
+        counter = insert(Meta).values(key="document_count", value=str(documents))
         self.session.execute(
             counter.on_conflict_do_update(
-                index_elements=[Meta.key], set_={"value": cast(cast(Meta.value, Integer) + 1, Text)}
+                index_elements=[Meta.key],
+                set_={"value": cast(cast(Meta.value, Integer) + documents, Text)},
             )
         )
+
+    def _insert(self) -> Any:
+        return pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
     # --- articles ----------------------------------------------------------
     def article_id_by_url(self, url: str) -> int | None:
         return self.session.scalar(select(Article.id).where(Article.url == url))
 
-    def near_copy_candidates(self, band_keys: Sequence[int]) -> list[NearCopyCandidate]:
-        ids = select(ArticleBand.article_id).where(ArticleBand.band_key.in_(list(band_keys))).distinct()
-        rows = self.session.execute(
-            select(Article.id, Article.story_id, Article.minhash, Article.shingle_count)
-            .where(Article.id.in_(ids))
-            .order_by(Article.id)
-        )
-        return [NearCopyCandidate(*row) for row in rows]
+    def article_ids_by_url(self, urls: Iterable[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(set(urls)), 500):
+            found.update(self.session.execute(select(Article.url, Article.id).where(Article.url.in_(chunk))).all())
+        return found
 
-    def _story_for(self, placement: PlacementRecord, title: str, published_at: datetime) -> Story:
-        story = self.session.get(Story, placement.story_id) if placement.story_id else None
-        if story is None:
-            story = Story(
+    def near_copy_candidates(self, band_keys: Iterable[int]) -> list[NearCopyCandidate]:
+        """Stored articles sharing an LSH bucket with any of these keys, one row per (bucket, article)."""
+        found: list[NearCopyCandidate] = []
+        for chunk in _chunks(sorted(set(band_keys)), 1000):
+            rows = self.session.execute(
+                select(ArticleBand.band_key, Article.id, Article.story_id, Article.minhash, Article.shingle_count)
+                .join(Article, Article.id == ArticleBand.article_id)
+                .where(ArticleBand.band_key.in_(chunk))
+                .order_by(ArticleBand.band_key, Article.id)
+            )
+            found.extend(NearCopyCandidate(*row) for row in rows)
+        return found
+
+    def add_bands(self, rows: Sequence[tuple[int, int]]) -> None:
+        """(band key, article id) pairs into the LSH buckets, in one statement."""
+        if rows:
+            self.session.execute(
+                _table(ArticleBand).insert(), [{"band_key": key, "article_id": article} for key, article in rows]
+            )
+
+    def insert_story(self, title: str, published_at: datetime) -> int:
+        now = utcnow()
+        story_id: int = self.session.execute(
+            _table(Story)
+            .insert()
+            .values(
                 title=title,
                 first_published_at=published_at,
                 last_published_at=published_at,
                 article_count=0,
                 outlet_count=0,
                 centroid={},
+                created_at=now,
+                updated_at=now,
             )
-            self.session.add(story)
-            self.session.flush()
-        return story
+            .returning(_table(Story).c.id)
+        ).scalar_one()
+        return story_id
 
-    def add_article(
-        self, new: NewArticle, placement: PlacementRecord, band_keys: Sequence[int], story_title: str
-    ) -> Article:
-        article = Article(
-            url=new.url,
-            title=new.title,
-            text=new.text,
-            source=new.source,
-            author=new.author,
-            published_at=new.published_at,
-            fetched_at=new.fetched_at,
-            event_date=new.event_date,
-            language=new.language,
-            feed_id=new.feed_id,
-            minhash=new.minhash,
-            shingle_count=new.shingle_count,
-            raw_html=zlib.compress(new.raw_html.encode("utf-8"), 6) if new.raw_html is not None else None,
+    def insert_article(
+        self, new: NewArticle, placement: PlacementRecord, story_id: int, terms: dict[str, float]
+    ) -> int:
+        table = _table(Article)
+        article_id: int = self.session.execute(
+            table.insert()
+            .values(
+                url=new.url,
+                title=new.title,
+                text=new.text,
+                source=new.source,
+                author=new.author,
+                published_at=new.published_at,
+                fetched_at=new.fetched_at,
+                event_date=new.event_date,
+                language=new.language,
+                feed_id=new.feed_id,
+                minhash=new.minhash,
+                shingle_count=new.shingle_count,
+                raw_html=zlib.compress(new.raw_html.encode("utf-8"), 6) if new.raw_html is not None else None,
+                created_at=utcnow(),
+                **_placement_columns(placement, story_id, terms),
+            )
+            .returning(table.c.id)
+        ).scalar_one()
+        self._index_for_search(article_id, new.title, new.text)
+        return article_id
+
+    def update_placement(
+        self, article_id: int, placement: PlacementRecord, story_id: int, terms: dict[str, float]
+    ) -> None:
+        self.session.execute(
+            update(Article).where(Article.id == article_id).values(**_placement_columns(placement, story_id, terms))
         )
-        self._place(article, placement, new.terms, story_title)
-        self.session.add(article)
-        self.session.flush()
-        self.session.add_all(ArticleBand(band_key=key, article_id=article.id) for key in sorted(set(band_keys)))
-        self._index_for_search(article)
-        return article
-
-    def _place(self, article: Article, placement: PlacementRecord, terms: dict[str, float], story_title: str) -> None:
-        article.story_id = self._story_for(placement, story_title, article.published_at).id
-        article.placement_method, article.placement_score = placement.method, placement.score
-        article.matched_article_id, article.matched_story_id = placement.matched_article_id, placement.story_id
-        article.duplicate_of_id = placement.matched_article_id if placement.method == "near_copy" else None
-        article.duplicate_similarity = placement.duplicate_similarity
-        article.terms = terms
 
     # --- reclustering --------------------------------------------------------
     def articles_between(self, since: datetime | None, until: datetime | None) -> list[Article]:
@@ -381,105 +428,139 @@ class Repository:
             query = query.where(Article.published_at < until)
         return list(self.session.scalars(query.order_by(Article.published_at, Article.id)))
 
-    def detach(self, articles: Sequence[Article], term_sets: Sequence[Iterable[str]]) -> tuple[Story, list[int]]:
+    def detach(self, articles: Sequence[Article], term_sets: Sequence[Iterable[str]]) -> tuple[int, list[int]]:
         """Take articles out of their stories and out of the corpus statistics, to be placed again.
 
         They wait in a hidden holding story (no article count, so never a candidate); stories left empty
-        are deleted; the ids of the stories that keep members are returned with the holding story."""
-        holding = Story(
-            title="(reclustering)",
-            first_published_at=utcnow(),
-            last_published_at=utcnow(),
-            article_count=0,
-            outlet_count=0,
-            centroid={},
-        )
-        self.session.add(holding)
-        self.session.flush()
+        are deleted; the ids of the stories that keep members are returned with the holding story's."""
+        holding = self.insert_story("(reclustering)", utcnow())
         ids = [a.id for a in articles]
         touched = {a.story_id for a in articles}
         for chunk in _chunks(ids, 500):
             self.session.execute(delete(ArticleBand).where(ArticleBand.article_id.in_(chunk)))
-        for article in articles:
-            article.story_id = holding.id
-            article.duplicate_of_id = article.matched_article_id = article.matched_story_id = None
-        self.session.flush()
+            self.session.execute(
+                update(Article)
+                .where(Article.id.in_(chunk))
+                .values(story_id=holding, duplicate_of_id=None, matched_article_id=None, matched_story_id=None)
+            )
+        removed: Counter[str] = Counter()
         for terms in term_sets:
-            unique = sorted(set(terms))
-            for chunk in _chunks(unique, 500):
-                self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df - 1))
+            removed.update(set(terms))
+        for n, group in groupby(sorted(removed.items(), key=lambda kv: kv[1]), key=lambda kv: kv[1]):
+            for chunk in _chunks([term for term, _ in group], 500):
+                self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df - n))
         self.session.execute(delete(TermStat).where(TermStat.df <= 0))
         self.set_meta("document_count", str(max(0, self.document_count() - len(articles))))
         surviving = []
         for story_id in sorted(touched):
-            if self.story_articles(story_id):
+            if self.session.scalar(select(Article.id).where(Article.story_id == story_id).limit(1)) is not None:
                 surviving.append(story_id)
                 continue
             self.session.execute(
                 update(Article).where(Article.matched_story_id == story_id).values(matched_story_id=None)
             )
-            self.session.execute(delete(Story).where(Story.id == story_id))
+            self.remove_story(story_id)
         return holding, surviving
 
-    def replace_placement(
-        self, article: Article, placement: PlacementRecord, terms: dict[str, float], band_keys: Sequence[int]
-    ) -> None:
-        self._place(article, placement, terms, article.title)
-        self.session.add_all(ArticleBand(band_key=key, article_id=article.id) for key in sorted(set(band_keys)))
-        self.session.flush()
-
     def remove_story(self, story_id: int) -> None:
+        self.session.execute(delete(StoryTerm).where(StoryTerm.story_id == story_id))
         self.session.execute(delete(Story).where(Story.id == story_id))
 
     def story_of(self, article_id: int) -> int:
         return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
 
     # --- stories -----------------------------------------------------------
-    def stories_active_between(self, start: datetime, end: datetime) -> list[StoryCandidate]:
-        rows = self.session.execute(
-            select(
-                Story.id,
-                Story.centroid,
-                Story.article_count,
-                Story.first_published_at,
-                Story.last_published_at,
-                Story.event_date,
+    def story_candidates(
+        self, vector: Mapping[str, float], terms: Sequence[str], weeks: Sequence[int], limit: int
+    ) -> list[StoryCandidate]:
+        """Stories that started in these weeks and share some of these terms, the ``limit`` sharing the
+        most weight with ``vector`` first (ties: the older story)."""
+        shared: dict[int, float] = {}
+        postings = self.session.execute(
+            select(StoryTerm.story_id, StoryTerm.term, StoryTerm.weight).where(
+                StoryTerm.term.in_(list(terms)), StoryTerm.week.in_(list(weeks))
             )
-            .where(Story.last_published_at >= start, Story.first_published_at <= end, Story.article_count > 0)
+        )
+        for story_id, term, weight in postings:
+            shared[story_id] = shared.get(story_id, 0.0) + weight * vector.get(term, 0.0)
+        best = sorted(shared, key=lambda sid: (-shared[sid], sid))[:limit]
+        if not best:
+            return []
+        rows = self.session.execute(
+            select(Story.id, Story.centroid, Story.first_published_at, Story.last_published_at, Story.event_date)
+            .where(Story.id.in_(best), Story.article_count > 0)
             .order_by(Story.id)
         )
         return [StoryCandidate(*row) for row in rows]
 
-    def refresh_story(self, story_id: int, centroid: dict[str, float] | None) -> None:
-        """Recompute the story's summary columns from its articles, and store its new centroid (None: keep it)."""
-        story = self.session.get_one(Story, story_id)
-        first, last, count, outlets = self.session.execute(
+    def story_state(self, story_id: int) -> StoryState:
+        """A story with what its members say about it, to be updated as articles join it."""
+        title, centroid = self.session.execute(select(Story.title, Story.centroid).where(Story.id == story_id)).one()
+        rows = self.session.execute(
             select(
-                func.min(Article.published_at),
-                func.max(Article.published_at),
-                func.count(Article.id),
-                func.count(Article.source.distinct()),
-            ).where(Article.story_id == story_id)
-        ).one()
-        earliest_title = self.session.scalar(
-            select(Article.title)
-            .where(Article.story_id == story_id, Article.duplicate_of_id.is_(None))
+                Article.id,
+                Article.published_at,
+                Article.source,
+                Article.title,
+                Article.event_date,
+                Article.duplicate_of_id.is_not(None),
+            )
+            .where(Article.story_id == story_id)
             .order_by(Article.published_at, Article.id)
-            .limit(1)
         )
-        story.first_published_at, story.last_published_at = first, last
-        dates = sorted(
-            moment
-            for moment in self.session.scalars(select(Article.event_date).where(Article.story_id == story_id))
-            if moment is not None
+        return StoryState(story_id, title, dict(centroid or {}), [Member(*row) for row in rows])
+
+    def member_terms(self, story_id: int) -> list[dict[str, float]]:
+        """The stored vectors of the story's original (not reprinted) articles."""
+        return [
+            dict(terms)
+            for terms in self.session.scalars(
+                select(Article.terms)
+                .where(Article.story_id == story_id, Article.duplicate_of_id.is_(None))
+                .order_by(Article.published_at, Article.id)
+            )
+        ]
+
+    def save_stories(self, states: Sequence[StoryState], params: StoryParams) -> None:
+        """Write back the summaries of the stories a batch touched, and re-index their heaviest terms."""
+        if not states:
+            return
+        now = utcnow()
+        table = _table(Story)
+        self.session.execute(
+            table.update().where(table.c.id == bindparam("story_id")),
+            [
+                {
+                    "story_id": s.story_id,
+                    "title": s.headline,
+                    "first_published_at": s.first_published_at,
+                    "last_published_at": s.last_published_at,
+                    "article_count": len(s.members),
+                    "outlet_count": s.outlet_count,
+                    "event_date": s.event_date,
+                    "centroid": s.centroid,
+                    "updated_at": now,
+                }
+                for s in states
+            ],
         )
-        story.event_date = dates[(len(dates) - 1) // 2] if dates else None
-        story.article_count = count
-        story.outlet_count = outlets
-        story.title = earliest_title or story.title
-        if centroid is not None:
-            story.centroid = centroid
-        story.updated_at = utcnow()
+        ids = [s.story_id for s in states]
+        for chunk in _chunks(ids, 500):
+            self.session.execute(delete(StoryTerm).where(StoryTerm.story_id.in_(chunk)))
+        rows = [
+            {
+                "story_id": s.story_id,
+                "term": term,
+                "week": week_of(s.first_published_at),
+                "weight": weight,
+                "first_published_at": s.first_published_at,
+                "last_published_at": s.last_published_at,
+            }
+            for s in states
+            for term, weight in s.index_terms(params)
+        ]
+        if rows:
+            self.session.execute(_table(StoryTerm).insert(), rows)
 
     # --- feeds -------------------------------------------------------------
     def sync_feeds(self, configs: Sequence[Any]) -> None:
@@ -609,12 +690,12 @@ class Repository:
         return self.session.get_one(FeedItem, item_id)
 
     # --- search and digests --------------------------------------------------
-    def _index_for_search(self, article: Article) -> None:
+    def _index_for_search(self, article_id: int, title: str, text: str) -> None:
         """SQLite keeps its own FTS5 index (PostgreSQL indexes the columns directly)."""
         if self.session.get_bind().dialect.name == "sqlite":
-            body = " ".join(index_terms(f"{article.title}\n{article.text}"))
+            body = " ".join(index_terms(f"{title}\n{text}"))
             self.session.execute(
-                sql_text("INSERT INTO article_fts (rowid, body) VALUES (:id, :body)"), {"id": article.id, "body": body}
+                sql_text("INSERT INTO article_fts (rowid, body) VALUES (:id, :body)"), {"id": article_id, "body": body}
             )
 
     def search_article_ids(self, query: Query) -> set[int]:
@@ -670,9 +751,8 @@ class Repository:
 
     def record_digest_run(self, digest: str, start: datetime, end: datetime) -> DigestRun:
         """The run for this digest and period, created if it is new (safe when workers race)."""
-        insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
         self.session.execute(
-            insert(DigestRun)
+            self._insert()(DigestRun)
             .values(
                 digest=digest,
                 period_start=start,
@@ -725,6 +805,26 @@ class Repository:
             )
             result.append((story, list(outlets)))
         return result
+
+
+def _table(model: type[Base]) -> Table:
+    """The Core table of a model, for statements that need no ORM bookkeeping (bulk and hot-path writes)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _placement_columns(placement: PlacementRecord, story_id: int, terms: dict[str, float]) -> dict[str, Any]:
+    return {
+        "story_id": story_id,
+        "placement_method": placement.method,
+        "placement_score": placement.score,
+        "matched_article_id": placement.matched_article_id,
+        "matched_story_id": placement.story_id,
+        "duplicate_of_id": placement.matched_article_id if placement.method == "near_copy" else None,
+        "duplicate_similarity": placement.duplicate_similarity,
+        "terms": terms,
+    }
 
 
 def _lock_key(job: str) -> int:

@@ -40,6 +40,9 @@ class StoryParams:
     date_lead_chars: int = 300  # dates written this early in an article say when its event happened
     date_gap_days: int = 60  # an article whose event date is further than this from the story's...
     date_penalty: float = 0.5  # ...has its score multiplied by this
+    index_terms: int = 30  # a story is findable by its centroid's top terms (the story_terms index)...
+    query_terms: int = 30  # ...through an article's top terms...
+    candidates: int = 50  # ...and the stories sharing the most weight with it are scored in full
 
 
 @lru_cache(maxsize=1)
@@ -125,6 +128,83 @@ class Candidate:
     first_published_at: datetime
     last_published_at: datetime
     event_date: date | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """What a story needs to know of one of its articles to summarise itself."""
+
+    article_id: int
+    published_at: datetime
+    source: str
+    title: str
+    event_date: date | None
+    duplicate: bool
+
+
+@dataclass
+class StoryState:
+    """A story's running summary, kept while a batch of articles is placed and then written back."""
+
+    story_id: int
+    title: str
+    centroid: dict[str, float]
+    members: list[Member]
+
+    def add(self, member: Member, vector: Mapping[str, float] | None, params: StoryParams) -> None:
+        """Take an article in; a reprint (vector None) adds no evidence, so the centroid stays."""
+        self.members.append(member)
+        if vector is not None:
+            self.centroid = add_to_centroid(self.centroid, vector, params)
+
+    @property
+    def first_published_at(self) -> datetime:
+        return min(m.published_at for m in self.members)
+
+    @property
+    def last_published_at(self) -> datetime:
+        return max(m.published_at for m in self.members)
+
+    @property
+    def outlet_count(self) -> int:
+        return len({m.source for m in self.members})
+
+    @property
+    def event_date(self) -> date | None:
+        dates = sorted(m.event_date for m in self.members if m.event_date is not None)
+        return dates[(len(dates) - 1) // 2] if dates else None
+
+    @property
+    def headline(self) -> str:
+        """The title of its earliest original article: how the story broke."""
+        originals = sorted((m.published_at, m.article_id, m.title) for m in self.members if not m.duplicate)
+        return originals[0][2] if originals else self.title
+
+    def candidate(self) -> Candidate:
+        return Candidate(self.story_id, self.centroid, self.first_published_at, self.last_published_at, self.event_date)
+
+    def index_terms(self, params: StoryParams) -> list[tuple[str, float]]:
+        """The centroid's heaviest terms: what finds this story from a new article."""
+        return sorted(self.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[: params.index_terms]
+
+
+def query_terms(vector: Mapping[str, float], params: StoryParams) -> list[str]:
+    return [t for t, _ in sorted(vector.items(), key=lambda kv: (-kv[1], kv[0]))[: params.query_terms]]
+
+
+def time_buckets(start: datetime, end: datetime) -> list[int]:
+    """Week numbers covering [start, end]: the story_terms index is partitioned by a story's first week,
+    so finding candidates costs the same in a corpus of a thousand articles or of a million."""
+    return list(range(week_of(start), week_of(end) + 1))
+
+
+def week_of(moment: datetime) -> int:
+    return int(moment.timestamp() // (7 * 86400))
+
+
+def founding_range(published_at: datetime, params: StoryParams) -> tuple[datetime, datetime]:
+    """When a story that may take this article can have started."""
+    return published_at - timedelta(days=params.max_span_days), published_at + timedelta(days=params.window_days)
 
 
 @dataclass(frozen=True)
