@@ -18,7 +18,7 @@ from datetime import datetime
 
 from monitor import dedup, stories
 from monitor.extraction import extract
-from monitor.storage import Article, NewArticle, PlacementRecord, Repository, Storage, StoryCandidate
+from monitor.storage import Article, NewArticle, PlacementRecord, Repository, Storage
 from monitor.urls import canonical_url, host_of
 
 
@@ -217,18 +217,27 @@ class _Placer:
         return PlacementRecord("story_match", match.score, match.story_id), vector
 
     def _candidates(self, vector: dict[str, float], published_at: datetime) -> list[stories.Candidate]:
-        """Stories found through the story_terms index, and every story this batch has touched (the index
-        does not know their changes yet); a touched story's summary is the one held here."""
+        """The stories sharing the most weight with the article in the story_terms index, among those
+        that started in the weeks that matter. The index as this batch has changed it: a story the batch
+        touched is looked up by its terms held here, not by its rows in the database."""
         weeks = stories.time_buckets(*stories.founding_range(published_at, self.params))
-        found: list[StoryCandidate] = self.repo.story_candidates(
-            vector, stories.query_terms(vector, self.params), weeks, self.params.candidates
-        )
-        options = [
+        terms = stories.query_terms(vector, self.params)
+        shared: dict[int, float] = {}
+        for story_id, term, weight in self.repo.story_postings(terms, weeks):
+            if story_id not in self.touched:
+                shared[story_id] = shared.get(story_id, 0.0) + weight * vector[term]
+        wanted, week_set = set(terms), set(weeks)
+        for story_id, state in self.touched.items():
+            if state.members and stories.week_of(state.first_published_at) in week_set:
+                for term, weight in state.index_terms(self.params):
+                    if term in wanted:
+                        shared[story_id] = shared.get(story_id, 0.0) + weight * vector[term]
+        best = sorted(shared, key=lambda sid: (-shared[sid], sid))[: self.params.candidates]
+        options = [self.touched[sid].candidate() for sid in best if sid in self.touched]
+        options += [
             stories.Candidate(c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date)
-            for c in found
-            if c.story_id not in self.touched
+            for c in self.repo.story_candidates([sid for sid in best if sid not in self.touched])
         ]
-        options += [state.candidate() for state in self.touched.values() if state.members]
         return sorted(options, key=lambda c: c.story_id)
 
     def record(

@@ -470,25 +470,21 @@ class Repository:
         return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
 
     # --- stories -----------------------------------------------------------
-    def story_candidates(
-        self, vector: Mapping[str, float], terms: Sequence[str], weeks: Sequence[int], limit: int
-    ) -> list[StoryCandidate]:
-        """Stories that started in these weeks and share some of these terms, the ``limit`` sharing the
-        most weight with ``vector`` first (ties: the older story)."""
-        shared: dict[int, float] = {}
-        postings = self.session.execute(
+    def story_postings(self, terms: Sequence[str], weeks: Sequence[int]) -> list[tuple[int, str, float]]:
+        """(story, term, weight) for the indexed stories that started in these weeks and carry these terms."""
+        rows = self.session.execute(
             select(StoryTerm.story_id, StoryTerm.term, StoryTerm.weight).where(
                 StoryTerm.term.in_(list(terms)), StoryTerm.week.in_(list(weeks))
             )
         )
-        for story_id, term, weight in postings:
-            shared[story_id] = shared.get(story_id, 0.0) + weight * vector.get(term, 0.0)
-        best = sorted(shared, key=lambda sid: (-shared[sid], sid))[:limit]
-        if not best:
+        return [(story_id, term, weight) for story_id, term, weight in rows]
+
+    def story_candidates(self, story_ids: Sequence[int]) -> list[StoryCandidate]:
+        if not story_ids:
             return []
         rows = self.session.execute(
             select(Story.id, Story.centroid, Story.first_published_at, Story.last_published_at, Story.event_date)
-            .where(Story.id.in_(best), Story.article_count > 0)
+            .where(Story.id.in_(list(story_ids)), Story.article_count > 0)
             .order_by(Story.id)
         )
         return [StoryCandidate(*row) for row in rows]

@@ -1,0 +1,99 @@
+"""Placement in batches and the story_terms index: same stories as one article at a time, found by index."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import create_engine, inspect, text
+
+from monitor.importing import import_file
+from monitor.ingest import Ingestor
+from monitor.storage import Storage
+from monitor.stories import StoryParams, week_of
+from tests.support import RPM2
+
+
+def _placements(database_url: str) -> list[tuple[str, str, str, str | None, float | None]]:
+    """Each article's story (named by its earliest article's URL), method, matched article and score."""
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        rows = db.execute(
+            text(
+                "SELECT a.url, (SELECT MIN(b.url) FROM articles b WHERE b.story_id = a.story_id), "
+                "a.placement_method, (SELECT m.url FROM articles m WHERE m.id = a.matched_article_id), "
+                "a.placement_score FROM articles a ORDER BY a.url"
+            )
+        ).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def _archive(tmp_path: Path, lines: int) -> Path:
+    archive = tmp_path / "rpm2.jsonl"
+    rows = RPM2.read_text(encoding="utf-8").splitlines()[:lines]
+    first = json.loads(rows[0])  # and a reprint, so the batch also places a near-copy of one of its own
+    rows.insert(5, json.dumps({**first, "url": "https://reprise.example.fr/a", "source": "reprise"}))
+    archive.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return archive
+
+
+def test_batches_place_exactly_as_one_at_a_time(tmp_path: Path, database_url: str) -> None:
+    archive = _archive(tmp_path, 120)
+    single_url = f"sqlite:///{tmp_path}/single.db"
+    for url, batch_size in ((single_url, 1), (database_url, 64)):
+        storage = Storage(url)
+        storage.ensure_schema(upgrade=True)
+        report = import_file(archive, Ingestor(storage), batch_size=batch_size)
+        assert report.added == 121 and not report.errors
+        storage.engine.dispose()
+    one_by_one, batched = _placements(single_url), _placements(database_url)
+    assert batched == one_by_one
+    methods = {method for _, _, method, _, _ in batched}
+    assert methods == {"near_copy", "story_match", "new_story"}
+
+
+def test_story_terms_index_follows_each_story(tmp_path: Path, database_url: str) -> None:
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    import_file(_archive(tmp_path, 60), Ingestor(storage))
+    params = StoryParams()
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        stories = db.execute(text("SELECT id, centroid, first_published_at FROM stories")).all()
+        index = db.execute(text("SELECT story_id, term, week, weight FROM story_terms")).all()
+        counts = dict(db.execute(text("SELECT story_id, COUNT(*) FROM articles GROUP BY story_id")).all())
+        listed = dict(db.execute(text("SELECT id, article_count FROM stories")).all())
+    engine.dispose()
+    assert listed == counts  # summaries kept incrementally agree with the articles
+    by_story: dict[int, dict[str, float]] = {}
+    for story_id, term, _, weight in index:
+        by_story.setdefault(story_id, {})[term] = weight
+    assert len(stories) > 5
+    for story_id, centroid, first in stories:
+        centroid = json.loads(centroid) if isinstance(centroid, str) else centroid
+        top = sorted(centroid.items(), key=lambda kv: (-kv[1], kv[0]))[: params.index_terms]
+        assert by_story[story_id] == dict(top)
+        first = datetime.fromisoformat(first) if isinstance(first, str) else first  # SQLite: naive UTC text
+        assert {week for sid, _, week, _ in index if sid == story_id} == {
+            week_of(first.replace(tzinfo=first.tzinfo or UTC))
+        }
+
+
+def test_upgrade_indexes_existing_stories(tmp_path: Path, database_url: str) -> None:
+    """A database built before the index existed gets its stories indexed by the migration."""
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    import_file(_archive(tmp_path, 30), Ingestor(storage))
+    engine = create_engine(database_url)
+    with engine.begin() as db:
+        before = db.execute(text("SELECT story_id, term, week, weight FROM story_terms ORDER BY 1, 2")).all()
+    command.downgrade(storage._alembic_config(), "0003")
+    assert "story_terms" not in inspect(engine).get_table_names()
+    command.upgrade(storage._alembic_config(), "head")
+    with engine.connect() as db:
+        after = db.execute(text("SELECT story_id, term, week, weight FROM story_terms ORDER BY 1, 2")).all()
+    engine.dispose()
+    assert before and after == before
