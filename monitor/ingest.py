@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -97,8 +97,11 @@ class Ingestor:
     def store(self, prepared: Prepared) -> Outcome:
         return self.store_many([prepared])[0]
 
-    def store_many(self, batch: Sequence[Prepared]) -> list[Outcome]:
-        """Place (near-copy, story match or new story) and record the articles, in order, in one transaction."""
+    def store_many(
+        self, batch: Sequence[Prepared], then: Callable[[Repository, list[Outcome]], None] | None = None
+    ) -> list[Outcome]:
+        """Place (near-copy, story match or new story) and record the articles, in order, in one transaction;
+        ``then`` records in the same transaction what follows from it (the feed items it settles)."""
         if not batch:
             return []
         with self._lock, self.storage.repository() as repo:
@@ -121,6 +124,8 @@ class Ingestor:
                 known[url] = article_id
                 outcomes.append(Outcome(article_id, story_id, placement.method, created=True, score=placement.score))
             placer.flush()
+            if then is not None:
+                then(repo, outcomes)
             return outcomes
 
     def recluster(self, since: datetime | None = None, until: datetime | None = None) -> int:

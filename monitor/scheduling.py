@@ -39,7 +39,7 @@ from monitor.fetching import (
 )
 from monitor.ingest import Incoming, Ingestor, Outcome, Prepared
 from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, HealthServer, retention
-from monitor.storage import Feed, Storage
+from monitor.storage import Feed, Repository, Storage
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Worker:
         # Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL); more CPU
         # comes from more worker processes.
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
-        self._ready: list[tuple[Prepared, asyncio.Future[Outcome]]] = []  # extracted, waiting to be placed
+        self._ready: list[_Ready] = []
         self._placing: asyncio.Task[None] | None = None
 
     async def cycle(self, *, only_due: bool) -> CycleReport:
@@ -105,6 +105,8 @@ class Worker:
             unlinked = by_url.pop(None, [])
             if unlinked:
                 await self._settle([item.id for item in unlinked], report, error="the feed item has no link")
+            # Same article under another feed or an earlier fetch: settled without a request.
+            await asyncio.to_thread(self._settle_known, by_url)
             await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
         return report
 
@@ -211,10 +213,6 @@ class Worker:
         first = items[0]
         ids = [item.id for item in items]
         assert first.url is not None
-        known = await asyncio.to_thread(self._known_article, first.url)
-        if known is not None:  # same article under another feed or an earlier fetch
-            await self._settle(ids, report, article_id=known)
-            return
         started = time.monotonic()
         try:
             if any(item.robots for item in items) and not await self.robots.allowed(first.url):
@@ -229,7 +227,7 @@ class Worker:
                 feed_id=first.feed_id,
             )
             prepared = await asyncio.get_running_loop().run_in_executor(self._cpu, self.ingestor.prepare, incoming)
-            outcome = await self._store(prepared)
+            outcome = await self._store(prepared, ids)
         except FetchError as e:
             FETCHES.labels(kind="page", outcome=e.kind).inc()
             permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large", "robots")
@@ -243,13 +241,13 @@ class Worker:
             if outcome.created:
                 ARTICLES.labels(method=outcome.method).inc()
                 report.articles_added += 1
-            await self._settle(ids, report, article_id=outcome.article_id)
 
-    async def _store(self, prepared: Prepared) -> Outcome:
+    async def _store(self, prepared: Prepared, item_ids: list[int]) -> Outcome:
         """Articles extracted while a placement runs wait for the next one and are placed together:
-        one transaction and one turn of the cluster's placement lock for the lot."""
+        one transaction and one turn of the cluster's placement lock for the lot, in which their feed
+        items are marked done too."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._ready.append((prepared, future))
+        self._ready.append(_Ready(prepared, item_ids, future))
         if self._placing is None or self._placing.done():
             self._placing = asyncio.create_task(self._place_ready())
         return await future
@@ -258,39 +256,46 @@ class Worker:
         while self._ready:
             batch, self._ready = self._ready[:PLACEMENT_BATCH], self._ready[PLACEMENT_BATCH:]
             try:
-                outcomes = await asyncio.to_thread(self.ingestor.store_many, [prepared for prepared, _ in batch])
+                outcomes = await asyncio.to_thread(self._place, batch)
             except Exception as e:
                 if len(batch) == 1:
-                    _settle_future(batch[0][1], error=e)
+                    _settle_future(batch[0].future, error=e)
                     continue
-                for prepared, future in batch:  # one by one, so a failure stays with its own article
+                for ready in batch:  # one by one, so a failure stays with its own article
                     try:
-                        _settle_future(future, await asyncio.to_thread(self.ingestor.store, prepared))
+                        _settle_future(ready.future, (await asyncio.to_thread(self._place, [ready]))[0])
                     except Exception as single:
-                        _settle_future(future, error=single)
+                        _settle_future(ready.future, error=single)
             else:
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    _settle_future(future, outcome)
+                for ready, outcome in zip(batch, outcomes, strict=True):
+                    _settle_future(ready.future, outcome)
 
-    def _known_article(self, url: str) -> int | None:
+    def _place(self, batch: list[_Ready]) -> list[Outcome]:
+        def items_done(repo: Repository, outcomes: list[Outcome]) -> None:
+            repo.finish_items(
+                [
+                    (item, outcome.article_id)
+                    for ready, outcome in zip(batch, outcomes, strict=True)
+                    for item in ready.item_ids
+                ]
+            )
+
+        return self.ingestor.store_many([ready.prepared for ready in batch], then=items_done)
+
+    def _settle_known(self, by_url: dict[str | None, list[PendingItem]]) -> None:
+        """Mark done the items whose article is stored already, and take them out of ``by_url``."""
         with self.storage.repository() as repo:
-            return repo.article_id_by_url(url)
+            known = repo.article_ids_by_url(url for url in by_url if url is not None)
+            repo.finish_items([(item.id, known[url]) for url in known for item in by_url.pop(url)])
 
-    async def _settle(
-        self,
-        item_ids: list[int],
-        report: CycleReport,
-        *,
-        article_id: int | None = None,
-        error: str | None = None,
-        retry: bool = False,
-    ) -> None:
-        given_up = await asyncio.to_thread(self._finish_items, item_ids, article_id, error, retry)
+    async def _settle(self, item_ids: list[int], report: CycleReport, *, error: str, retry: bool = False) -> None:
+        """Items whose article could not be had: retried later with backoff, or given up and reported."""
+        given_up = await asyncio.to_thread(self._fail_items, item_ids, error, retry)
         report.items_failed += len(given_up)
         report.errors.extend(given_up)
 
-    def _finish_items(self, item_ids: list[int], article_id: int | None, error: str | None, retry: bool) -> list[str]:
-        """Record the items' outcome; returns the errors of items given up for good."""
+    def _fail_items(self, item_ids: list[int], error: str, retry: bool) -> list[str]:
+        """Record the failure; returns the errors of items given up for good."""
         given_up: list[str] = []
         with self.storage.repository() as repo:
             for item_id in item_ids:
@@ -298,9 +303,6 @@ class Worker:
                 item.attempts += 1
                 item.last_error = error
                 item.lease_until = None
-                if error is None:
-                    item.state, item.article_id = "done", article_id
-                    continue
                 log.warning("item %s: %s", item.url, error, extra={"url": item.url})
                 if retry and item.attempts < self.settings.item_max_attempts:
                     item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
@@ -308,6 +310,15 @@ class Worker:
                     item.state = "failed"
                     given_up.append(f"item {item.url}: {error}")
         return given_up
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """An extracted article waiting for placement, with the feed items it settles."""
+
+    prepared: Prepared
+    item_ids: list[int]
+    future: asyncio.Future[Outcome]
 
 
 def _settle_future(

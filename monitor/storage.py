@@ -682,6 +682,23 @@ class Repository:
         )
         return {"raw_html": int(getattr(html, "rowcount", 0)), "feed_items": int(getattr(items, "rowcount", 0))}
 
+    def finish_items(self, done: Sequence[tuple[int, int]]) -> None:
+        """(item, article) pairs: these items are settled, their article stored; one statement."""
+        if done:
+            table = _table(FeedItem)
+            self.session.execute(
+                table.update()
+                .where(table.c.id == bindparam("item_id"))
+                .values(
+                    state="done",
+                    article_id=bindparam("article"),
+                    attempts=table.c.attempts + 1,
+                    last_error=None,
+                    lease_until=None,
+                ),
+                [{"item_id": item, "article": article} for item, article in done],
+            )
+
     def item(self, item_id: int) -> FeedItem:
         return self.session.get_one(FeedItem, item_id)
 
