@@ -43,7 +43,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -477,9 +477,10 @@ class StatementTimes:
     """Cursor time per kind of statement, and the slowest SELECT of each kind (to EXPLAIN)."""
 
     on: bool = False
-    seconds: Counter[str] = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: Counter[str] = field(default_factory=Counter)
     slowest: dict[str, tuple[float, str, Any]] = field(default_factory=dict)
+    commit_started: float = 0.0
 
 
 KINDS = (
@@ -523,21 +524,17 @@ def instrument(engine: Engine, times: StatementTimes) -> None:
             times.slowest[kind] = (seconds, statement, parameters)
 
     def commit_started(conn: Any) -> None:
-        conn.info["bench_commit"] = time.perf_counter()
-
-    def rolled_back(conn: Any) -> None:
-        conn.info.pop("bench_commit", None)
+        times.commit_started = time.perf_counter()
 
     def committed(session: Session) -> None:
-        started = session.connection().info.pop("bench_commit", None)
-        if times.on and started is not None:
-            times.seconds["COMMIT"] += time.perf_counter() - started
+        if times.on and times.commit_started:
+            times.seconds["COMMIT"] += time.perf_counter() - times.commit_started
             times.calls["COMMIT"] += 1
+        times.commit_started = 0.0
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     event.listen(engine, "commit", commit_started)
-    event.listen(engine, "rollback", rolled_back)
     event.listen(Session, "after_commit", committed)
 
 

@@ -96,7 +96,12 @@ class Worker:
         # Database work runs in threads: the event loop stays free to start requests on time.
         feeds = await asyncio.to_thread(self._claim_feeds, now, lease, only_due)
         await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
-        # Items are claimed in batches, so several workers share a backlog; the cycle drains it.
+        await self.drain(report)
+        return report
+
+    async def drain(self, report: CycleReport) -> None:
+        """Ingest pending items, claimed in batches so several workers share a backlog, until none is left."""
+        lease = timedelta(seconds=self.settings.lease_seconds)
         while pending := await asyncio.to_thread(self._claim_items, lease):
             # Items of several feeds often share one article: fetch each URL once, settle all its items.
             by_url: dict[str | None, list[PendingItem]] = {}
@@ -108,7 +113,11 @@ class Worker:
             # Same article under another feed or an earlier fetch: settled without a request.
             await asyncio.to_thread(self._settle_known, by_url)
             await asyncio.gather(*(self._ingest_url(items, report) for items in by_url.values()))
-        return report
+
+    def others_polling(self) -> bool:
+        """Whether live workers hold feeds right now (their items may still arrive)."""
+        with self.storage.repository() as repo:
+            return repo.feeds_leased(_now()) > 0
 
     def _claim_feeds(self, now: datetime, lease: timedelta, only_due: bool) -> list[Feed]:
         with self.storage.repository() as repo:
@@ -410,7 +419,15 @@ def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
 async def run_once(settings: Settings) -> CycleReport:
     with daemon(settings) as (storage, ingestor):
         async with Fetcher(settings) as fetcher:
-            return await Worker(settings, storage, fetcher, ingestor).cycle(only_due=False)
+            worker = Worker(settings, storage, fetcher, ingestor)
+            report = await worker.cycle(only_due=False)
+            # Workers started together: the feeds this one could not claim are being polled by others;
+            # help with the items they record until every feed is back.
+            while await asyncio.to_thread(worker.others_polling):
+                await asyncio.sleep(0.5)
+                await worker.drain(report)
+            await worker.drain(report)
+            return report
 
 
 async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -635,6 +635,9 @@ class Repository:
             feed.lease_until = now + lease
         return feeds
 
+    def feeds_leased(self, now: datetime) -> int:
+        return int(self.session.scalar(select(func.count(Feed.id)).where(Feed.lease_until > now)) or 0)
+
     def claim_pending_items(self, now: datetime, lease: timedelta, limit: int = 1000) -> list[FeedItem]:
         """Lease due pending items to this worker, as claim_feeds does for feeds."""
         query = (
