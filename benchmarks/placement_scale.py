@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import re
 import struct
@@ -486,8 +487,8 @@ class StatementTimes:
 KINDS = (
     ("pg_advisory_xact_lock", "placement lock"),
     ("FROM article_bands JOIN articles", "near_copy_candidates"),
-    ("FROM story_terms", "story_postings"),
-    ("FROM term_stats", "document_frequencies"),
+    ("SELECT story_terms.story_id", "story_postings"),
+    ("SELECT term_stats.term", "document_frequencies"),
     ("WHERE articles.url IN", "article_ids_by_url"),
     ("SELECT stories.id, stories.centroid", "story_candidates"),
     ("SELECT stories.title, stories.centroid", "story_state: story"),
@@ -626,17 +627,23 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
     latencies: list[float] = []
     methods: Counter[str] = Counter()
     rss_warm = peak_warm = 0
+    cpu_ms: list[float] = []
+    load_before = 0.0
     for i, item in enumerate(prepared):
         if i == WARMUP:
             rss_warm, peak_warm = memory_kib()
             times.on = True
-        started = time.perf_counter()
+        if i == WARMUP:
+            load_before = os.getloadavg()[0]
+        started, cpu = time.perf_counter(), time.process_time()
         outcome = ingestor.store(item)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         if i >= WARMUP:
             latencies.append(elapsed * 1000)
+            cpu_ms.append(cpu * 1000)
             methods[outcome.method] += 1
     times.on = False
+    load_after = os.getloadavg()[0]
     plans = {
         kind: (seconds * 1000, explain(storage.engine, statement, parameters))
         for kind, (seconds, statement, parameters) in sorted(times.slowest.items())
@@ -645,6 +652,8 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
     storage.engine.dispose()
     return {
         "latencies_ms": latencies,
+        "cpu_ms": cpu_ms,
+        "loadavg": [load_before, load_after],
         "methods": dict(methods),
         "statements": {k: [times.seconds[k] * 1000, times.calls[k]] for k in times.seconds},
         "plans": plans,
@@ -692,6 +701,14 @@ def report_measure(result: dict[str, Any], seconds: float) -> tuple[float, float
         f"  store() of one article, {n} timed after {WARMUP} warm-up (child ran {seconds:.0f} s):"
         f" p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {lat.max():.1f} ms, mean {lat.mean():.1f} ms"
     )
+    if "cpu_ms" in result:
+        cpu = np.array(result["cpu_ms"])
+        print(
+            f"  CPU time of the placing process per store(): p50 {np.percentile(cpu, 50):.1f} ms,"
+            f" mean {cpu.mean():.1f} ms"
+            f" (the rest of the wall clock is waiting: PostgreSQL, other processes);"
+            f" 1-min load average {result['loadavg'][0]:.1f} -> {result['loadavg'][1]:.1f} on {os.cpu_count()} CPUs"
+        )
     print("  methods: " + ", ".join(f"{m} {c}" for m, c in sorted(result["methods"].items())))
     statements = sorted(result["statements"].items(), key=lambda kv: -kv[1][0])
     total = sum(ms for ms, _ in result["statements"].values())

@@ -90,7 +90,8 @@ def import_(
     for error in report.errors:
         errors.print(f"{path}:{error}", markup=False, highlight=False)
     console.print(
-        f"{report.added} articles added, {report.already_known} already known, {len(report.errors)} lines skipped"
+        f"{report.added} articles added, {report.already_known} already known, {len(report.errors)} lines skipped, "
+        f"{report.merged} stories merged"
     )
 
 

@@ -70,12 +70,24 @@ class Settings(BaseSettings):
     story_threshold: float | None = None  # overrides of StoryParams (monitor/stories.py); unset: the default
     story_window_days: float | None = None
     story_max_span_days: float | None = None
+    story_merge_threshold: float | None = None
+    # The cluster-wide merge pass (cron, UTC): stories that turn out to cover one event become one. It
+    # waits for stories to gather coverage: merging every few minutes joins small stories on thin evidence.
+    merge_schedule: str = "30 3 * * *"
     templates_dir: Path | None = None  # your own digest.html.j2 / digest.txt.j2 override the shipped ones
 
     @field_validator("allow_private_addresses")
     @classmethod
     def _check_networks(cls, value: str) -> str:
         parse_allowed_networks(value)
+        return value
+
+    @field_validator("merge_schedule")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(value, timezone="UTC")
         return value
 
     @field_validator("default_interval", "max_interval")
@@ -92,6 +104,8 @@ class Settings(BaseSettings):
             params = replace(params, window_days=self.story_window_days)
         if self.story_max_span_days is not None:
             params = replace(params, max_span_days=self.story_max_span_days)
+        if self.story_merge_threshold is not None:
+            params = replace(params, merge_threshold=self.story_merge_threshold)
         return params
 
     def max_interval_s(self) -> int:

@@ -45,6 +45,7 @@ class ImportReport:
     lines: int = 0
     added: int = 0
     already_known: int = 0
+    merged: int = 0
     errors: list[ImportLineError] = field(default_factory=list)
 
 
@@ -90,6 +91,7 @@ def import_file(
             _store(batch, ingestor, report, progress)
             batch = []
     _store(batch, ingestor, report, progress)
+    report.merged = len(ingestor.merge_young_stories() or [])  # stories that turned out to be one
     return report
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from monitor import dedup, stories
 from monitor.extraction import extract
@@ -148,7 +148,26 @@ class Ingestor:
                 placer.record(article.id, story_id, ready, placement, vector)
             placer.flush()
             repo.remove_story(holding)
-            return len(articles)
+        self.merge_young_stories()  # as after an import, so both group alike
+        return len(articles)
+
+    def merge_young_stories(self, every: timedelta | None = None) -> list[Merge] | None:
+        """The periodic merge pass: placement is greedy, one article at a time, so the coverage of one
+        event can start as several stories before an article links them. The stories changed since the
+        last pass, with their neighbours from the story_terms index, go through ``stories.merge_plan``;
+        a merged story's articles move to the surviving one. At most once per ``every`` across the
+        cluster (None: now). Returns the merges, or None if the pass was not due."""
+        now = datetime.now(UTC)
+        with self._lock, self.storage.repository() as repo:
+            repo.lock_cluster("placement")
+            last = repo.get_meta("merged_at")
+            if every is not None and last and now - datetime.fromisoformat(last) < every:
+                return None
+            placer = _Placer(repo, self.params, [])
+            plan = placer.merge(repo.stories_updated_since(datetime.fromisoformat(last) if last else None))
+            placer.flush()
+            repo.set_meta("merged_at", now.isoformat())
+            return [Merge(absorbed, into, score) for absorbed, (into, score) in sorted(plan.items())]
 
     def _prepared_from(self, article: Article) -> Prepared:
         signature = dedup.signature(article.text)
@@ -178,6 +197,13 @@ class Ingestor:
 
     def ingest(self, incoming: Incoming) -> Outcome:
         return self.store(self.prepare(incoming))
+
+
+@dataclass(frozen=True)
+class Merge:
+    absorbed: int
+    into: int
+    score: float
 
 
 class _Placer:
@@ -221,11 +247,16 @@ class _Placer:
             return PlacementRecord("new_story", None, None), vector
         return PlacementRecord("story_match", match.score, match.story_id), vector
 
-    def _candidates(self, vector: dict[str, float], published_at: datetime) -> list[stories.Candidate]:
-        """The stories sharing the most weight with the article in the story_terms index, among those
-        that started in the weeks that matter. The index as this batch has changed it: a story the batch
-        touched is looked up by its terms held here, not by its rows in the database."""
-        weeks = stories.time_buckets(*stories.founding_range(published_at, self.params))
+    def _candidates(
+        self, vector: Mapping[str, float], first: datetime, last: datetime | None = None
+    ) -> list[stories.Candidate]:
+        """The stories sharing the most weight with the article (or story) published from ``first`` to
+        ``last`` in the story_terms index, among those that started in the weeks that matter. The index as
+        this batch has changed it: a story the batch touched is looked up by its terms held here, not by
+        its rows in the database."""
+        weeks = stories.time_buckets(
+            stories.founding_range(first, self.params)[0], stories.founding_range(last or first, self.params)[1]
+        )
         terms = stories.query_terms(vector, self.params)
         shared: dict[int, float] = {}
         for story_id, term, weight in self.repo.story_postings(terms, weeks):
@@ -240,7 +271,9 @@ class _Placer:
         best = sorted(shared, key=lambda sid: (-shared[sid], sid))[: self.params.candidates]
         options = [self.touched[sid].candidate() for sid in best if sid in self.touched]
         options += [
-            stories.Candidate(c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date)
+            stories.Candidate(
+                c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date, c.article_count
+            )
             for c in self.repo.story_candidates([sid for sid in best if sid not in self.touched])
         ]
         return sorted(options, key=lambda c: c.story_id)
@@ -270,6 +303,25 @@ class _Placer:
             duplicate=placement.method == "near_copy",
         )
         state.add(member, None if member.duplicate else vector, self.params)
+
+    def merge(self, young: Sequence[int]) -> dict[int, tuple[int, float]]:
+        """Merge what ``stories.merge_plan`` says among these stories and their indexed neighbours."""
+        summaries: dict[int, stories.Candidate] = {}
+        for story_id in young:
+            state = self._state(story_id)
+            if not state.members:
+                continue
+            mine = summaries[story_id] = state.candidate()
+            for other in self._candidates(state.centroid, mine.first_published_at, mine.last_published_at):
+                summaries.setdefault(other.story_id, other)
+        plan = stories.merge_plan([summaries[sid] for sid in sorted(summaries)], self.params)
+        for absorbed, (into, score) in sorted(plan.items()):
+            self.repo.merge_story(absorbed, into, score)
+            self.touched.pop(absorbed, None)
+        for into in sorted({into for into, _ in plan.values()}):
+            self.touched.pop(into, None)  # summarised again with the members it took in
+            self.resummarise(into)
+        return plan
 
     def resummarise(self, story_id: int) -> None:
         """Recompute a story's centroid from the stored vectors of its remaining original articles."""

@@ -38,7 +38,7 @@ from monitor.fetching import (
     parse_feed,
 )
 from monitor.ingest import Incoming, Ingestor, Outcome, Prepared
-from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, HealthServer, retention
+from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, STORIES_MERGED, HealthServer, retention
 from monitor.storage import Feed, Repository, Storage
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ MAX_FEED_BACKOFF = timedelta(days=1)
 MAX_RETRY_AFTER = timedelta(days=1)
 _PERMANENT_STATUSES = {404, 410, 451}
 PLACEMENT_BATCH = 64
+MERGE_AT_MOST_EVERY = timedelta(minutes=30)  # workers firing the same cron: one pass runs, the others find it done
 
 
 @dataclass
@@ -500,6 +501,24 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
 
         scheduler.add_job(
             prune, "interval", hours=1, next_run_time=_now() + timedelta(minutes=1), coalesce=True, max_instances=1
+        )
+
+        async def merge() -> None:
+            try:
+                merges = await asyncio.to_thread(ingestor.merge_young_stories, MERGE_AT_MOST_EVERY)
+            except MonitorError as e:
+                log.error("story merge pass failed: %s", e)
+                return
+            if merges:
+                STORIES_MERGED.inc(len(merges))
+                log.info("merge pass: %d stories merged into others", len(merges))
+
+        scheduler.add_job(
+            merge,
+            CronTrigger.from_crontab(settings.merge_schedule, timezone=UTC),
+            coalesce=True,
+            misfire_grace_time=3600,
+            max_instances=1,
         )
         health = HealthServer(storage, settings.http_host, settings.http_port) if settings.http_port else None
         if health:

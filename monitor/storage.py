@@ -148,6 +148,10 @@ class Story(Base):
     event_date: Mapped[date | None] = mapped_column(Date)  # median of its articles' event dates
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the periodic merge pass found it covers the same event as an older story: its articles
+    # moved there, this row stays (article_count 0) to say so.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"))
+    merge_score: Mapped[float | None] = mapped_column(Float)
 
 
 class Article(Base):
@@ -254,6 +258,7 @@ class StoryCandidate:
     first_published_at: datetime
     last_published_at: datetime
     event_date: date | None
+    article_count: int
 
 
 @dataclass(frozen=True)
@@ -463,8 +468,28 @@ class Repository:
         return holding, surviving
 
     def remove_story(self, story_id: int) -> None:
+        """Delete a story, and the record of the stories once merged into it (their articles are gone)."""
+        while merged := list(self.session.scalars(select(Story.id).where(Story.merged_into_id == story_id))):
+            for absorbed in merged:
+                self.remove_story(absorbed)
         self.session.execute(delete(StoryTerm).where(StoryTerm.story_id == story_id))
         self.session.execute(delete(Story).where(Story.id == story_id))
+
+    def stories_updated_since(self, since: datetime | None) -> list[int]:
+        query = select(Story.id).where(Story.article_count > 0)
+        if since is not None:
+            query = query.where(Story.updated_at >= since)
+        return list(self.session.scalars(query.order_by(Story.id)))
+
+    def merge_story(self, absorbed: int, into: int, score: float) -> None:
+        """Move a story's articles into another and keep the emptied row as the record of the merge."""
+        self.session.execute(update(Article).where(Article.story_id == absorbed).values(story_id=into))
+        self.session.execute(delete(StoryTerm).where(StoryTerm.story_id == absorbed))
+        self.session.execute(
+            update(Story)
+            .where(Story.id == absorbed)
+            .values(article_count=0, outlet_count=0, merged_into_id=into, merge_score=score, updated_at=utcnow())
+        )
 
     def story_of(self, article_id: int) -> int:
         return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
@@ -483,7 +508,14 @@ class Repository:
         if not story_ids:
             return []
         rows = self.session.execute(
-            select(Story.id, Story.centroid, Story.first_published_at, Story.last_published_at, Story.event_date)
+            select(
+                Story.id,
+                Story.centroid,
+                Story.first_published_at,
+                Story.last_published_at,
+                Story.event_date,
+                Story.article_count,
+            )
             .where(Story.id.in_(list(story_ids)), Story.article_count > 0)
             .order_by(Story.id)
         )

@@ -2,9 +2,14 @@
 
 An article is a sparse TF-IDF vector of stemmed French terms (title and lead weighted, stop words
 out), with document frequencies kept in the database and updated as articles arrive. A story is
-the running sum of its members' vectors. The article joins the most similar story active around
-its publication time if the cosine similarity clears the threshold, else founds a new story.
+the running sum of its members' vectors. The article joins the best-scoring story active around
+its publication time if the score clears the threshold, else founds a new story. The score mixes the
+cosine with the story centroid and the article's average similarity to the story's members (the
+centroid over the member count, exact for unit vectors): the cosine alone favours loose stories.
 Stories are bounded in time: a follow-up weeks later is a new story.
+
+Placement is greedy, so a story's coverage can start in several pieces. ``merge_plan`` is the periodic
+pass that joins them: average-link agglomeration over young stories and their neighbours.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class StoryParams:
     index_terms: int = 30  # a story is findable by its centroid's top terms (the story_terms index)...
     query_terms: int = 30  # ...through an article's top terms...
     candidates: int = 50  # ...and the stories sharing the most weight with it are scored in full
+    member_weight: float = 0.5  # share of the average member similarity in the score (the rest: centroid cosine)
+    merge_threshold: float = 0.06  # average similarity between two stories' members for the merge pass to join them
 
 
 @lru_cache(maxsize=1)
@@ -98,12 +105,15 @@ def _unit(vector: Mapping[str, float]) -> dict[str, float]:
     return {t: round(v / norm, 6) for t, v in vector.items()}
 
 
-def cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+def dot(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     if len(a) > len(b):
         a, b = b, a
-    dot = sum(v * b.get(t, 0.0) for t, v in a.items())
+    return sum(v * b.get(t, 0.0) for t, v in a.items())
+
+
+def cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     norm = math.sqrt(sum(v * v for v in a.values())) * math.sqrt(sum(v * v for v in b.values()))
-    return dot / norm if norm else 0.0
+    return dot(a, b) / norm if norm else 0.0
 
 
 def add_to_centroid(
@@ -128,6 +138,7 @@ class Candidate:
     first_published_at: datetime
     last_published_at: datetime
     event_date: date | None = None
+    article_count: int = 0  # members summed in the centroid; 0 (unknown): score by the cosine alone
 
 
 @dataclass(frozen=True)
@@ -181,7 +192,14 @@ class StoryState:
         return originals[0][2] if originals else self.title
 
     def candidate(self) -> Candidate:
-        return Candidate(self.story_id, self.centroid, self.first_published_at, self.last_published_at, self.event_date)
+        return Candidate(
+            self.story_id,
+            self.centroid,
+            self.first_published_at,
+            self.last_published_at,
+            self.event_date,
+            len(self.members),
+        )
 
     def index_terms(self, params: StoryParams) -> list[tuple[str, float]]:
         """The centroid's heaviest terms: what finds this story from a new article."""
@@ -218,6 +236,15 @@ def window(published_at: datetime, params: StoryParams) -> tuple[datetime, datet
     return published_at - timedelta(days=params.window_days), published_at + timedelta(days=params.window_days)
 
 
+def _article_score(vector: Mapping[str, float], candidate: Candidate, params: StoryParams) -> float:
+    """Centroid cosine mixed with the average similarity to the members (vector · sum / count)."""
+    cos = cosine(vector, candidate.centroid)
+    if candidate.article_count <= 0:
+        return cos
+    average = dot(vector, candidate.centroid) / candidate.article_count
+    return (1.0 - params.member_weight) * cos + params.member_weight * average
+
+
 def best_story(
     vector: Mapping[str, float],
     published_at: datetime,
@@ -232,7 +259,7 @@ def best_story(
         if published_at - candidate.first_published_at > span or candidate.last_published_at - published_at > span:
             continue
         gap = max(timedelta(0), published_at - candidate.last_published_at, candidate.first_published_at - published_at)
-        score = cosine(vector, candidate.centroid)
+        score = _article_score(vector, candidate, params)
         if params.time_decay_days > 0:
             score *= math.exp(-gap.total_seconds() / 86400 / params.time_decay_days)
         if event and candidate.event_date and abs((event - candidate.event_date).days) > params.date_gap_days:
@@ -240,3 +267,72 @@ def best_story(
         if score >= params.threshold and (best is None or score > best.score):
             best = Match(candidate.story_id, round(score, 4))
     return best
+
+
+@dataclass
+class _Group:
+    story_id: int
+    centroid: dict[str, float]
+    first: datetime
+    last: datetime
+    event: date | None
+    count: int
+
+
+def _link(a: _Group, b: _Group, params: StoryParams) -> float | None:
+    """Average similarity between the members of two stories, or None when they may not merge: the
+    joined story would span too long, they are too far apart in time, or they report different moments."""
+    if max(a.last, b.last) - min(a.first, b.first) > timedelta(days=params.max_span_days):
+        return None
+    if max(a.first - b.last, b.first - a.last) > timedelta(days=params.window_days):
+        return None
+    if a.event and b.event and abs((a.event - b.event).days) > params.date_gap_days:
+        return None
+    return dot(a.centroid, b.centroid) / (max(1, a.count) * max(1, b.count))
+
+
+def merge_plan(summaries: Sequence[Candidate], params: StoryParams) -> dict[int, tuple[int, float]]:
+    """Which stories to merge into which: {absorbed story: (surviving story, link score)}, chains resolved.
+
+    Average-link agglomeration: the pair of stories whose members are on average most similar is joined
+    first (into the larger, then the older), the joined summary replaces both, and so on until no pair
+    reaches ``merge_threshold``. Pure and deterministic (ties: the lowest ids). Quadratic in the number
+    of summaries: give it young stories and their neighbours, not the corpus."""
+    groups = {
+        s.story_id: _Group(
+            s.story_id, dict(s.centroid), s.first_published_at, s.last_published_at, s.event_date, s.article_count
+        )
+        for s in summaries
+    }
+    links: dict[tuple[int, int], float] = {}
+    ids = sorted(groups)
+    for i, first in enumerate(ids):
+        for second in ids[i + 1 :]:
+            score = _link(groups[first], groups[second], params)
+            if score is not None:
+                links[(first, second)] = score
+    merged: dict[int, tuple[int, float]] = {}
+    while links:
+        (first, second), score = max(links.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))
+        if score < params.merge_threshold:
+            break
+        a, b = groups[first], groups[second]
+        keep, gone = (a, b) if (a.count, -a.story_id) >= (b.count, -b.story_id) else (b, a)
+        keep.centroid = add_to_centroid(keep.centroid, gone.centroid, params)
+        keep.first, keep.last = min(keep.first, gone.first), max(keep.last, gone.last)
+        keep.event = keep.event or gone.event
+        keep.count += gone.count
+        merged[gone.story_id] = (keep.story_id, round(score, 4))
+        del groups[gone.story_id]
+        links = {pair: v for pair, v in links.items() if gone.story_id not in pair and keep.story_id not in pair}
+        for other in sorted(groups):
+            if other != keep.story_id:
+                link = _link(keep, groups[other], params)
+                if link is not None:
+                    links[(min(other, keep.story_id), max(other, keep.story_id))] = link
+    for story_id in sorted(merged):
+        target, score = merged[story_id]
+        while target in merged:
+            target = merged[target][0]
+        merged[story_id] = (target, score)
+    return merged

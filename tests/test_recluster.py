@@ -15,7 +15,12 @@ def _grouping(database_url: str) -> tuple[set[frozenset[str]], int, int]:
     engine = create_engine(database_url)
     with engine.connect() as db:
         rows = db.execute(text("SELECT url, story_id FROM articles")).all()
-        stories = db.execute(text("SELECT COUNT(*) FROM stories")).scalar_one()
+        stories = db.execute(text("SELECT COUNT(*) FROM stories WHERE article_count > 0")).scalar_one()
+        # a story emptied by the merge pass stays only as the record of where its articles went
+        unexplained = db.execute(
+            text("SELECT COUNT(*) FROM stories WHERE article_count = 0 AND merged_into_id IS NULL")
+        ).scalar_one()
+        assert unexplained == 0
         documents = db.execute(text("SELECT value FROM meta WHERE key = 'document_count'")).scalar_one()
     engine.dispose()
     groups: dict[int, set[str]] = {}

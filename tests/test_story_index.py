@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from monitor.importing import import_file
-from monitor.ingest import Ingestor
+from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Storage
 from monitor.stories import StoryParams, week_of
 from tests.support import RPM2
@@ -62,16 +62,18 @@ def test_story_terms_index_follows_each_story(tmp_path: Path, database_url: str)
     params = StoryParams()
     engine = create_engine(database_url)
     with engine.connect() as db:
-        stories = db.execute(text("SELECT id, centroid, first_published_at FROM stories")).all()
+        stories = db.execute(text("SELECT id, centroid, first_published_at FROM stories WHERE article_count > 0")).all()
+        merged = set(db.execute(text("SELECT id FROM stories WHERE merged_into_id IS NOT NULL")).scalars())
         index = db.execute(text("SELECT story_id, term, week, weight FROM story_terms")).all()
         counts = dict(db.execute(text("SELECT story_id, COUNT(*) FROM articles GROUP BY story_id")).all())
-        listed = dict(db.execute(text("SELECT id, article_count FROM stories")).all())
+        listed = dict(db.execute(text("SELECT id, article_count FROM stories WHERE article_count > 0")).all())
     engine.dispose()
     assert listed == counts  # summaries kept incrementally agree with the articles
     by_story: dict[int, dict[str, float]] = {}
     for story_id, term, _, weight in index:
         by_story.setdefault(story_id, {})[term] = weight
     assert len(stories) > 5
+    assert not merged & set(by_story)  # a merged story is no longer found through the index
     for story_id, centroid, first in stories:
         centroid = json.loads(centroid) if isinstance(centroid, str) else centroid
         top = sorted(centroid.items(), key=lambda kv: (-kv[1], kv[0]))[: params.index_terms]
@@ -97,3 +99,41 @@ def test_upgrade_indexes_existing_stories(tmp_path: Path, database_url: str) -> 
         after = db.execute(text("SELECT story_id, term, week, weight FROM story_terms ORDER BY 1, 2")).all()
     engine.dispose()
     assert before and after == before
+
+
+def test_merge_pass_joins_pieces_once_and_explains_them(tmp_path: Path, database_url: str) -> None:
+    """Placed one at a time, rpm2-dev starts some events as several stories; the merge pass joins them,
+    keeps each emptied story as a record (merged_into_id, merge_score), and runs once per period."""
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    ingestor = Ingestor(storage)
+    for line in RPM2.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        ingestor.ingest(
+            Incoming(
+                url=row["url"],
+                fetched_at=datetime.now(UTC),
+                title=row["title"],
+                text=row["text"],
+                published_at=datetime.fromisoformat(row["published_at"]),
+                source=row["source"],
+            )
+        )
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        before = db.execute(text("SELECT COUNT(*) FROM stories WHERE article_count > 0")).scalar_one()
+    merges = ingestor.merge_young_stories(every=timedelta(minutes=30))
+    assert merges, "rpm2-dev placed online leaves pieces of one event apart"
+    assert ingestor.merge_young_stories(every=timedelta(minutes=30)) is None  # done for this period
+    with engine.connect() as db:
+        after = db.execute(text("SELECT COUNT(*) FROM stories WHERE article_count > 0")).scalar_one()
+        records = db.execute(
+            text("SELECT id, merged_into_id, merge_score FROM stories WHERE merged_into_id IS NOT NULL")
+        ).all()
+        live = dict(db.execute(text("SELECT id, article_count FROM stories WHERE article_count > 0")).all())
+        counted = dict(db.execute(text("SELECT story_id, COUNT(*) FROM articles GROUP BY story_id")).all())
+    engine.dispose()
+    assert after == before - len(merges)
+    assert {(r.id, r.merged_into_id) for r in records} == {(m.absorbed, m.into) for m in merges}
+    assert all(r.merged_into_id in live and r.merge_score >= StoryParams().merge_threshold for r in records)
+    assert live == counted  # every article sits in a live story, counts summarised again
