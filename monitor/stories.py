@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -291,25 +291,32 @@ def _link(a: _Group, b: _Group, params: StoryParams) -> float | None:
     return dot(a.centroid, b.centroid) / (max(1, a.count) * max(1, b.count))
 
 
-def merge_plan(summaries: Sequence[Candidate], params: StoryParams) -> dict[int, tuple[int, float]]:
+def merge_plan(
+    summaries: Sequence[Candidate], params: StoryParams, neighbours: Mapping[int, Iterable[int]] | None = None
+) -> dict[int, tuple[int, float]]:
     """Which stories to merge into which: {absorbed story: (surviving story, link score)}, chains resolved.
 
     Average-link agglomeration: the pair of stories whose members are on average most similar is joined
     first (into the larger, then the older), the joined summary replaces both, and so on until no pair
-    reaches ``merge_threshold``. Pure and deterministic (ties: the lowest ids). Quadratic in the number
-    of summaries: give it young stories and their neighbours, not the corpus."""
+    reaches ``merge_threshold``. Pure and deterministic (ties: the lowest ids). Only pairs named in
+    ``neighbours`` (story -> stories it may join; a merged story inherits both lists) are compared, or
+    every pair when it is None, which is quadratic."""
     groups = {
         s.story_id: _Group(
             s.story_id, dict(s.centroid), s.first_published_at, s.last_published_at, s.event_date, s.article_count
         )
         for s in summaries
     }
+    near: dict[int, set[int]] = {sid: set() for sid in groups}
+    for sid, others in (neighbours or {sid: groups for sid in groups}).items():
+        for other in others:
+            if sid in groups and other in groups and other != sid:
+                near[sid].add(other)
+                near[other].add(sid)
     links: dict[tuple[int, int], float] = {}
-    ids = sorted(groups)
-    for i, first in enumerate(ids):
-        for second in ids[i + 1 :]:
-            score = _link(groups[first], groups[second], params)
-            if score is not None:
+    for first in sorted(groups):
+        for second in sorted(near[first]):
+            if first < second and (score := _link(groups[first], groups[second], params)) is not None:
                 links[(first, second)] = score
     merged: dict[int, tuple[int, float]] = {}
     while links:
@@ -324,12 +331,19 @@ def merge_plan(summaries: Sequence[Candidate], params: StoryParams) -> dict[int,
         keep.count += gone.count
         merged[gone.story_id] = (keep.story_id, round(score, 4))
         del groups[gone.story_id]
-        links = {pair: v for pair, v in links.items() if gone.story_id not in pair and keep.story_id not in pair}
-        for other in sorted(groups):
+        for other in near.pop(gone.story_id):
+            near[other].discard(gone.story_id)
+            links.pop((min(other, gone.story_id), max(other, gone.story_id)), None)
             if other != keep.story_id:
-                link = _link(keep, groups[other], params)
-                if link is not None:
-                    links[(min(other, keep.story_id), max(other, keep.story_id))] = link
+                near[other].add(keep.story_id)
+                near[keep.story_id].add(other)
+        for other in sorted(near[keep.story_id]):
+            pair = (min(other, keep.story_id), max(other, keep.story_id))
+            link = _link(keep, groups[other], params)
+            if link is None:
+                links.pop(pair, None)
+            else:
+                links[pair] = link
     for story_id in sorted(merged):
         target, score = merged[story_id]
         while target in merged:

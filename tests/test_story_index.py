@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 from monitor.importing import import_file
 from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Storage
-from monitor.stories import StoryParams, week_of
+from monitor.stories import Candidate, StoryParams, merge_plan, week_of
 from tests.support import RPM2
 
 
@@ -137,3 +137,21 @@ def test_merge_pass_joins_pieces_once_and_explains_them(tmp_path: Path, database
     assert {(r.id, r.merged_into_id) for r in records} == {(m.absorbed, m.into) for m in merges}
     assert all(r.merged_into_id in live and r.merge_score >= StoryParams().merge_threshold for r in records)
     assert live == counted  # every article sits in a live story, counts summarised again
+
+
+def test_merge_plan_joins_the_closest_pieces_within_their_neighbourhood() -> None:
+    day = datetime(2024, 11, 5, 9, tzinfo=UTC)
+    launch = {"appl": 0.6, "iphon": 0.6, "lanc": 0.5}
+    launch_too = {"appl": 0.55, "iphon": 0.65, "prix": 0.5}
+    other = {"appl": 0.1, "amend": 0.7, "bruxel": 0.7}
+
+    def story(story_id: int, centroid: dict[str, float], days: int = 0, count: int = 1) -> Candidate:
+        moment = day + timedelta(days=days)
+        return Candidate(story_id, centroid, moment, moment, None, count)
+
+    params = StoryParams()
+    pieces = [story(1, launch, count=2), story(2, launch_too), story(3, other)]
+    plan = merge_plan(pieces, params)
+    assert set(plan) == {2} and plan[2][0] == 1 and plan[2][1] >= params.merge_threshold
+    assert merge_plan(pieces, params, {1: [3], 2: [3]}) == {}  # 1 and 2 never named as neighbours
+    assert merge_plan([story(1, launch), story(2, launch_too, days=30)], params) == {}  # a month apart
