@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -186,3 +191,49 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def loopback_env(database_url: str, feeds_file: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `monitor` process that fetches from loopback test servers; more MONITOR_*
+    settings as keywords (host_min_interval="0" sets MONITOR_HOST_MIN_INTERVAL)."""
+    return {
+        **os.environ,
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_FEEDS_FILE": str(feeds_file),
+        "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
+        **{f"MONITOR_{name.upper()}": value for name, value in settings.items()},
+    }
+
+
+@dataclass
+class Daemon:
+    process: subprocess.Popen[str]
+    stderr: str = ""  # filled once it has stopped
+
+
+@contextmanager
+def running_daemon(env: dict[str, str]) -> Iterator[Daemon]:
+    """`monitor run` in a subprocess, stopped with SIGTERM on leaving; its stderr is kept for asserts."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    daemon = Daemon(process)
+    try:
+        yield daemon
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            daemon.stderr = process.communicate(timeout=20)[1]
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step_s)
+    return True

@@ -22,7 +22,7 @@ from monitor.digests import Digester, build, render
 from monitor.importing import import_file
 from monitor.ingest import Ingestor
 from monitor.storage import Storage
-from tests.support import RPM2, seeds
+from tests.support import RPM2, loopback_env, running_daemon, seeds, wait_until
 
 END = datetime(2024, 11, 7, 6, 0, tzinfo=UTC)  # 07:00 in Paris
 
@@ -263,11 +263,6 @@ def test_a_crash_mid_delivery_is_reported_not_resent(tmp_path: Path, smtp) -> No
 
 def test_daemon_sends_digests_on_their_schedule(tmp_path: Path, smtp) -> None:  # type: ignore[no-untyped-def]
     """A digest due every minute: the running daemon sends it once for that minute, by itself."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
     from tests.support import LoopbackServer, rss
 
@@ -281,32 +276,18 @@ def test_daemon_sends_digests_on_their_schedule(tmp_path: Path, smtp) -> None:  
             "period: 1h, send_empty: true}\n",
             encoding="utf-8",
         )
-        env = {
-            **os.environ,
-            "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/daemon.db",
-            "MONITOR_FEEDS_FILE": str(feeds_file),
-            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
-            "MONITOR_SMTP_HOST": "127.0.0.1",
-            "MONITOR_SMTP_PORT": str(port),
-            "MONITOR_SMTP_SECURITY": "none",
-        }
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+        env = loopback_env(
+            f"sqlite:///{tmp_path}/daemon.db",
+            feeds_file,
+            smtp_host="127.0.0.1",
+            smtp_port=str(port),
+            smtp_security="none",
         )
-        try:
-            deadline = time.monotonic() + 80
-            while time.monotonic() < deadline and not inbox.messages:
-                time.sleep(0.5)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            _out, err = daemon.communicate(timeout=20)
-    assert len(inbox.messages) == 1, err
+        with running_daemon(env) as daemon:
+            wait_until(lambda: bool(inbox.messages), timeout_s=80)
+    assert len(inbox.messages) == 1, daemon.stderr
     assert inbox.messages[0]["Subject"].startswith("Veille « minute »")
-    assert daemon.returncode == 0
+    assert daemon.process.returncode == 0
 
 
 def test_cli_preview_send_and_user_templates(tmp_path: Path, smtp) -> None:  # type: ignore[no-untyped-def]

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -22,7 +19,7 @@ from sqlalchemy import create_engine, text
 from monitor.config import Settings
 from monitor.operations import HealthServer, retention
 from monitor.storage import Storage
-from tests.support import LoopbackServer
+from tests.support import LoopbackServer, loopback_env, running_daemon, wait_until
 from tests.test_pipeline import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,41 +48,30 @@ def test_running_daemon_serves_health_metrics_and_json_logs(seed_sites, tmp_path
             encoding="utf-8",
         )
         port = _free_port()
-        env = {
-            **os.environ,
-            "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/ops.db",
-            "MONITOR_FEEDS_FILE": str(feeds_file),
-            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
-            "MONITOR_HOST_MIN_INTERVAL": "0",
-            "MONITOR_POLL_SECONDS": "1",
-            "MONITOR_HTTP_PORT": str(port),
-            "MONITOR_LOG_FORMAT": "json",
-        }
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+        env = loopback_env(
+            f"sqlite:///{tmp_path}/ops.db",
+            feeds_file,
+            host_min_interval="0",
+            poll_seconds="1",
+            http_port=str(port),
+            log_format="json",
         )
-        try:
-            metrics = ""
-            deadline = time.monotonic() + 90
-            while (
-                time.monotonic() < deadline
-                and 'monitor_articles_ingested_total{method="story_match"} 3.0' not in metrics
-            ):
-                time.sleep(0.5)
-                try:
-                    metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
-                except OSError:
-                    continue
+        metrics = ""
+
+        def counted() -> bool:
+            nonlocal metrics
+            try:
+                metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
+            except OSError:
+                return False
+            return 'monitor_articles_ingested_total{method="story_match"} 3.0' in metrics
+
+        with running_daemon(env) as daemon:
+            wait_until(counted, timeout_s=90)
             assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
             assert _get(f"http://127.0.0.1:{port}/readyz") == (200, "ready\n")
             assert _get(f"http://127.0.0.1:{port}/nope")[0] == 404
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            _out, err = daemon.communicate(timeout=20)
+    err = daemon.stderr
     assert 'monitor_feeds{state="ok"} 6.0' in metrics and 'monitor_feeds{state="failing"} 1.0' in metrics
     assert 'monitor_articles_ingested_total{method="new_story"} 2.0' in metrics
     assert 'monitor_fetches_total{kind="page",outcome="ok"} 5.0' in metrics

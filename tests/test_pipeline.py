@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.support import LoopbackServer, rss, seeds
+from tests.support import LoopbackServer, loopback_env, rss, running_daemon, seeds, wait_until
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -29,12 +29,7 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess
 
 def test_run_once_groups_the_seeds(seed_sites, database_url: str) -> None:  # type: ignore[no-untyped-def]
     feeds_file, servers = seed_sites
-    env = {
-        "MONITOR_DATABASE_URL": database_url,
-        "MONITOR_FEEDS_FILE": str(feeds_file),
-        "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
-        "MONITOR_HOST_MIN_INTERVAL": "0",
-    }
+    env = loopback_env(database_url, feeds_file, host_min_interval="0")
     result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
     assert "6 feeds fetched, 0 failed" in result.stdout
@@ -98,12 +93,7 @@ def test_unfetchable_and_empty_pages_are_recorded_with_the_reason(tmp_path: Path
         feeds_file = tmp_path / "feeds.yaml"
         feeds_file.write_text(f'feeds:\n  - {{name: Cassé, url: "{server.base}/feed.xml"}}\n', encoding="utf-8")
         database_url = f"sqlite:///{tmp_path}/broken.db"
-        env = {
-            "MONITOR_DATABASE_URL": database_url,
-            "MONITOR_FEEDS_FILE": str(feeds_file),
-            "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
-            "MONITOR_HOST_MIN_INTERVAL": "0",
-        }
+        env = loopback_env(database_url, feeds_file, host_min_interval="0")
         result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
     engine = create_engine(database_url)
@@ -121,57 +111,33 @@ def test_unfetchable_and_empty_pages_are_recorded_with_the_reason(tmp_path: Path
 def test_daemon_runs_until_sigterm(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     feeds_file, _servers = seed_sites
     database_url = f"sqlite:///{tmp_path}/daemon.db"
-    env = {
-        **os.environ,
-        "MONITOR_DATABASE_URL": database_url,
-        "MONITOR_FEEDS_FILE": str(feeds_file),
-        "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
-        "MONITOR_HOST_MIN_INTERVAL": "0",
-        "MONITOR_POLL_SECONDS": "1",
-    }
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        engine = create_engine(database_url)
-        deadline = time.monotonic() + 120
-        count = 0
-        while time.monotonic() < deadline and count < 5:
-            time.sleep(0.5)
-            with contextlib.suppress(Exception), engine.connect() as db:
-                count = db.execute(text("SELECT COUNT(*) FROM articles")).scalar_one()
-        engine.dispose()
-        assert count == 5
-        assert daemon.poll() is None  # still running after its first cycle
-        daemon.send_signal(signal.SIGTERM)
+    env = loopback_env(database_url, feeds_file, host_min_interval="0", poll_seconds="1")
+    engine = create_engine(database_url)
+
+    def stored() -> int:
+        with contextlib.suppress(Exception), engine.connect() as db:
+            return int(db.execute(text("SELECT COUNT(*) FROM articles")).scalar_one())
+        return 0
+
+    with running_daemon(env) as daemon:
+        wait_until(lambda: stored() >= 5, timeout_s=120)
+        assert stored() == 5
+        assert daemon.process.poll() is None  # still running after its first cycle
+        daemon.process.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
-        _out, err = daemon.communicate(timeout=15)
-        assert daemon.returncode == 0, err
+        daemon.process.wait(timeout=15)
         assert time.monotonic() - stopped < 10
-        assert "monitor stopped" in err
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
+    engine.dispose()
+    assert daemon.process.returncode == 0, daemon.stderr
+    assert "monitor stopped" in daemon.stderr
 
 
 def test_a_second_daemon_on_one_sqlite_file_is_refused(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     feeds_file, _servers = seed_sites
-    env = {
-        **os.environ,
-        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/one.db",
-        "MONITOR_FEEDS_FILE": str(feeds_file),
-        "MONITOR_ALLOW_PRIVATE_ADDRESSES": "127.0.0.0/8",
-        "MONITOR_POLL_SECONDS": "1",
-    }
-    first = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    env = loopback_env(f"sqlite:///{tmp_path}/one.db", feeds_file, poll_seconds="1")
+    with running_daemon(env) as first:
         time.sleep(3)
         second = run_cli("run", "--once", env=env)
         assert second.returncode == 2
-        assert f"another monitor daemon (pid {first.pid})" in second.stderr and "PostgreSQL" in second.stderr
-    finally:
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=20)
+        assert f"another monitor daemon (pid {first.process.pid})" in second.stderr and "PostgreSQL" in second.stderr
     assert run_cli("run", "--once", env=env).returncode == 0  # once the first has stopped, fine
