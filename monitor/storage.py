@@ -314,22 +314,22 @@ class Repository:
 
     def document_frequencies(self, terms: Iterable[str]) -> dict[str, int]:
         wanted = sorted(set(terms))
+        if self._postgres():  # one array parameter, whatever the number of terms
+            rows = self.session.execute(
+                select(TermStat.term, TermStat.df).where(TermStat.term == func.any(bindparam("terms", wanted)))
+            )
+            return {term: df for term, df in rows}
         found: dict[str, int] = {}
         for chunk in _chunks(wanted, 500):
             found.update(self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).all())
         return found
 
     def add_document_terms(self, increments: Mapping[str, int], documents: int) -> None:
-        """Count ``documents`` more documents, and for each term how many of them contain it: one upsert
-        statement run for many rows (the same statement each time, so it is compiled once)."""
-        insert = self._insert()
-        upsert = insert(TermStat).on_conflict_do_update(
-            index_elements=[TermStat.term], set_={"df": TermStat.df + insert(TermStat).excluded.df}
+        """Count ``documents`` more documents, and for each term how many of them contain it."""
+        self._insert_many(
+            TermStat, [{"term": term, "df": n} for term, n in sorted(increments.items())], add_on_conflict="df"
         )
-        rows = [{"term": term, "df": n} for term, n in sorted(increments.items())]
-        if rows:
-            self.session.execute(upsert, rows)
-        counter = insert(Meta).values(key="document_count", value=str(documents))
+        counter = self._insert()(Meta).values(key="document_count", value=str(documents))
         self.session.execute(
             counter.on_conflict_do_update(
                 index_elements=[Meta.key],
@@ -337,8 +337,41 @@ class Repository:
             )
         )
 
+    def _insert_many(
+        self, model: type[Base], rows: Sequence[Mapping[str, Any]], *, add_on_conflict: str | None = None
+    ) -> None:
+        """Many rows in one statement. PostgreSQL takes each column as one array (unnest): one round trip
+        and one parse, where executemany costs a round of the driver per row. ``add_on_conflict``: on a
+        primary-key clash, add this column's new value to the stored one."""
+        if not rows:
+            return
+        table = _table(model)
+        key = [column.name for column in table.primary_key.columns]
+        if not self._postgres():
+            statement = sqlite_insert(table)
+            if add_on_conflict:
+                statement = statement.on_conflict_do_update(
+                    index_elements=key,
+                    set_={add_on_conflict: table.c[add_on_conflict] + statement.excluded[add_on_conflict]},
+                )
+            self.session.execute(statement, list(rows))
+            return
+        dialect = self.session.get_bind().dialect
+        columns = list(rows[0])
+        arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in columns)
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+        if add_on_conflict:
+            sql += (
+                f" ON CONFLICT ({', '.join(key)}) DO UPDATE"
+                f" SET {add_on_conflict} = {table.name}.{add_on_conflict} + excluded.{add_on_conflict}"
+            )
+        self.session.execute(sql_text(sql), {c: [row[c] for row in rows] for c in columns})
+
+    def _postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
     def _insert(self) -> Any:
-        return pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        return pg_insert if self._postgres() else sqlite_insert
 
     # --- articles ----------------------------------------------------------
     def article_id_by_url(self, url: str) -> int | None:
@@ -365,10 +398,7 @@ class Repository:
 
     def add_bands(self, rows: Sequence[tuple[int, int]]) -> None:
         """(band key, article id) pairs into the LSH buckets, in one statement."""
-        if rows:
-            self.session.execute(
-                _table(ArticleBand).insert(), [{"band_key": key, "article_id": article} for key, article in rows]
-            )
+        self._insert_many(ArticleBand, [{"band_key": key, "article_id": article} for key, article in rows])
 
     def insert_story(self, title: str, published_at: datetime) -> int:
         now = utcnow()
@@ -587,8 +617,7 @@ class Repository:
             for s in states
             for term, weight in s.index_terms(params)
         ]
-        if rows:
-            self.session.execute(_table(StoryTerm).insert(), rows)
+        self._insert_many(StoryTerm, rows)
 
     # --- feeds -------------------------------------------------------------
     def sync_feeds(self, configs: Sequence[Any]) -> None:

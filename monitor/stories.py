@@ -18,7 +18,7 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
@@ -161,6 +161,7 @@ class StoryState:
     title: str
     centroid: dict[str, float]
     members: list[Member]
+    _indexed: tuple[dict[str, float], list[tuple[str, float]]] | None = field(default=None, repr=False, compare=False)
 
     def add(self, member: Member, vector: Mapping[str, float] | None, params: StoryParams) -> None:
         """Take an article in; a reprint (vector None) adds no evidence, so the centroid stays."""
@@ -202,8 +203,12 @@ class StoryState:
         )
 
     def index_terms(self, params: StoryParams) -> list[tuple[str, float]]:
-        """The centroid's heaviest terms: what finds this story from a new article."""
-        return sorted(self.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[: params.index_terms]
+        """The centroid's heaviest terms: what finds this story from a new article. Cached for as long as
+        the centroid is the same object (every change builds a new one)."""
+        if self._indexed is None or self._indexed[0] is not self.centroid:
+            top = sorted(self.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[: params.index_terms]
+            self._indexed = (self.centroid, top)
+        return self._indexed[1]
 
 
 def query_terms(vector: Mapping[str, float], params: StoryParams) -> list[str]:
