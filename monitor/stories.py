@@ -32,7 +32,7 @@ from monitor.text import mentioned_dates, normalize, tokens
 class StoryParams:
     """Every threshold and weight of story grouping, in one place (MONITOR_STORY_* overrides)."""
 
-    threshold: float = 0.14  # cosine(article, story centroid) needed to join a story
+    threshold: float = 0.14  # score (article, story) needed to join a story: see _article_score
     window_days: float = 7.0  # a story takes articles while its latest one is this recent
     max_span_days: float = 14.0  # and never spans more than this: a later follow-up is a new story
     title_weight: float = 3.0  # one occurrence in the title counts this much
@@ -111,9 +111,8 @@ def dot(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     return sum(v * b.get(t, 0.0) for t, v in a.items())
 
 
-def cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    norm = math.sqrt(sum(v * v for v in a.values())) * math.sqrt(sum(v * v for v in b.values()))
-    return dot(a, b) / norm if norm else 0.0
+def _norm(vector: Mapping[str, float]) -> float:
+    return math.sqrt(sum(v * v for v in vector.values()))
 
 
 def add_to_centroid(
@@ -243,11 +242,12 @@ def window(published_at: datetime, params: StoryParams) -> tuple[datetime, datet
 
 def _article_score(vector: Mapping[str, float], candidate: Candidate, params: StoryParams) -> float:
     """Centroid cosine mixed with the average similarity to the members (vector · sum / count)."""
-    cos = cosine(vector, candidate.centroid)
+    shared = dot(vector, candidate.centroid)
+    norm = _norm(vector) * _norm(candidate.centroid)
+    cos = shared / norm if norm else 0.0
     if candidate.article_count <= 0:
         return cos
-    average = dot(vector, candidate.centroid) / candidate.article_count
-    return (1.0 - params.member_weight) * cos + params.member_weight * average
+    return (1.0 - params.member_weight) * cos + params.member_weight * shared / candidate.article_count
 
 
 def best_story(
