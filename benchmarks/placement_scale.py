@@ -487,7 +487,7 @@ class StatementTimes:
 KINDS = (
     ("pg_advisory_xact_lock", "placement lock"),
     ("FROM article_bands JOIN articles", "near_copy_candidates"),
-    ("SELECT story_terms.story_id", "story_postings"),
+    ("SELECT st.story_id", "stories_sharing"),
     ("SELECT term_stats.term", "document_frequencies"),
     ("WHERE articles.url IN", "article_ids_by_url"),
     ("SELECT stories.id, stories.centroid", "story_candidates"),
@@ -647,7 +647,7 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
     plans = {
         kind: (seconds * 1000, explain(storage.engine, statement, parameters))
         for kind, (seconds, statement, parameters) in sorted(times.slowest.items())
-        if kind in ("near_copy_candidates", "story_postings", "story_candidates", "story_state: members")
+        if kind in ("near_copy_candidates", "stories_sharing", "story_candidates", "story_state: members")
     }
     storage.engine.dispose()
     return {

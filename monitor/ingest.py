@@ -223,6 +223,7 @@ class _Placer:
             )
         self.bands: list[tuple[int, int]] = []
         self.touched: dict[int, stories.StoryState] = {}
+        self.founded: set[int] = set()  # stories this batch created: not in the database's index yet
 
     def decide(self, prepared: Prepared) -> tuple[PlacementRecord, dict[str, float]]:
         """Near-copy of an earlier article, else the best story active around its publication, else new."""
@@ -258,10 +259,14 @@ class _Placer:
             stories.founding_range(first, self.params)[0], stories.founding_range(last or first, self.params)[1]
         )
         terms = stories.query_terms(vector, self.params)
-        shared: dict[int, float] = {}
-        for story_id, term, weight in self.repo.story_postings(terms, weeks):
-            if story_id not in self.touched:
-                shared[story_id] = shared.get(story_id, 0.0) + weight * vector[term]
+        # The database ranks what it holds; the touched stories it ranks on stale terms are dropped, and
+        # asking for as many more keeps the ranking of the others exact.
+        ranked = self.repo.stories_sharing(
+            {term: vector[term] for term in terms},
+            weeks,
+            self.params.candidates + len(self.touched.keys() - self.founded),
+        )
+        shared = {story_id: score for story_id, score in ranked if story_id not in self.touched}
         wanted, week_set = set(terms), set(weeks)
         for story_id, state in self.touched.items():
             if state.members and stories.week_of(state.first_published_at) in week_set:
@@ -291,6 +296,8 @@ class _Placer:
         for key in sorted(set(prepared.signature.band_keys)):
             self.buckets.setdefault(key, []).append((stored, story_id))
             self.bands.append((key, article_id))
+        if placement.story_id is None:
+            self.founded.add(story_id)
         state = self._state(story_id)
         # Loaded after the article was written, the story may list it already: it joins once.
         state.members = [m for m in state.members if m.article_id != article_id]

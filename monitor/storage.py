@@ -34,6 +34,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
+    case,
     cast,
     create_engine,
     delete,
@@ -196,7 +197,8 @@ class StoryTerm(Base):
     terms, partitioned by the week the story started (so a lookup reads only the weeks that matter)."""
 
     __tablename__ = "story_terms"
-    __table_args__ = (Index("ix_story_terms_term_week", "term", "week"),)
+    # Covering: a lookup reads the index alone, not one scattered table page per posting.
+    __table_args__ = (Index("ix_story_terms_lookup", "term", "week", "story_id", "weight"),)
     story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True)
     term: Mapped[str] = mapped_column(String(64), primary_key=True)
     week: Mapped[int] = mapped_column(Integer)
@@ -525,14 +527,34 @@ class Repository:
         return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
 
     # --- stories -----------------------------------------------------------
-    def story_postings(self, terms: Sequence[str], weeks: Sequence[int]) -> list[tuple[int, str, float]]:
-        """(story, term, weight) for the indexed stories that started in these weeks and carry these terms."""
-        rows = self.session.execute(
-            select(StoryTerm.story_id, StoryTerm.term, StoryTerm.weight).where(
-                StoryTerm.term.in_(list(terms)), StoryTerm.week.in_(list(weeks))
+    def stories_sharing(
+        self, weights: Mapping[str, float], weeks: Sequence[int], limit: int
+    ) -> list[tuple[int, float]]:
+        """The ``limit`` indexed stories that started in these weeks sharing the most weight with these
+        terms (sum of story weight × given weight), best first, ties: the older story. Summed in the
+        database: a common term's posting list can hold thousands of stories in a large corpus."""
+        if not weights:
+            return []
+        if self._postgres():  # the terms as one array, joined: no per-row CASE over every term
+            rows = self.session.execute(
+                sql_text(
+                    "SELECT st.story_id, SUM(st.weight * q.w) AS shared FROM story_terms st"
+                    " JOIN unnest(CAST(:terms AS VARCHAR(64)[]), CAST(:weights AS FLOAT8[])) AS q(term, w)"
+                    " ON st.term = q.term WHERE st.week = ANY(:weeks)"
+                    " GROUP BY st.story_id ORDER BY shared DESC, st.story_id LIMIT :limit"
+                ),
+                {"terms": list(weights), "weights": list(weights.values()), "weeks": list(weeks), "limit": limit},
             )
+            return [(story_id, float(score)) for story_id, score in rows]
+        shared = func.sum(StoryTerm.weight * case(dict(weights), value=StoryTerm.term, else_=0.0)).label("shared")
+        rows = self.session.execute(
+            select(StoryTerm.story_id, shared)
+            .where(StoryTerm.term.in_(sorted(weights)), StoryTerm.week.in_(list(weeks)))
+            .group_by(StoryTerm.story_id)
+            .order_by(shared.desc(), StoryTerm.story_id)
+            .limit(limit)
         )
-        return [(story_id, term, weight) for story_id, term, weight in rows]
+        return [(story_id, float(score)) for story_id, score in rows]
 
     def story_candidates(self, story_ids: Sequence[int]) -> list[StoryCandidate]:
         if not story_ids:
