@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from monitor.ingest import Incoming, Ingestor
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEEDS = SHARED / "seeds"
@@ -237,3 +239,19 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 
             return False
         time.sleep(step_s)
     return True
+
+
+def place_online(ingestor: Ingestor, path: Path) -> None:
+    """Every line of a labelled JSONL placed on its own, as a live stream would (no merge pass after)."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        ingestor.ingest(
+            Incoming(
+                url=row["url"],
+                fetched_at=datetime.now(UTC),
+                title=row["title"],
+                text=row["text"],
+                published_at=datetime.fromisoformat(row["published_at"]),
+                source=row["source"],
+            )
+        )

@@ -8,6 +8,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -17,9 +18,10 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from monitor.config import Settings
+from monitor.ingest import Ingestor
 from monitor.operations import HealthServer, retention
 from monitor.storage import Storage
-from tests.support import LoopbackServer, loopback_env, running_daemon, wait_until
+from tests.support import RPM2, LoopbackServer, loopback_env, place_online, running_daemon, wait_until
 from tests.test_pipeline import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +153,40 @@ def test_compose_file_matches_the_code() -> None:
         assert result.returncode == 0, (step, result.stderr)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docker compose up --build --scale monitor=3" in readme
+
+
+def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) -> None:
+    """Stories placed online and never merged; two daemons on one PostgreSQL with an every-minute merge
+    schedule: the pass runs once for the cluster, and the stories it merged are counted once in /metrics."""
+    storage = Storage(postgres_url)
+    storage.ensure_schema(upgrade=True)
+    ingestor = Ingestor(storage)
+    place_online(ingestor, RPM2)
+    storage.engine.dispose()
+    feeds_file = tmp_path / "feeds.yaml"
+    feeds_file.write_text("feeds: []\n", encoding="utf-8")
+    ports = [_free_port(), _free_port()]
+
+    def merged_total() -> list[float]:
+        totals = []
+        for port in ports:
+            try:
+                metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
+            except OSError:
+                totals.append(0.0)
+                continue
+            found = re.search(r"^monitor_stories_merged_total (\S+)$", metrics, re.M)
+            totals.append(float(found.group(1)) if found else 0.0)
+        return totals
+
+    envs = [loopback_env(postgres_url, feeds_file, merge_schedule="* * * * *", http_port=str(p)) for p in ports]
+    with running_daemon(envs[0]) as first, running_daemon(envs[1]) as second:
+        assert wait_until(lambda: sum(merged_total()) > 0, timeout_s=100), (first.stderr, second.stderr)
+        time.sleep(2)
+        counted = merged_total()
+    engine = create_engine(postgres_url)
+    with engine.connect() as db:
+        records = db.execute(text("SELECT COUNT(*) FROM stories WHERE merged_into_id IS NOT NULL")).scalar_one()
+    engine.dispose()
+    assert sorted(counted)[0] == 0.0  # one daemon ran the pass, the other found it done
+    assert sum(counted) == records > 0

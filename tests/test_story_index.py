@@ -10,10 +10,10 @@ from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from monitor.importing import import_file
-from monitor.ingest import Incoming, Ingestor
+from monitor.ingest import Ingestor
 from monitor.storage import Storage
 from monitor.stories import Candidate, StoryParams, merge_plan, week_of
-from tests.support import RPM2
+from tests.support import RPM2, place_online
 
 
 def _placements(database_url: str) -> list[tuple[str, str, str, str | None, float | None]]:
@@ -107,18 +107,7 @@ def test_merge_pass_joins_pieces_once_and_explains_them(tmp_path: Path, database
     storage = Storage(database_url)
     storage.ensure_schema(upgrade=True)
     ingestor = Ingestor(storage)
-    for line in RPM2.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        ingestor.ingest(
-            Incoming(
-                url=row["url"],
-                fetched_at=datetime.now(UTC),
-                title=row["title"],
-                text=row["text"],
-                published_at=datetime.fromisoformat(row["published_at"]),
-                source=row["source"],
-            )
-        )
+    place_online(ingestor, RPM2)
     engine = create_engine(database_url)
     with engine.connect() as db:
         before = db.execute(text("SELECT COUNT(*) FROM stories WHERE article_count > 0")).scalar_one()
