@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ MAX_FEED_BACKOFF = timedelta(days=1)
 MAX_RETRY_AFTER = timedelta(days=1)
 _PERMANENT_STATUSES = {404, 410, 451}
 PLACEMENT_BATCH = 64
+GIL_SWITCH_SECONDS = 0.001
 MERGE_AT_MOST_EVERY = timedelta(minutes=30)  # workers firing the same cron: one pass runs, the others find it done
 
 
@@ -404,6 +406,10 @@ def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
     and sync the feeds table."""
     feeds = load_feeds(settings.feeds_file, settings.default_interval)
     load_digests(settings.feeds_file)  # a bad digest stops start-up too
+    # The placement thread makes many short database round trips while it holds the cluster-wide lock;
+    # after each it waits for the GIL behind the extraction thread, up to the switch interval (5 ms by
+    # default). A shorter one keeps the lock held for less time: two workers ran about 10 % faster.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     storage = Storage(settings.database_url)
     try:
         with _single_sqlite_daemon(storage):
