@@ -266,7 +266,8 @@ class _Placer:
             weeks,
             self.params.candidates + len(self.touched.keys() - self.founded),
         )
-        shared = {story_id: score for story_id, score in ranked if story_id not in self.touched}
+        found = {c.story_id: c for c, _ in ranked if c.story_id not in self.touched}
+        shared = {c.story_id: score for c, score in ranked if c.story_id not in self.touched}
         wanted, week_set = set(terms), set(weeks)
         for story_id, state in self.touched.items():
             if state.members and stories.week_of(state.first_published_at) in week_set:
@@ -279,7 +280,7 @@ class _Placer:
             stories.Candidate(
                 c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date, c.article_count
             )
-            for c in self.repo.story_candidates([sid for sid in best if sid not in self.touched])
+            for c in (found[sid] for sid in best if sid in found)
         ]
         return sorted(options, key=lambda c: c.story_id)
 

@@ -529,36 +529,35 @@ class Repository:
     # --- stories -----------------------------------------------------------
     def stories_sharing(
         self, weights: Mapping[str, float], weeks: Sequence[int], limit: int
-    ) -> list[tuple[int, float]]:
+    ) -> list[tuple[StoryCandidate, float]]:
         """The ``limit`` indexed stories that started in these weeks sharing the most weight with these
-        terms (sum of story weight × given weight), best first, ties: the older story. Summed in the
-        database: a common term's posting list can hold thousands of stories in a large corpus."""
+        terms (sum of story weight × given weight), with that weight, best first, ties: the older story.
+        Summed in the database (a common term's posting list can hold thousands of stories in a large
+        corpus), and the stories' rows come back in the same round trip."""
         if not weights:
             return []
         if self._postgres():  # the terms as one array, joined: no per-row CASE over every term
-            rows = self.session.execute(
+            ranked = (
                 sql_text(
-                    "SELECT st.story_id, SUM(st.weight * q.w) AS shared FROM story_terms st"
+                    "SELECT st.story_id AS story_id, SUM(st.weight * q.w) AS shared FROM story_terms st"
                     " JOIN unnest(CAST(:terms AS VARCHAR(64)[]), CAST(:weights AS FLOAT8[])) AS q(term, w)"
                     " ON st.term = q.term WHERE st.week = ANY(:weeks)"
                     " GROUP BY st.story_id ORDER BY shared DESC, st.story_id LIMIT :limit"
-                ),
-                {"terms": list(weights), "weights": list(weights.values()), "weeks": list(weeks), "limit": limit},
+                )
+                .bindparams(terms=list(weights), weights=list(weights.values()), weeks=list(weeks), limit=limit)
+                .columns(story_id=Integer, shared=Float)
+                .subquery()
             )
-            return [(story_id, float(score)) for story_id, score in rows]
-        shared = func.sum(StoryTerm.weight * case(dict(weights), value=StoryTerm.term, else_=0.0)).label("shared")
-        rows = self.session.execute(
-            select(StoryTerm.story_id, shared)
-            .where(StoryTerm.term.in_(sorted(weights)), StoryTerm.week.in_(list(weeks)))
-            .group_by(StoryTerm.story_id)
-            .order_by(shared.desc(), StoryTerm.story_id)
-            .limit(limit)
-        )
-        return [(story_id, float(score)) for story_id, score in rows]
-
-    def story_candidates(self, story_ids: Sequence[int]) -> list[StoryCandidate]:
-        if not story_ids:
-            return []
+        else:
+            shared = func.sum(StoryTerm.weight * case(dict(weights), value=StoryTerm.term, else_=0.0))
+            ranked = (
+                select(StoryTerm.story_id.label("story_id"), shared.label("shared"))
+                .where(StoryTerm.term.in_(sorted(weights)), StoryTerm.week.in_(list(weeks)))
+                .group_by(StoryTerm.story_id)
+                .order_by(shared.desc(), StoryTerm.story_id)
+                .limit(limit)
+                .subquery()
+            )
         rows = self.session.execute(
             select(
                 Story.id,
@@ -567,11 +566,13 @@ class Repository:
                 Story.last_published_at,
                 Story.event_date,
                 Story.article_count,
+                ranked.c.shared,
             )
-            .where(Story.id.in_(list(story_ids)), Story.article_count > 0)
-            .order_by(Story.id)
+            .join(ranked, ranked.c.story_id == Story.id)
+            .where(Story.article_count > 0)
+            .order_by(ranked.c.shared.desc(), Story.id)
         )
-        return [StoryCandidate(*row) for row in rows]
+        return [(StoryCandidate(*row[:6]), float(row[6])) for row in rows]
 
     def story_state(self, story_id: int) -> StoryState:
         """A story with what its members say about it, to be updated as articles join it."""
