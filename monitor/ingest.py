@@ -164,7 +164,9 @@ class Ingestor:
             if every is not None and last and now - datetime.fromisoformat(last) < every:
                 return None
             placer = _Placer(repo, self.params, [])
-            plan = placer.merge(repo.stories_updated_since(datetime.fromisoformat(last) if last else None))
+            # The first pass on a database looks back one story span, not at every story ever made.
+            since = datetime.fromisoformat(last) if last else now - timedelta(days=self.params.max_span_days)
+            plan = placer.merge(repo.stories_updated_since(since))
             placer.flush()
             repo.set_meta("merged_at", now.isoformat())
             return [Merge(absorbed, into, score) for absorbed, (into, score) in sorted(plan.items())]

@@ -507,11 +507,12 @@ class Repository:
         self.session.execute(delete(StoryTerm).where(StoryTerm.story_id == story_id))
         self.session.execute(delete(Story).where(Story.id == story_id))
 
-    def stories_updated_since(self, since: datetime | None) -> list[int]:
-        query = select(Story.id).where(Story.article_count > 0)
-        if since is not None:
-            query = query.where(Story.updated_at >= since)
-        return list(self.session.scalars(query.order_by(Story.id)))
+    def stories_updated_since(self, since: datetime) -> list[int]:
+        return list(
+            self.session.scalars(
+                select(Story.id).where(Story.article_count > 0, Story.updated_at >= since).order_by(Story.id)
+            )
+        )
 
     def merge_story(self, absorbed: int, into: int, score: float) -> None:
         """Move a story's articles into another and keep the emptied row as the record of the merge."""
