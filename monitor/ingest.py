@@ -280,7 +280,7 @@ class _Placer:
         options = [self.touched[sid].candidate() for sid in best if sid in self.touched]
         options += [
             stories.Candidate(
-                c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date, c.article_count
+                c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date, c.original_count
             )
             for c in (found[sid] for sid in best if sid in found)
         ]

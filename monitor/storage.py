@@ -144,6 +144,7 @@ class Story(Base):
     first_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
     article_count: Mapped[int] = mapped_column(Integer, default=0)
+    original_count: Mapped[int] = mapped_column(Integer, default=0)  # articles that are not near-copies
     outlet_count: Mapped[int] = mapped_column(Integer, default=0)
     centroid: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     event_date: Mapped[date | None] = mapped_column(Date)  # median of its articles' event dates
@@ -260,7 +261,7 @@ class StoryCandidate:
     first_published_at: datetime
     last_published_at: datetime
     event_date: date | None
-    article_count: int
+    original_count: int
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,7 @@ class Repository:
                 first_published_at=published_at,
                 last_published_at=published_at,
                 article_count=0,
+                original_count=0,
                 outlet_count=0,
                 centroid={},
                 created_at=now,
@@ -521,7 +523,14 @@ class Repository:
         self.session.execute(
             update(Story)
             .where(Story.id == absorbed)
-            .values(article_count=0, outlet_count=0, merged_into_id=into, merge_score=score, updated_at=utcnow())
+            .values(
+                article_count=0,
+                original_count=0,
+                outlet_count=0,
+                merged_into_id=into,
+                merge_score=score,
+                updated_at=utcnow(),
+            )
         )
 
     def story_of(self, article_id: int) -> int:
@@ -566,7 +575,7 @@ class Repository:
                 Story.first_published_at,
                 Story.last_published_at,
                 Story.event_date,
-                Story.article_count,
+                Story.original_count,
                 ranked.c.shared,
             )
             .join(ranked, ranked.c.story_id == Story.id)
@@ -618,6 +627,7 @@ class Repository:
                     "first_published_at": s.first_published_at,
                     "last_published_at": s.last_published_at,
                     "article_count": len(s.members),
+                    "original_count": s.originals,
                     "outlet_count": s.outlet_count,
                     "event_date": s.event_date,
                     "centroid": s.centroid,

@@ -137,7 +137,7 @@ class Candidate:
     first_published_at: datetime
     last_published_at: datetime
     event_date: date | None = None
-    article_count: int = 0  # members summed in the centroid; 0 (unknown): score by the cosine alone
+    originals: int = 0  # members summed in the centroid (reprints are not); 0: score by the cosine alone
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,12 @@ class StoryState:
             self.first_published_at,
             self.last_published_at,
             self.event_date,
-            len(self.members),
+            self.originals,
         )
+
+    @property
+    def originals(self) -> int:
+        return sum(1 for m in self.members if not m.duplicate)
 
     def index_terms(self, params: StoryParams) -> list[tuple[str, float]]:
         """The centroid's heaviest terms: what finds this story from a new article. Cached for as long as
@@ -245,9 +249,9 @@ def _article_score(vector: Mapping[str, float], candidate: Candidate, params: St
     shared = dot(vector, candidate.centroid)
     norm = _norm(vector) * _norm(candidate.centroid)
     cos = shared / norm if norm else 0.0
-    if candidate.article_count <= 0:
+    if candidate.originals <= 0:
         return cos
-    return (1.0 - params.member_weight) * cos + params.member_weight * shared / candidate.article_count
+    return (1.0 - params.member_weight) * cos + params.member_weight * shared / candidate.originals
 
 
 def best_story(
@@ -308,7 +312,7 @@ def merge_plan(
     every pair when it is None, which is quadratic."""
     groups = {
         s.story_id: _Group(
-            s.story_id, dict(s.centroid), s.first_published_at, s.last_published_at, s.event_date, s.article_count
+            s.story_id, dict(s.centroid), s.first_published_at, s.last_published_at, s.event_date, s.originals
         )
         for s in summaries
     }

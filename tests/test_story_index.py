@@ -67,8 +67,15 @@ def test_story_terms_index_follows_each_story(tmp_path: Path, database_url: str)
         index = db.execute(text("SELECT story_id, term, week, weight FROM story_terms")).all()
         counts = dict(db.execute(text("SELECT story_id, COUNT(*) FROM articles GROUP BY story_id")).all())
         listed = dict(db.execute(text("SELECT id, article_count FROM stories WHERE article_count > 0")).all())
+        originals = dict(
+            db.execute(
+                text("SELECT story_id, COUNT(*) FROM articles WHERE duplicate_of_id IS NULL GROUP BY story_id")
+            ).all()
+        )
+        summed = dict(db.execute(text("SELECT id, original_count FROM stories WHERE article_count > 0")).all())
     engine.dispose()
     assert listed == counts  # summaries kept incrementally agree with the articles
+    assert summed == originals and sum(counts.values()) == sum(originals.values()) + 1  # the one reprint
     by_story: dict[int, dict[str, float]] = {}
     for story_id, term, _, weight in index:
         by_story.setdefault(story_id, {})[term] = weight
