@@ -115,7 +115,7 @@ class HostBudget:
     """Politeness: at most ``concurrency`` requests per host at once, request starts spaced by ``min_interval``.
 
     ``acquire``/``release`` hold the concurrency caps (per host and global) around a whole request;
-    ``space`` runs from httpx's request hook, right before the request is written on its connection,
+    ``space`` runs from httpcore's trace hook, right before the request is written on its connection,
     so the spacing holds on the wire even when the process is busy.
     """
 
@@ -190,7 +190,6 @@ class Fetcher:
         transport._pool._network_backend = _GuardedBackend(self.guard)  # no public hook for the backend
         self._client = httpx.AsyncClient(
             transport=transport,
-            event_hooks={"request": [self._space]},
             follow_redirects=False,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             headers={
@@ -200,8 +199,12 @@ class Fetcher:
             },
         )
 
-    async def _space(self, request: httpx.Request) -> None:
-        await self.budget.space(request.url.host)
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore reports each step of a request here. Spacing waits at the last moment before the
+        request line is written on its connection (after the pool and any connect), so it holds on the
+        wire and not only where the request was queued."""
+        if event == "http11.send_request_headers.started":
+            await self.budget.space(info["request"].url.host.decode("ascii"))
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -257,7 +260,7 @@ class Fetcher:
     async def _get_once(self, url: str, headers: dict[str, str]) -> Response:
         limit = self.settings.max_body_bytes
         try:
-            async with self._client.stream("GET", url, headers=headers) as stream:
+            async with self._client.stream("GET", url, headers=headers, extensions={"trace": self._trace}) as stream:
                 declared = stream.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit and stream.status_code < 300:
                     raise FetchError(url, "too_large", f"Content-Length {declared} exceeds {limit} bytes")
