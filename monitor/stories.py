@@ -52,6 +52,9 @@ class StoryParams:
     merge_threshold: float = 0.06  # average similarity between two stories' members for the merge pass to join them
 
 
+MAX_TERM_CHARS = 40  # longer "words" are hashes, base64 or run-together text, not vocabulary
+
+
 @lru_cache(maxsize=1)
 def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("french")
@@ -83,7 +86,7 @@ def term_counts(title: str, text: str, params: StoryParams) -> Counter[str]:
     for weight, zone in zones:
         for token in zone:
             word = token.word
-            if word in stop or len(word) < 2 or word.isdigit():
+            if word in stop or not 2 <= len(word) <= MAX_TERM_CHARS or word.isdigit():
                 continue
             counts[_fold(stem(word))] += weight * (params.entity_weight if token.name else 1.0)  # type: ignore[assignment]
     return counts

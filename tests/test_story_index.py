@@ -10,9 +10,9 @@ from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from monitor.importing import import_file
-from monitor.ingest import Ingestor
+from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Storage
-from monitor.stories import Candidate, StoryParams, merge_plan, week_of
+from monitor.stories import MAX_TERM_CHARS, Candidate, StoryParams, merge_plan, week_of
 from tests.support import RPM2, place_online
 
 
@@ -151,3 +151,28 @@ def test_merge_plan_joins_the_closest_pieces_within_their_neighbourhood() -> Non
     assert set(plan) == {2} and plan[2][0] == 1 and plan[2][1] >= params.merge_threshold
     assert merge_plan(pieces, params, {1: [3], 2: [3]}) == {}  # 1 and 2 never named as neighbours
     assert merge_plan([story(1, launch), story(2, launch_too, days=30)], params) == {}  # a month apart
+
+
+def test_junk_tokens_do_not_break_placement(database_url: str) -> None:
+    """A page with a 300-character token (a hash, base64, a run-together string) is stored like any other,
+    and the junk does not enter the vocabulary (PostgreSQL would otherwise keep it cut to 64 characters)."""
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    body = "Le projet a été présenté mardi à Paris. " * 5 + "x" * 300 + " " + "aGVsbG8" * 30
+    outcome = Ingestor(storage).ingest(
+        Incoming(
+            url="https://junk.example.fr/a",
+            fetched_at=datetime.now(UTC),
+            title="Un titre ordinaire",
+            text=body,
+            published_at=datetime(2024, 11, 5, 9, tzinfo=UTC),
+            source="junk",
+        )
+    )
+    assert outcome.created and outcome.method == "new_story"
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        longest = db.execute(text("SELECT MAX(LENGTH(term)) FROM term_stats")).scalar_one()
+        indexed = db.execute(text("SELECT MAX(LENGTH(term)) FROM story_terms")).scalar_one()
+    engine.dispose()
+    assert longest <= MAX_TERM_CHARS and indexed <= MAX_TERM_CHARS  # junk is not vocabulary
