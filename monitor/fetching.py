@@ -37,6 +37,7 @@ from monitor.urls import canonical_url
 FEED_TYPES = ("xml", "rss", "atom", "rdf", "text/html", "text/plain", "application/octet-stream")
 PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 _REDIRECTS = {301, 302, 303, 307, 308}
+MAX_URL_CHARS = 2048  # the schema's URL columns
 
 
 class AddressGuard:
@@ -401,9 +402,13 @@ def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -
             raise FeedError(url, "parse", f"not a parseable feed: {parsed.bozo_exception}")
     entries: list[FeedEntry] = []
     seen: set[str] = set()
+    overlong: list[str] = []
     for raw in parsed.entries[:max_items]:
         link = raw.get("link")
         absolute = canonical_url(urljoin(response.url, link)) if link else None
+        if absolute and len(absolute) > MAX_URL_CHARS:  # no page worth fetching; and no room in the schema
+            overlong.append(absolute[:80] + "…")
+            continue
         guid = raw.get("id") or absolute or _digest(raw.get("title", ""), raw.get("summary", ""))
         if guid in seen:
             continue
@@ -412,7 +417,12 @@ def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -
             FeedEntry(guid=str(guid)[:2048], url=absolute, title=raw.get("title"), published_at=_entry_time(raw, now))
         )
     ttl = parsed.feed.get("ttl")
-    warning = f"malformed feed, items used anyway: {parsed.bozo_exception}" if parsed.bozo else None
+    warnings = [f"malformed feed, items used anyway: {parsed.bozo_exception}"] if parsed.bozo else []
+    if overlong:
+        warnings.append(
+            f"{len(overlong)} item(s) skipped, link longer than {MAX_URL_CHARS} characters: {', '.join(overlong)}"
+        )
+    warning = "; ".join(warnings) or None
     return ParsedFeed(
         entries=entries,
         title=parsed.feed.get("title"),
