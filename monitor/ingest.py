@@ -278,12 +278,7 @@ class _Placer:
                         shared[story_id] = shared.get(story_id, 0.0) + weight * vector[term]
         best = sorted(shared, key=lambda sid: (-shared[sid], sid))[: self.params.candidates]
         options = [self.touched[sid].candidate() for sid in best if sid in self.touched]
-        options += [
-            stories.Candidate(
-                c.story_id, c.centroid, c.first_published_at, c.last_published_at, c.event_date, c.original_count
-            )
-            for c in (found[sid] for sid in best if sid in found)
-        ]
+        options += [found[sid] for sid in best if sid in found]
         return sorted(options, key=lambda c: c.story_id)
 
     def record(

@@ -54,7 +54,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
-from monitor.stories import Member, StoryParams, StoryState, week_of
+from monitor.stories import Candidate, Member, StoryParams, StoryState, week_of
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -252,16 +252,6 @@ class NearCopyCandidate:
     story_id: int
     minhash: bytes
     shingle_count: int
-
-
-@dataclass(frozen=True)
-class StoryCandidate:
-    story_id: int
-    centroid: dict[str, float]
-    first_published_at: datetime
-    last_published_at: datetime
-    event_date: date | None
-    original_count: int
 
 
 @dataclass(frozen=True)
@@ -539,7 +529,7 @@ class Repository:
     # --- stories -----------------------------------------------------------
     def stories_sharing(
         self, weights: Mapping[str, float], weeks: Sequence[int], limit: int
-    ) -> list[tuple[StoryCandidate, float]]:
+    ) -> list[tuple[Candidate, float]]:
         """The ``limit`` indexed stories that started in these weeks sharing the most weight with these
         terms (sum of story weight × given weight), with that weight, best first, ties: the older story.
         Summed in the database (a common term's posting list can hold thousands of stories in a large
@@ -582,7 +572,7 @@ class Repository:
             .where(Story.article_count > 0)
             .order_by(ranked.c.shared.desc(), Story.id)
         )
-        return [(StoryCandidate(*row[:6]), float(row[6])) for row in rows]
+        return [(Candidate(*row[:6]), float(row[6])) for row in rows]
 
     def story_state(self, story_id: int) -> StoryState:
         """A story with what its members say about it, to be updated as articles join it."""
