@@ -473,6 +473,12 @@ def main() -> None:
         help="server for the throwaway databases (default %(default)s)",
     )
     parser.add_argument("--articles", type=int, default=ARTICLES, help="pages to build (default %(default)s)")
+    parser.add_argument(
+        "--extract-processes",
+        type=int,
+        default=0,
+        help="MONITOR_EXTRACT_PROCESSES for every worker (default %(default)s: extraction in a thread)",
+    )
     args = parser.parse_args()
     machine()
     print(
@@ -512,7 +518,12 @@ def main() -> None:
         story_counts: dict[str, int] = {}
         for key, label, count, as_daemons in runs:
             with postgres_database(args.postgres) as url, settled(url, len(pages)) as done:
-                env = {**ENV, "MONITOR_DATABASE_URL": url, "MONITOR_FEEDS_FILE": str(feeds_file)}
+                env = {
+                    **ENV,
+                    "MONITOR_DATABASE_URL": url,
+                    "MONITOR_FEEDS_FILE": str(feeds_file),
+                    "MONITOR_EXTRACT_PROCESSES": str(args.extract_processes),
+                }
                 if as_daemons:
                     env["MONITOR_POLL_SECONDS"] = "1"
                 batch = run_workers(count, env, workdir, servers, done if as_daemons else None)

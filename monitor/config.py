@@ -15,7 +15,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.errors import ConfigError
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     item_max_attempts: int = 5  # tries for an article page before giving up with the reason
     lease_seconds: float = 300.0  # a worker holds a feed or item this long; if it dies, another takes over
     poll_seconds: float = 30.0
+    extract_processes: int = Field(default=0, ge=0)  # 0: extraction in one thread of the worker; N: N processes
     auto_upgrade: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

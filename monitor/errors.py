@@ -80,7 +80,10 @@ class FeedError(MonitorError):
 class ExtractionError(MonitorError):
     def __init__(self, url: str, message: str) -> None:
         super().__init__(f"{url}: {message}")
-        self.url = url
+        self.url, self.reason = url, message
+
+    def __reduce__(self) -> tuple[type[ExtractionError], tuple[str, str]]:
+        return ExtractionError, (self.url, self.reason)  # raised in an extraction process, re-raised here
 
 
 class ImportLineError(MonitorError):

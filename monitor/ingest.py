@@ -53,6 +53,43 @@ class Outcome:
     score: float | None = None
 
 
+def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
+    """Extract (when given HTML) and compute everything placement needs; raises ExtractionError.
+
+    Pure CPU and no database: it runs in a thread or in another process (MONITOR_EXTRACT_PROCESSES)."""
+    url = canonical_url(incoming.url)
+    title, text, published = incoming.title, incoming.text, incoming.published_at
+    author = site = None
+    language = incoming.language
+    if incoming.html is not None:
+        page = extract(incoming.html, url)
+        url = page.canonical_url or url
+        text = page.text
+        title = title or page.title
+        published = published or page.published_at
+        author, site, language = page.author, page.site_name, page.language or language
+    text = (text or "").strip()
+    title = (title or "").strip() or text.split("\n", 1)[0][:200]
+    article = NewArticle(
+        url=url,
+        title=title,
+        text=text,
+        source=incoming.source or site or host_of(url),
+        author=author,
+        published_at=published or incoming.fetched_at,
+        fetched_at=incoming.fetched_at,
+        event_date=stories.event_date(title, text, published or incoming.fetched_at, params),
+        language=language,
+        feed_id=incoming.feed_id,
+        raw_html=incoming.html,
+        minhash=b"",
+        shingle_count=0,
+    )
+    signature = dedup.signature(text)
+    article = replace(article, minhash=signature.minhash, shingle_count=signature.shingle_count)
+    return Prepared(article, signature, stories.term_counts(title, text, params))
+
+
 class Ingestor:
     def __init__(self, storage: Storage, params: stories.StoryParams | None = None) -> None:
         self.storage = storage
@@ -61,38 +98,7 @@ class Ingestor:
         self._lock = threading.Lock()  # one placement at a time in this process
 
     def prepare(self, incoming: Incoming) -> Prepared:
-        """Extract (when given HTML) and compute everything placement needs; raises ExtractionError."""
-        url = canonical_url(incoming.url)
-        title, text, published = incoming.title, incoming.text, incoming.published_at
-        author = site = None
-        language = incoming.language
-        if incoming.html is not None:
-            page = extract(incoming.html, url)
-            url = page.canonical_url or url
-            text = page.text
-            title = title or page.title
-            published = published or page.published_at
-            author, site, language = page.author, page.site_name, page.language or language
-        text = (text or "").strip()
-        title = (title or "").strip() or text.split("\n", 1)[0][:200]
-        article = NewArticle(
-            url=url,
-            title=title,
-            text=text,
-            source=incoming.source or site or host_of(url),
-            author=author,
-            published_at=published or incoming.fetched_at,
-            fetched_at=incoming.fetched_at,
-            event_date=stories.event_date(title, text, published or incoming.fetched_at, self.params),
-            language=language,
-            feed_id=incoming.feed_id,
-            raw_html=incoming.html,
-            minhash=b"",
-            shingle_count=0,
-        )
-        signature = dedup.signature(text)
-        article = replace(article, minhash=signature.minhash, shingle_count=signature.shingle_count)
-        return Prepared(article, signature, stories.term_counts(title, text, self.params))
+        return prepare(incoming, self.params)
 
     def store(self, prepared: Prepared) -> Outcome:
         return self.store_many([prepared])[0]

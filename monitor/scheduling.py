@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import multiprocessing
 import os
 import random
 import signal
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from monitor.fetching import (
     max_age_seconds,
     parse_feed,
 )
-from monitor.ingest import Incoming, Ingestor, Outcome, Prepared
+from monitor.ingest import Incoming, Ingestor, Outcome, Prepared, prepare
 from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, STORIES_MERGED, HealthServer, retention
 from monitor.storage import Feed, Repository, Storage
 
@@ -86,11 +87,18 @@ class Worker:
         self.fetcher = fetcher
         self.ingestor = ingestor
         self.robots = RobotsCache(fetcher)
-        # Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL); more CPU
-        # comes from more worker processes.
-        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
+        # Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL). With
+        # MONITOR_EXTRACT_PROCESSES it runs in that many processes instead, so one worker uses more cores.
+        self._cpu: Executor = (
+            ProcessPoolExecutor(settings.extract_processes, mp_context=multiprocessing.get_context("spawn"))
+            if settings.extract_processes
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
+        )
         self._ready: list[_Ready] = []
         self._placing: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        self._cpu.shutdown(wait=False, cancel_futures=True)
 
     async def cycle(self, *, only_due: bool) -> CycleReport:
         report = CycleReport()
@@ -238,7 +246,9 @@ class Worker:
                 published_at=first.published_at,
                 feed_id=first.feed_id,
             )
-            prepared = await asyncio.get_running_loop().run_in_executor(self._cpu, self.ingestor.prepare, incoming)
+            prepared = await asyncio.get_running_loop().run_in_executor(
+                self._cpu, prepare, incoming, self.ingestor.params
+            )
             outcome = await self._store(prepared, ids)
         except FetchError as e:
             FETCHES.labels(kind="page", outcome=e.kind).inc()
@@ -427,14 +437,17 @@ async def run_once(settings: Settings) -> CycleReport:
     with daemon(settings) as (storage, ingestor):
         async with Fetcher(settings) as fetcher:
             worker = Worker(settings, storage, fetcher, ingestor)
-            report = await worker.cycle(only_due=False)
-            # Workers started together: the feeds this one could not claim are being polled by others;
-            # help with the items they record until every feed is back.
-            while await asyncio.to_thread(worker.others_polling):
-                await asyncio.sleep(0.5)
+            try:
+                report = await worker.cycle(only_due=False)
+                # Workers started together: the feeds this one could not claim are being polled by others;
+                # help with the items they record until every feed is back.
+                while await asyncio.to_thread(worker.others_polling):
+                    await asyncio.sleep(0.5)
+                    await worker.drain(report)
                 await worker.drain(report)
-            await worker.drain(report)
-            return report
+                return report
+            finally:
+                worker.close()
 
 
 async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -554,3 +567,4 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
             for task in pending:  # unfinished items stay 'pending' in the database: released, not lost
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        worker.close()

@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support import LoopbackServer, loopback_env, rss, running_daemon, seeds, wait_until
@@ -27,9 +28,10 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess
     )
 
 
-def test_run_once_groups_the_seeds(seed_sites, database_url: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("extract_processes", ["0", "1"])  # extraction in a thread, or in a process
+def test_run_once_groups_the_seeds(seed_sites, database_url: str, extract_processes: str) -> None:  # type: ignore[no-untyped-def]
     feeds_file, servers = seed_sites
-    env = loopback_env(database_url, feeds_file, host_min_interval="0")
+    env = loopback_env(database_url, feeds_file, host_min_interval="0", extract_processes=extract_processes)
     result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
     assert "6 feeds fetched, 0 failed" in result.stdout
@@ -79,7 +81,8 @@ def test_private_addresses_are_refused_by_default(seed_sites, tmp_path: Path) ->
     assert all(not server.requests for server in servers)  # refused before connecting
 
 
-def test_unfetchable_and_empty_pages_are_recorded_with_the_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extract_processes", ["0", "1"])  # the error crosses the process boundary intact
+def test_unfetchable_and_empty_pages_are_recorded_with_the_reason(tmp_path: Path, extract_processes: str) -> None:
     with LoopbackServer("127.0.0.8") as server:
         now = datetime.now().astimezone()
         empty = server.add("/vide.html", "<html><body><nav>Accueil</nav><p>Court.</p></body></html>")
@@ -93,7 +96,7 @@ def test_unfetchable_and_empty_pages_are_recorded_with_the_reason(tmp_path: Path
         feeds_file = tmp_path / "feeds.yaml"
         feeds_file.write_text(f'feeds:\n  - {{name: Cassé, url: "{server.base}/feed.xml"}}\n', encoding="utf-8")
         database_url = f"sqlite:///{tmp_path}/broken.db"
-        env = loopback_env(database_url, feeds_file, host_min_interval="0")
+        env = loopback_env(database_url, feeds_file, host_min_interval="0", extract_processes=extract_processes)
         result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
     engine = create_engine(database_url)
