@@ -319,15 +319,12 @@ class _Placer:
         """Merge what ``stories.merge_plan`` says among these stories and their indexed neighbours."""
         summaries: dict[int, stories.Candidate] = {}
         neighbours: dict[int, list[int]] = {}
-        for story_id in young:
-            state = self._state(story_id)
-            if not state.members:
-                continue
-            mine = summaries[story_id] = state.candidate()
-            found = self._candidates(state.centroid, mine.first_published_at, mine.last_published_at)
+        for mine in self.repo.stories_by_id(young):  # read as stored: nothing is touched until the plan
+            summaries[mine.story_id] = mine
+            found = self._candidates(mine.centroid, mine.first_published_at, mine.last_published_at)
             for other in found:
                 summaries.setdefault(other.story_id, other)
-            neighbours[story_id] = [other.story_id for other in found]
+            neighbours[mine.story_id] = [other.story_id for other in found]
         plan = stories.merge_plan([summaries[sid] for sid in sorted(summaries)], self.params, neighbours)
         for absorbed, (into, score) in sorted(plan.items()):
             self.repo.merge_story(absorbed, into, score)

@@ -559,20 +559,22 @@ class Repository:
                 .subquery()
             )
         rows = self.session.execute(
-            select(
-                Story.id,
-                Story.centroid,
-                Story.first_published_at,
-                Story.last_published_at,
-                Story.event_date,
-                Story.original_count,
-                ranked.c.shared,
-            )
+            select(*_CANDIDATE_COLUMNS, ranked.c.shared)
             .join(ranked, ranked.c.story_id == Story.id)
             .where(Story.article_count > 0)
             .order_by(ranked.c.shared.desc(), Story.id)
         )
         return [(Candidate(*row[:6]), float(row[6])) for row in rows]
+
+    def stories_by_id(self, story_ids: Sequence[int]) -> list[Candidate]:
+        """Live stories' summaries as candidates (merged and empty ones left out), in id order."""
+        found: list[Candidate] = []
+        for chunk in _chunks(sorted(story_ids), 500):
+            rows = self.session.execute(
+                select(*_CANDIDATE_COLUMNS).where(Story.id.in_(chunk), Story.article_count > 0).order_by(Story.id)
+            )
+            found.extend(Candidate(*row) for row in rows)
+        return found
 
     def story_state(self, story_id: int) -> StoryState:
         """A story with what its members say about it, to be updated as articles join it."""
@@ -906,6 +908,17 @@ class Repository:
             )
             result.append((story, list(outlets)))
         return result
+
+
+# What placement and the merge pass read of a story (stories.Candidate, in its field order).
+_CANDIDATE_COLUMNS = (
+    Story.id,
+    Story.centroid,
+    Story.first_published_at,
+    Story.last_published_at,
+    Story.event_date,
+    Story.original_count,
+)
 
 
 def _table(model: type[Base]) -> Table:
