@@ -37,7 +37,7 @@ from monitor.urls import canonical_url
 FEED_TYPES = ("xml", "rss", "atom", "rdf", "text/html", "text/plain", "application/octet-stream")
 PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 _REDIRECTS = {301, 302, 303, 307, 308}
-MAX_URL_CHARS = 2048  # the schema's URL columns
+MAX_URL_CHARS = 2048  # the schema's URL (and GUID) columns
 
 
 class AddressGuard:
@@ -414,7 +414,9 @@ def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -
             continue
         seen.add(guid)
         entries.append(
-            FeedEntry(guid=str(guid)[:2048], url=absolute, title=raw.get("title"), published_at=_entry_time(raw, now))
+            FeedEntry(
+                guid=str(guid)[:MAX_URL_CHARS], url=absolute, title=raw.get("title"), published_at=_entry_time(raw, now)
+            )
         )
     ttl = parsed.feed.get("ttl")
     warnings = [f"malformed feed, items used anyway: {parsed.bozo_exception}"] if parsed.bozo else []

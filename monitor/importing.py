@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from monitor.errors import ExtractionError, ImportLineError, StorageError
-from monitor.ingest import Incoming, Ingestor, Prepared
+from monitor.ingest import BATCH, Incoming, Ingestor, Prepared
 
 
 class ImportLine(BaseModel):
@@ -64,9 +64,6 @@ def read_lines(path: Path) -> Iterator[tuple[int, ImportLine | ImportLineError]]
                     f"{'.'.join(str(p) for p in err['loc']) or 'line'}: {err['msg']}" for err in e.errors()
                 )
                 yield number, ImportLineError(number, problems)
-
-
-BATCH = 64  # articles per transaction: placement's reads and writes are shared across a batch
 
 
 def import_file(

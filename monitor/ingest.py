@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from monitor import dedup, stories
@@ -70,6 +70,7 @@ def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
         author, site, language = page.author, page.site_name, page.language or language
     text = (text or "").strip()
     title = (title or "").strip() or text.split("\n", 1)[0][:200]
+    signature = dedup.signature(text)
     article = NewArticle(
         url=url,
         title=title,
@@ -82,12 +83,13 @@ def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
         language=language,
         feed_id=incoming.feed_id,
         raw_html=incoming.html,
-        minhash=b"",
-        shingle_count=0,
+        minhash=signature.minhash,
+        shingle_count=signature.shingle_count,
     )
-    signature = dedup.signature(text)
-    article = replace(article, minhash=signature.minhash, shingle_count=signature.shingle_count)
     return Prepared(article, signature, stories.term_counts(title, text, params))
+
+
+BATCH = 64  # articles placed per transaction, at most: placement's reads and writes are shared across them
 
 
 class Ingestor:
@@ -263,9 +265,7 @@ class _Placer:
         ``last`` in the story_terms index, among those that started in the weeks that matter. The index as
         this batch has changed it: a story the batch touched is looked up by its terms held here, not by
         its rows in the database."""
-        weeks = stories.time_buckets(
-            stories.founding_range(first, self.params)[0], stories.founding_range(last or first, self.params)[1]
-        )
+        weeks = stories.candidate_weeks(first, last or first, self.params)
         terms = stories.query_terms(vector, self.params)
         # The database ranks what it holds; the touched stories it ranks on stale terms are dropped, and
         # asking for as many more keeps the ranking of the others exact.
@@ -302,9 +302,7 @@ class _Placer:
             self.bands.append((key, article_id))
         if placement.story_id is None:
             self.founded.add(story_id)
-        state = self._state(story_id)
-        # Loaded after the article was written, the story may list it already: it joins once.
-        state.members = [m for m in state.members if m.article_id != article_id]
+        state = self._state(story_id, joining=article_id)
         member = stories.Member(
             article_id,
             article.published_at,
@@ -341,9 +339,13 @@ class _Placer:
         for terms in self.repo.member_terms(story_id):
             state.centroid = stories.add_to_centroid(state.centroid, terms, self.params)
 
-    def _state(self, story_id: int) -> stories.StoryState:
+    def _state(self, story_id: int, joining: int | None = None) -> stories.StoryState:
+        """The story as this batch has it, loaded on first use. Loaded after ``joining`` (an article being
+        recorded) was written, it would list it already: left out, so that it joins once."""
         if story_id not in self.touched:
-            self.touched[story_id] = self.repo.story_state(story_id)
+            state = self.repo.story_state(story_id)
+            state.members = [m for m in state.members if m.article_id != joining]
+            self.touched[story_id] = state
         return self.touched[story_id]
 
     def flush(self) -> None:

@@ -39,7 +39,7 @@ from monitor.fetching import (
     max_age_seconds,
     parse_feed,
 )
-from monitor.ingest import Incoming, Ingestor, Outcome, Prepared, prepare
+from monitor.ingest import BATCH, Incoming, Ingestor, Outcome, Prepared, prepare
 from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, STORIES_MERGED, HealthServer, retention
 from monitor.storage import Feed, Repository, Storage
 
@@ -49,7 +49,6 @@ ITEM_RETRY_BASE = timedelta(minutes=5)
 MAX_FEED_BACKOFF = timedelta(days=1)
 MAX_RETRY_AFTER = timedelta(days=1)
 _PERMANENT_STATUSES = {404, 410, 451}
-PLACEMENT_BATCH = 64
 GIL_SWITCH_SECONDS = 0.001
 MERGE_AT_MOST_EVERY = timedelta(minutes=30)  # workers firing the same cron: one pass runs, the others find it done
 
@@ -276,7 +275,7 @@ class Worker:
 
     async def _place_ready(self) -> None:
         while self._ready:
-            batch, self._ready = self._ready[:PLACEMENT_BATCH], self._ready[PLACEMENT_BATCH:]
+            batch, self._ready = self._ready[:BATCH], self._ready[BATCH:]
             try:
                 outcomes = await asyncio.to_thread(self._place, batch)
             except Exception as e:

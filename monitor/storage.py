@@ -367,9 +367,6 @@ class Repository:
         return pg_insert if self._postgres() else sqlite_insert
 
     # --- articles ----------------------------------------------------------
-    def article_id_by_url(self, url: str) -> int | None:
-        return self.session.scalar(select(Article.id).where(Article.url == url))
-
     def article_ids_by_url(self, urls: Iterable[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for chunk in _chunks(sorted(set(urls)), 500):

@@ -221,30 +221,23 @@ def query_terms(vector: Mapping[str, float], params: StoryParams) -> list[str]:
     return [t for t, _ in sorted(vector.items(), key=lambda kv: (-kv[1], kv[0]))[: params.query_terms]]
 
 
-def time_buckets(start: datetime, end: datetime) -> list[int]:
-    """Week numbers covering [start, end]: the story_terms index is partitioned by a story's first week,
-    so finding candidates costs the same in a corpus of a thousand articles or of a million."""
-    return list(range(week_of(start), week_of(end) + 1))
-
-
 def week_of(moment: datetime) -> int:
     return int(moment.timestamp() // (7 * 86400))
 
 
-def founding_range(published_at: datetime, params: StoryParams) -> tuple[datetime, datetime]:
-    """When a story that may take this article can have started."""
-    return published_at - timedelta(days=params.max_span_days), published_at + timedelta(days=params.window_days)
+def candidate_weeks(first: datetime, last: datetime, params: StoryParams) -> list[int]:
+    """The weeks in which a story that may take an article (or a story) published from ``first`` to ``last``
+    can have started. The story_terms index is partitioned by a story's first week, so finding candidates
+    costs the same in a corpus of a thousand articles or of a million."""
+    start = first - timedelta(days=params.max_span_days)
+    end = last + timedelta(days=params.window_days)
+    return list(range(week_of(start), week_of(end) + 1))
 
 
 @dataclass(frozen=True)
 class Match:
     story_id: int
     score: float
-
-
-def window(published_at: datetime, params: StoryParams) -> tuple[datetime, datetime]:
-    """The time range of stories that may take an article published at ``published_at``."""
-    return published_at - timedelta(days=params.window_days), published_at + timedelta(days=params.window_days)
 
 
 def _article_score(vector: Mapping[str, float], candidate: Candidate, params: StoryParams) -> float:
