@@ -27,6 +27,8 @@ SHINGLE = 4
 MIN_SHINGLES = 20  # texts shorter than this are never called copies: too little evidence
 JACCARD_MIN = 0.5
 CONTAINMENT_MIN = 0.8
+SCHEME = "affine32"  # datasketch 2.0's default, named so that it stays put
+_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations  # drawn once, not per article
 FINGERPRINT = (
     f"datasketch={version('datasketch')};hash=sha1_hash32;seed={SEED};num_perm={NUM_PERM};"
     f"bands={BANDS}x{ROWS};shingle=words{SHINGLE}"
@@ -65,7 +67,7 @@ def check_fingerprint(stored: str | None) -> None:
 def signature(text: str) -> Signature:
     tokens = words(text)
     shingles = {" ".join(tokens[i : i + SHINGLE]).encode("utf-8") for i in range(max(1, len(tokens) - SHINGLE + 1))}
-    minhash = MinHash(num_perm=NUM_PERM, seed=SEED)
+    minhash = MinHash(num_perm=NUM_PERM, seed=SEED, permutations=_PERMUTATIONS, scheme=SCHEME)
     minhash.update_batch(sorted(shingles))
     values = minhash.hashvalues.astype("<u8")
     keys = tuple(_band_key(band, values[band * ROWS : (band + 1) * ROWS]) for band in range(BANDS))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date, timedelta
-from typing import NamedTuple
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'"})
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -22,22 +21,21 @@ def words(text: str) -> list[str]:
     return _WORD.findall(normalize(text))
 
 
-class Token(NamedTuple):
-    word: str  # normalised, lower case
-    name: bool  # written with a capital away from a sentence start: likely a named entity
+Token = tuple[str, bool]  # a normalised lower-case word; whether it is written like a name
 
 
 def tokens(text: str) -> list[Token]:
-    """Words with a flag for likely names (Meta, Clegg, Lockheed), which say more about an event."""
+    """Words with a flag for likely names (Meta, Clegg, Lockheed): capitalised away from a sentence start.
+    Names say more about an event. Plain tuples: this runs over every word of every article."""
     result: list[Token] = []
+    append = result.append
     sentence_start = True
-    for match in _WORD_OR_BREAK.finditer(unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)):
-        raw = match.group(0)
-        if not raw[0].isalnum():
+    for raw in _WORD_OR_BREAK.findall(unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)):
+        if raw[0].isalnum():
+            append((raw.lower(), not sentence_start and raw[0].isupper()))
+            sentence_start = False
+        else:
             sentence_start = True
-            continue
-        result.append(Token(raw.lower(), raw[0].isupper() and not sentence_start))
-        sentence_start = False
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -147,3 +148,44 @@ def test_canonical_url() -> None:
     )
     assert canonical_url("http://next.ink") == "http://next.ink/"
     assert canonical_url("http://127.0.0.2:8080/a?gclid=1") == "http://127.0.0.2:8080/a"
+
+
+def test_connection_closed_by_the_server_while_idle_is_not_reused() -> None:
+    """A server that drops each keep-alive connection after its answer: the pool must see the idle socket
+    readable (end of stream) and open a new connection, not send the next request into a dead one."""
+    listener = socket.create_server(("127.0.0.47", 0))
+    port = listener.getsockname()[1]
+    connections: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            body = b"<html><body><p>ok</p></body></html>"
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: keep-alive\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            conn.close()
+
+    async def twice() -> list[int]:
+        async with Fetcher(_settings()) as fetcher:
+            first = await fetcher.get(f"http://127.0.0.47:{port}/a", accept=PAGE_TYPES)
+            await asyncio.sleep(0.2)  # the server's FIN has arrived on the idle pooled connection
+            second = await fetcher.get(f"http://127.0.0.47:{port}/b", accept=PAGE_TYPES)
+            return [first.status, second.status]
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        assert asyncio.run(twice()) == [200, 200]
+        assert len(connections) == 2
+    finally:
+        listener.close()
