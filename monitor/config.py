@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     story_window_days: float | None = None
     story_max_span_days: float | None = None
     story_merge_threshold: float | None = None
+    story_refine_rounds: int | None = None
     # The cluster-wide merge pass (cron, UTC): stories that turn out to cover one event become one. It
     # waits for stories to gather coverage: merging every few minutes joins small stories on thin evidence.
     merge_schedule: str = "30 3 * * *"
@@ -107,6 +108,8 @@ class Settings(BaseSettings):
             params = replace(params, max_span_days=self.story_max_span_days)
         if self.story_merge_threshold is not None:
             params = replace(params, merge_threshold=self.story_merge_threshold)
+        if self.story_refine_rounds is not None:
+            params = replace(params, refine_rounds=self.story_refine_rounds)
         return params
 
     def max_interval_s(self) -> int:

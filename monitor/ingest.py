@@ -327,10 +327,54 @@ class _Placer:
         for absorbed, (into, score) in sorted(plan.items()):
             self.repo.merge_story(absorbed, into, score)
             self.touched.pop(absorbed, None)
-        for into in sorted({into for into, _ in plan.values()}):
-            self.touched.pop(into, None)  # summarised again with the members it took in
-            self.resummarise(into)
+        changed = {into for into, _ in plan.values()}
+        if self.params.refine_rounds > 0:
+            emptied, moved_between = self._refine(sorted(sid for sid in summaries if sid not in plan), neighbours, plan)
+            plan.update(emptied)
+            for absorbed, (into, score) in plan.items():  # merged into a story refinement then emptied
+                while into in emptied and emptied[into][0] != into:
+                    into = emptied[into][0]
+                plan[absorbed] = (into, score)
+            changed = (changed | moved_between) - emptied.keys()
+        for story_id in sorted(changed):
+            self.touched.pop(story_id, None)  # summarised again with the members it took in or gave away
+            self.resummarise(story_id)
         return plan
+
+    def _refine(
+        self, live: Sequence[int], neighbours: Mapping[int, Sequence[int]], merged: Mapping[int, tuple[int, float]]
+    ) -> tuple[dict[int, tuple[int, float]], set[int]]:
+        """Move articles to the story they fit best now (``stories.refine_plan``) among the stories the merge
+        pass looked at. Returns the stories left empty, recorded as merged into the one that took most of
+        their articles, and the stories that gave or took articles."""
+
+        def survivor(story_id: int) -> int:
+            return merged[story_id][0] if story_id in merged else story_id
+
+        links: dict[int, set[int]] = {}
+        for story_id, others in neighbours.items():
+            links.setdefault(survivor(story_id), set()).update(survivor(other) for other in others)
+        placed = self.repo.placed_members(live)
+        moves = stories.refine_plan(placed, self.params, links)
+        if not moves:
+            return {}, set()
+        self.repo.move_articles(moves)
+        left = Counter(p.story_id for p in placed if p.article_id not in moves)
+        given: dict[int, Counter[int]] = {}
+        best: dict[int, float] = {}
+        for article in placed:
+            if article.article_id in moves:
+                target, score = moves[article.article_id]
+                given.setdefault(article.story_id, Counter())[target] += 1
+                best[article.story_id] = max(best.get(article.story_id, 0.0), score)
+        emptied: dict[int, tuple[int, float]] = {}
+        for story_id in sorted(given):
+            if left[story_id] == 0 and story_id not in {t for t, _ in moves.values()}:
+                into = min(given[story_id], key=lambda target: (-given[story_id][target], target))
+                self.repo.merge_story(story_id, into, best[story_id])
+                self.touched.pop(story_id, None)
+                emptied[story_id] = (into, best[story_id])
+        return emptied, set(given) | {target for target, _ in moves.values()}
 
     def resummarise(self, story_id: int) -> None:
         """Recompute a story's centroid from the stored vectors of its remaining original articles."""

@@ -54,7 +54,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
-from monitor.stories import Candidate, Member, StoryParams, StoryState, week_of
+from monitor.stories import Candidate, Member, Placed, StoryParams, StoryState, week_of
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -600,6 +600,35 @@ class Repository:
                 .order_by(Article.published_at, Article.id)
             )
         ]
+
+    def placed_members(self, story_ids: Sequence[int]) -> list[Placed]:
+        """The original (not reprinted) articles of these stories with their stored vectors, for refinement."""
+        found: list[Placed] = []
+        for chunk in _chunks(sorted(story_ids), 500):
+            rows = self.session.execute(
+                select(Article.id, Article.story_id, Article.published_at, Article.terms, Article.event_date)
+                .where(Article.story_id.in_(chunk), Article.duplicate_of_id.is_(None))
+                .order_by(Article.id)
+            )
+            found.extend(Placed(aid, sid, at, dict(terms or {}), event) for aid, sid, at, terms, event in rows)
+        return found
+
+    def move_articles(self, moves: Mapping[int, tuple[int, float]]) -> None:
+        """Move articles, and their reprints with them, to other stories: {article: (story, score)}. A moved
+        article's placement says so (method ``moved``, the score it has there, the story it matched)."""
+        for article_id, (story_id, score) in sorted(moves.items()):
+            self.session.execute(
+                update(Article)
+                .where(Article.id == article_id)
+                .values(story_id=story_id, placement_method="moved", placement_score=score, matched_story_id=story_id)
+            )
+        for story_id, group in groupby(
+            sorted(moves.items(), key=lambda kv: (kv[1][0], kv[0])), key=lambda kv: kv[1][0]
+        ):
+            for chunk in _chunks([article_id for article_id, _ in group], 500):
+                self.session.execute(
+                    update(Article).where(Article.duplicate_of_id.in_(chunk)).values(story_id=story_id)
+                )
 
     def save_stories(self, states: Sequence[StoryState], params: StoryParams) -> None:
         """Write back the summaries of the stories a batch touched, and re-index their heaviest terms."""

@@ -9,7 +9,9 @@ centroid over the member count, exact for unit vectors): the cosine alone favour
 Stories are bounded in time: a follow-up weeks later is a new story.
 
 Placement is greedy, so a story's coverage can start in several pieces. ``merge_plan`` is the periodic
-pass that joins them: average-link agglomeration over young stories and their neighbours.
+pass that joins them: average-link agglomeration over young stories and their neighbours. Greedy placement
+can also pull the first articles of one event into a neighbouring event's story; ``refine_plan``, run after
+each merge, moves every article of those stories to the one it now scores best in.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class StoryParams:
     candidates: int = 50  # ...and the stories sharing the most weight with it are scored in full
     member_weight: float = 0.5  # share of the average member similarity in the score (the rest: centroid cosine)
     merge_threshold: float = 0.06  # average similarity between two stories' members for the merge pass to join them
+    refine_rounds: int = 5  # after merging, sweeps moving each article to the story it now fits best (0: none)
 
 
 MAX_TERM_CHARS = 40  # longer "words" are hashes, base64 or run-together text, not vocabulary
@@ -248,13 +251,19 @@ class Match:
 
 
 def _article_score(vector: Mapping[str, float], candidate: Candidate, params: StoryParams) -> float:
-    """Centroid cosine mixed with the average similarity to the members (vector · sum / count)."""
-    shared = dot(vector, candidate.centroid)
-    norm = _norm(vector) * _norm(candidate.centroid)
+    return _mixed_score(vector, candidate.centroid, _norm(candidate.centroid), candidate.originals, params)
+
+
+def _mixed_score(
+    vector: Mapping[str, float], total: Mapping[str, float], total_norm: float, count: int, params: StoryParams
+) -> float:
+    """Cosine with the members' sum mixed with the average similarity to the members (vector · sum / count)."""
+    shared = dot(vector, total)
+    norm = _norm(vector) * total_norm
     cos = shared / norm if norm else 0.0
-    if candidate.originals <= 0:
+    if count <= 0:
         return cos
-    return (1.0 - params.member_weight) * cos + params.member_weight * shared / candidate.originals
+    return (1.0 - params.member_weight) * cos + params.member_weight * shared / count
 
 
 def best_story(
@@ -319,12 +328,7 @@ def merge_plan(
         )
         for s in summaries
     }
-    near: dict[int, set[int]] = {sid: set() for sid in groups}
-    for sid, others in (neighbours or {sid: groups for sid in groups}).items():
-        for other in others:
-            if sid in groups and other in groups and other != sid:
-                near[sid].add(other)
-                near[other].add(sid)
+    near = _neighbourhood(groups.keys(), neighbours)
     links: dict[tuple[int, int], float] = {}
     for first in sorted(groups):
         for second in sorted(near[first]):
@@ -362,3 +366,118 @@ def merge_plan(
             target = merged[target][0]
         merged[story_id] = (target, score)
     return merged
+
+
+def _neighbourhood(stories: Iterable[int], neighbours: Mapping[int, Iterable[int]] | None) -> dict[int, set[int]]:
+    """Who may be compared with whom, both ways, among these stories; everyone with everyone when None."""
+    ids = set(stories)
+    near: dict[int, set[int]] = {sid: set() for sid in ids}
+    for sid, others in (neighbours or {sid: ids for sid in ids}).items():
+        for other in others:
+            if sid in ids and other in ids and other != sid:
+                near[sid].add(other)
+                near[other].add(sid)
+    return near
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An original (not reprinted) article as placed, for ``refine_plan``."""
+
+    article_id: int
+    story_id: int
+    published_at: datetime
+    vector: Mapping[str, float]
+    event_date: date | None = None
+
+
+class _Members:
+    """A story as ``refine_plan`` sees it: its articles and the exact sum of their vectors."""
+
+    def __init__(self) -> None:
+        self.total: Counter[str] = Counter()
+        self.articles: dict[int, Placed] = {}
+        self._summary: tuple[datetime, datetime, date | None] | None = None
+        self._norm: float | None = None
+
+    def add(self, article: Placed) -> None:
+        self.total.update(article.vector)
+        self.articles[article.article_id] = article
+        self._summary = self._norm = None
+
+    def remove(self, article: Placed) -> None:
+        self.total.subtract(article.vector)
+        del self.articles[article.article_id]
+        self._summary = self._norm = None
+
+    def norm(self) -> float:
+        """Cached: every article of the neighbourhood is scored against this story in each sweep."""
+        if self._norm is None:
+            self._norm = _norm(self.total)
+        return self._norm
+
+    def summary(self) -> tuple[datetime, datetime, date | None]:
+        """First and last publication, and the event date (as ``StoryState.event_date``)."""
+        if self._summary is None:
+            moments = [a.published_at for a in self.articles.values()]
+            dates = sorted(a.event_date for a in self.articles.values() if a.event_date is not None)
+            self._summary = (min(moments), max(moments), dates[(len(dates) - 1) // 2] if dates else None)
+        return self._summary
+
+
+def refine_plan(
+    placed: Sequence[Placed], params: StoryParams, neighbours: Mapping[int, Iterable[int]] | None = None
+) -> dict[int, tuple[int, float]]:
+    """Which articles to move into which story: {article: (story, score)}.
+
+    Placement is greedy and in arrival order: the first articles of an event can join a neighbouring
+    event's story (same names, same days) and stay there once the event has a story of its own. Each
+    article, in publication order, is scored as if it arrived now: against its own story without it,
+    and against the stories neighbouring its own (the placement score on their exact member sums, with
+    the same span and event-date rules). It moves to the best of them if that beats staying; an article
+    alone in its story moves only where it would have been taken in (the joining threshold). Sweeps
+    repeat, each seeing the moves before it, until none moves or ``refine_rounds`` is reached. Pure and
+    deterministic (ties: stay, then the lower id). ``neighbours`` as in ``merge_plan``: None compares
+    every pair of stories."""
+    groups: dict[int, _Members] = {}
+    for article in placed:
+        groups.setdefault(article.story_id, _Members()).add(article)
+    near = _neighbourhood(groups.keys(), neighbours)
+    home = {a.article_id: a.story_id for a in placed}
+    span = timedelta(days=params.max_span_days)
+    scores: dict[int, float] = {}
+    for _ in range(params.refine_rounds):
+        changed = False
+        for article in sorted(placed, key=lambda a: (a.published_at, a.article_id)):
+            current = home[article.article_id]
+            own = groups[current]
+            if len(own.articles) > 1:
+                without = own.total.copy()
+                without.subtract(article.vector)
+                stay = _mixed_score(article.vector, without, _norm(without), len(own.articles) - 1, params)
+            else:
+                stay = params.threshold  # alone: moves only where it would have been taken in
+            best: tuple[float, int] | None = None
+            for other in sorted(near[article.story_id] | near[current] | {article.story_id}):
+                rival = groups[other]
+                if other == current or not rival.articles:
+                    continue
+                first, last, event = rival.summary()
+                if max(last, article.published_at) - min(first, article.published_at) > span:
+                    continue
+                score = _mixed_score(article.vector, rival.total, rival.norm(), len(rival.articles), params)
+                if article.event_date and event and abs((article.event_date - event).days) > params.date_gap_days:
+                    score *= params.date_penalty  # as in best_story
+                if score > stay and (best is None or score > best[0]):
+                    best = (score, other)
+            if best is not None:
+                own.remove(article)
+                groups[best[1]].add(article)
+                home[article.article_id] = best[1]
+                scores[article.article_id] = round(best[0], 4)
+                changed = True
+        if not changed:
+            break
+    return {
+        a.article_id: (home[a.article_id], scores[a.article_id]) for a in placed if home[a.article_id] != a.story_id
+    }

@@ -80,4 +80,4 @@ def test_recluster_keeps_near_copies_and_explanations(tmp_path: Path) -> None:
         methods = {r[0] for r in db.execute(text("SELECT placement_method FROM articles"))}
     engine.dispose()
     assert placed.placement_method == "near_copy" and placed.original == rows[0]["url"]
-    assert methods <= {"near_copy", "story_match", "new_story"} and "new_story" in methods
+    assert methods <= {"near_copy", "story_match", "new_story", "moved"} and "new_story" in methods
