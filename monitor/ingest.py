@@ -233,6 +233,7 @@ class _Placer:
             )
         self.bands: list[tuple[int, int]] = []
         self.touched: dict[int, stories.StoryState] = {}
+        self.read: dict[int, stories.Candidate] = {}  # stories as read from the database, untouched by the batch
         self.founded: set[int] = set()  # stories this batch created: not in the database's index yet
 
     def decide(self, prepared: Prepared) -> tuple[PlacementRecord, dict[str, float]]:
@@ -269,13 +270,15 @@ class _Placer:
         terms = stories.query_terms(vector, self.params)
         # The database ranks what it holds; the touched stories it ranks on stale terms are dropped, and
         # asking for as many more keeps the ranking of the others exact.
-        ranked = self.repo.stories_sharing(
+        ranked, read = self.repo.stories_sharing(
             {term: vector[term] for term in terms},
             weeks,
             self.params.candidates + len(self.touched.keys() - self.founded),
+            have=self.read.keys(),
         )
-        found = {c.story_id: c for c, _ in ranked if c.story_id not in self.touched}
-        shared = {c.story_id: score for c, score in ranked if c.story_id not in self.touched}
+        self.read.update((c.story_id, c) for c in read)
+        found = {sid: self.read[sid] for sid, _ in ranked if sid not in self.touched}
+        shared = {sid: score for sid, score in ranked if sid not in self.touched}
         wanted, week_set = set(terms), set(weeks)
         for story_id, state in self.touched.items():
             if state.members and stories.week_of(state.first_published_at) in week_set:
@@ -387,7 +390,8 @@ class _Placer:
         """The story as this batch has it, loaded on first use. Loaded after ``joining`` (an article being
         recorded) was written, it would list it already: left out, so that it joins once."""
         if story_id not in self.touched:
-            state = self.repo.story_state(story_id)
+            known = self.read.get(story_id)
+            state = self.repo.story_state(story_id, known.centroid if known else None)
             state.members = [m for m in state.members if m.article_id != joining]
             self.touched[story_id] = state
         return self.touched[story_id]

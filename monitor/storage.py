@@ -9,18 +9,21 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
     Date,
     DateTime,
     Float,
@@ -33,6 +36,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    any_,
     bindparam,
     case,
     cast,
@@ -40,6 +44,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -51,6 +56,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.dml import ReturningInsert
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
@@ -307,9 +313,16 @@ class Repository:
 
     def document_frequencies(self, terms: Iterable[str]) -> dict[str, int]:
         wanted = sorted(set(terms))
-        if self._postgres():  # one array parameter, whatever the number of terms
+        if self._postgres():
+            # One array parameter, whatever the number of terms, joined: a lookup per term through the key.
+            # (`term = ANY(array)` lets the planner scan the whole table, which every batch's df updates
+            # keep full of dead rows: 14 ms a call on a 6,000-term table under one-article batches.)
             rows = self.session.execute(
-                select(TermStat.term, TermStat.df).where(TermStat.term == func.any(bindparam("terms", wanted)))
+                sql_text(
+                    "SELECT t.term, t.df FROM unnest(CAST(:terms AS VARCHAR(64)[])) AS q(term)"
+                    " JOIN term_stats t ON t.term = q.term"
+                ),
+                {"terms": wanted},
             )
             return {term: df for term, df in rows}
         found: dict[str, int] = {}
@@ -375,8 +388,9 @@ class Repository:
 
     def near_copy_candidates(self, band_keys: Iterable[int]) -> list[NearCopyCandidate]:
         """Stored articles sharing an LSH bucket with any of these keys, one row per (bucket, article)."""
+        keys = sorted(set(band_keys))
         found: list[NearCopyCandidate] = []
-        for chunk in _chunks(sorted(set(band_keys)), 1000):
+        for chunk in _chunks(keys, 1000):
             rows = self.session.execute(
                 select(ArticleBand.band_key, Article.id, Article.story_id, Article.minhash, Article.shingle_count)
                 .join(Article, Article.id == ArticleBand.article_id)
@@ -413,27 +427,25 @@ class Repository:
     def insert_article(
         self, new: NewArticle, placement: PlacementRecord, story_id: int, terms: dict[str, float]
     ) -> int:
-        table = _table(Article)
         article_id: int = self.session.execute(
-            table.insert()
-            .values(
-                url=new.url,
-                title=new.title,
-                text=new.text,
-                source=new.source,
-                author=new.author,
-                published_at=new.published_at,
-                fetched_at=new.fetched_at,
-                event_date=new.event_date,
-                language=new.language,
-                feed_id=new.feed_id,
-                minhash=new.minhash,
-                shingle_count=new.shingle_count,
-                raw_html=zlib.compress(new.raw_html.encode("utf-8"), 6) if new.raw_html is not None else None,
-                created_at=utcnow(),
+            _insert_article(),
+            {
+                "url": new.url,
+                "title": new.title,
+                "text": new.text,
+                "source": new.source,
+                "author": new.author,
+                "published_at": new.published_at,
+                "fetched_at": new.fetched_at,
+                "event_date": new.event_date,
+                "language": new.language,
+                "feed_id": new.feed_id,
+                "minhash": new.minhash,
+                "shingle_count": new.shingle_count,
+                "raw_html": zlib.compress(new.raw_html.encode("utf-8"), 6) if new.raw_html is not None else None,
+                "created_at": utcnow(),
                 **_placement_columns(placement, story_id, terms),
-            )
-            .returning(table.c.id)
+            },
         ).scalar_one()
         self._index_for_search(article_id, new.title, new.text)
         return article_id
@@ -525,14 +537,16 @@ class Repository:
 
     # --- stories -----------------------------------------------------------
     def stories_sharing(
-        self, weights: Mapping[str, float], weeks: Sequence[int], limit: int
-    ) -> list[tuple[Candidate, float]]:
+        self, weights: Mapping[str, float], weeks: Sequence[int], limit: int, have: Collection[int] = ()
+    ) -> tuple[list[tuple[int, float]], list[Candidate]]:
         """The ``limit`` indexed stories that started in these weeks sharing the most weight with these
-        terms (sum of story weight × given weight), with that weight, best first, ties: the older story.
-        Summed in the database (a common term's posting list can hold thousands of stories in a large
-        corpus), and the stories' rows come back in the same round trip."""
+        terms (sum of story weight × given weight): (story, weight) best first, ties: the older story. Summed
+        in the database (a common term's posting list can hold thousands of stories in a large corpus); the
+        stories' rows come back in the same round trip, except those in ``have`` (already read by the
+        caller: a batch meets the same stories again and again, and their centroids are the costly part)."""
         if not weights:
-            return []
+            return [], []
+        stories = _table(Story)
         if self._postgres():  # the terms as one array, joined: no per-row CASE over every term
             ranked = (
                 sql_text(
@@ -545,50 +559,60 @@ class Repository:
                 .columns(story_id=Integer, shared=Float)
                 .subquery()
             )
+            known = stories.c.id == any_(literal(sorted(have), ARRAY(Integer)))
         else:
-            shared = func.sum(StoryTerm.weight * case(dict(weights), value=StoryTerm.term, else_=0.0))
+            terms = _table(StoryTerm)
+            total = func.sum(terms.c.weight * case(dict(weights), value=terms.c.term, else_=0.0))
             ranked = (
-                select(StoryTerm.story_id.label("story_id"), shared.label("shared"))
-                .where(StoryTerm.term.in_(sorted(weights)), StoryTerm.week.in_(list(weeks)))
-                .group_by(StoryTerm.story_id)
-                .order_by(shared.desc(), StoryTerm.story_id)
+                select(terms.c.story_id.label("story_id"), total.label("shared"))
+                .where(terms.c.term.in_(sorted(weights)), terms.c.week.in_(list(weeks)))
+                .group_by(terms.c.story_id)
+                .order_by(total.desc(), terms.c.story_id)
                 .limit(limit)
                 .subquery()
             )
+            known = stories.c.id.in_(sorted(have))
+        sid, centroid, *summary = _candidate_columns()
         rows = self.session.execute(
-            select(*_CANDIDATE_COLUMNS, ranked.c.shared)
-            .join(ranked, ranked.c.story_id == Story.id)
-            .where(Story.article_count > 0)
-            .order_by(ranked.c.shared.desc(), Story.id)
-        )
-        return [(Candidate(*row[:6]), float(row[6])) for row in rows]
+            select(ranked.c.shared, known, sid, case((known, None), else_=centroid), *summary)
+            .join(ranked, ranked.c.story_id == stories.c.id)
+            .where(stories.c.article_count > 0)
+            .order_by(ranked.c.shared.desc(), stories.c.id)
+        ).all()
+        return [(row[2], float(row[0])) for row in rows], [Candidate(*row[2:]) for row in rows if not row[1]]
 
     def stories_by_id(self, story_ids: Sequence[int]) -> list[Candidate]:
         """Live stories' summaries as candidates (merged and empty ones left out), in id order."""
         found: list[Candidate] = []
         for chunk in _chunks(sorted(story_ids), 500):
             rows = self.session.execute(
-                select(*_CANDIDATE_COLUMNS).where(Story.id.in_(chunk), Story.article_count > 0).order_by(Story.id)
+                select(*_candidate_columns()).where(Story.id.in_(chunk), Story.article_count > 0).order_by(Story.id)
             )
             found.extend(Candidate(*row) for row in rows)
         return found
 
-    def story_state(self, story_id: int) -> StoryState:
-        """A story with what its members say about it, to be updated as articles join it."""
-        title, centroid = self.session.execute(select(Story.title, Story.centroid).where(Story.id == story_id)).one()
+    def story_state(self, story_id: int, centroid: Mapping[str, float] | None = None) -> StoryState:
+        """A story with what its members say about it, to be updated as articles join it; ``centroid``: as
+        the caller read it already (not decoded again)."""
+        story, article = _table(Story).c, _table(Article).c
+        if centroid is None:
+            title, stored = self.session.execute(select(story.title, story.centroid).where(story.id == story_id)).one()
+            centroid = stored or {}
+        else:
+            title = self.session.execute(select(story.title).where(story.id == story_id)).scalar_one()
         rows = self.session.execute(
             select(
-                Article.id,
-                Article.published_at,
-                Article.source,
-                Article.title,
-                Article.event_date,
-                Article.duplicate_of_id.is_not(None),
+                article.id,
+                article.published_at,
+                article.source,
+                article.title,
+                article.event_date,
+                article.duplicate_of_id.is_not(None),
             )
-            .where(Article.story_id == story_id)
-            .order_by(Article.published_at, Article.id)
+            .where(article.story_id == story_id)
+            .order_by(article.published_at, article.id)
         )
-        return StoryState(story_id, title, dict(centroid or {}), [Member(*row) for row in rows])
+        return StoryState(story_id, title, dict(centroid), [Member(*row) for row in rows])
 
     def member_terms(self, story_id: int) -> list[dict[str, float]]:
         """The stored vectors of the story's original (not reprinted) articles."""
@@ -937,21 +961,24 @@ class Repository:
 
 
 # What placement and the merge pass read of a story (stories.Candidate, in its field order).
-_CANDIDATE_COLUMNS = (
-    Story.id,
-    Story.centroid,
-    Story.first_published_at,
-    Story.last_published_at,
-    Story.event_date,
-    Story.original_count,
-)
-
-
 def _table(model: type[Base]) -> Table:
     """The Core table of a model, for statements that need no ORM bookkeeping (bulk and hot-path writes)."""
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+@lru_cache(maxsize=1)
+def _insert_article() -> ReturningInsert[Any]:
+    """Built once: building and keying a statement per article cost more than running it."""
+    table = _table(Article)
+    return table.insert().returning(table.c.id)
+
+
+def _candidate_columns() -> tuple[ColumnElement[Any], ...]:
+    """A story as a placement candidate (stories.Candidate's fields), in Core columns: no ORM row loading."""
+    c = _table(Story).c
+    return (c.id, c.centroid, c.first_published_at, c.last_published_at, c.event_date, c.original_count)
 
 
 def _placement_columns(placement: PlacementRecord, story_id: int, terms: dict[str, float]) -> dict[str, Any]:
