@@ -138,9 +138,11 @@ def add_to_centroid(
 
 
 def event_date(title: str, text: str, published_at: datetime, params: StoryParams) -> date | None:
-    """The median of the dates written at the top of the article, if any."""
+    """The median of the dates written at the top of the article, if any; of two middle ones, the later: a
+    lead citing two dates usually gives the news and the background it follows (a hostage freed in July,
+    the talks of September), and the earlier one would set the article months before its story."""
     found = sorted(mentioned_dates(f"{title}\n{text}"[: params.date_lead_chars], published_at.date()))
-    return found[(len(found) - 1) // 2] if found else None
+    return found[len(found) // 2] if found else None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -13,7 +13,16 @@ from sqlalchemy import create_engine, inspect, text
 from monitor.importing import import_file
 from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Storage
-from monitor.stories import MAX_TERM_CHARS, Candidate, Placed, StoryParams, merge_plan, refine_plan, week_of
+from monitor.stories import (
+    MAX_TERM_CHARS,
+    Candidate,
+    Placed,
+    StoryParams,
+    event_date,
+    merge_plan,
+    refine_plan,
+    week_of,
+)
 from tests.support import RPM2, place_online
 
 
@@ -225,3 +234,17 @@ def test_junk_tokens_do_not_break_placement(database_url: str) -> None:
         indexed = db.execute(text("SELECT MAX(LENGTH(term)) FROM story_terms")).scalar_one()
     engine.dispose()
     assert longest <= MAX_TERM_CHARS and indexed <= MAX_TERM_CHARS  # junk is not vocabulary
+
+
+def test_event_date_is_the_median_date_of_the_lead_the_later_of_two() -> None:
+    """Dates written at the top of an article say when its event happened; of two, the later is the news and
+    the earlier the background it follows (the earlier set a follow-up months before its own story)."""
+    params = StoryParams()
+    published = datetime(2008, 10, 2, 9, tzinfo=UTC)
+    two = "Libérée le 2 juillet, Ingrid Betancourt a été reçue le 1er septembre à l'Élysée, puis a repris la parole."
+    assert event_date("Betancourt", two, published, params) == date(2008, 9, 1)
+    three = "Le 3 mars, le 10 avril et le 20 mai 2008, trois réunions ont eu lieu."
+    assert event_date("Réunions", three, published, params) == date(2008, 4, 10)
+    assert event_date("Sans date", "Rien de daté ici, seulement du texte.", published, params) is None
+    late = "x" * params.date_lead_chars + " le 5 août"
+    assert event_date("Trop loin", late, published, params) is None  # beyond the lead
