@@ -362,6 +362,7 @@ class _Placer:
         if not moves:
             return {}, set()
         self.repo.move_articles(moves)
+        targets = {target for target, _ in moves.values()}
         left = Counter(p.story_id for p in placed if p.article_id not in moves)
         given: dict[int, Counter[int]] = {}
         best: dict[int, float] = {}
@@ -372,12 +373,12 @@ class _Placer:
                 best[article.story_id] = max(best.get(article.story_id, 0.0), score)
         emptied: dict[int, tuple[int, float]] = {}
         for story_id in sorted(given):
-            if left[story_id] == 0 and story_id not in {t for t, _ in moves.values()}:
+            if left[story_id] == 0 and story_id not in targets:
                 into = min(given[story_id], key=lambda target: (-given[story_id][target], target))
                 self.repo.merge_story(story_id, into, best[story_id])
                 self.touched.pop(story_id, None)
                 emptied[story_id] = (into, best[story_id])
-        return emptied, set(given) | {target for target, _ in moves.values()}
+        return emptied, set(given) | targets
 
     def resummarise(self, story_id: int) -> None:
         """Recompute a story's centroid from the stored vectors of its remaining original articles."""

@@ -388,9 +388,8 @@ class Repository:
 
     def near_copy_candidates(self, band_keys: Iterable[int]) -> list[NearCopyCandidate]:
         """Stored articles sharing an LSH bucket with any of these keys, one row per (bucket, article)."""
-        keys = sorted(set(band_keys))
         found: list[NearCopyCandidate] = []
-        for chunk in _chunks(keys, 1000):
+        for chunk in _chunks(sorted(set(band_keys)), 1000):
             rows = self.session.execute(
                 select(ArticleBand.band_key, Article.id, Article.story_id, Article.minhash, Article.shingle_count)
                 .join(Article, Article.id == ArticleBand.article_id)
@@ -574,12 +573,12 @@ class Repository:
             known = stories.c.id.in_(sorted(have))
         sid, centroid, *summary = _candidate_columns()
         rows = self.session.execute(
-            select(ranked.c.shared, known, sid, case((known, None), else_=centroid), *summary)
+            select(ranked.c.shared, sid, case((known, None), else_=centroid), *summary)
             .join(ranked, ranked.c.story_id == stories.c.id)
             .where(stories.c.article_count > 0)
             .order_by(ranked.c.shared.desc(), stories.c.id)
         ).all()
-        return [(row[2], float(row[0])) for row in rows], [Candidate(*row[2:]) for row in rows if not row[1]]
+        return [(row[1], float(row[0])) for row in rows], [Candidate(*row[1:]) for row in rows if row[1] not in have]
 
     def stories_by_id(self, story_ids: Sequence[int]) -> list[Candidate]:
         """Live stories' summaries as candidates (merged and empty ones left out), in id order."""
@@ -960,7 +959,6 @@ class Repository:
         return result
 
 
-# What placement and the merge pass read of a story (stories.Candidate, in its field order).
 def _table(model: type[Base]) -> Table:
     """The Core table of a model, for statements that need no ORM bookkeeping (bulk and hot-path writes)."""
     table = model.__table__

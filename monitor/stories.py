@@ -448,9 +448,10 @@ def refine_plan(
     home = {a.article_id: a.story_id for a in placed}
     span = timedelta(days=params.max_span_days)
     scores: dict[int, float] = {}
+    in_order = sorted(placed, key=lambda a: (a.published_at, a.article_id))
     for _ in range(params.refine_rounds):
         changed = False
-        for article in sorted(placed, key=lambda a: (a.published_at, a.article_id)):
+        for article in in_order:
             current = home[article.article_id]
             own = groups[current]
             if len(own.articles) > 1:
