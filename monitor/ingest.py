@@ -4,8 +4,9 @@
 can run off the event loop and in parallel. ``store_many`` places and records a batch of prepared
 articles in one transaction under the cluster-wide placement lock: the batch is placed one article
 after another exactly as if each were stored before the next (corpus statistics, near-copy buckets
-and story summaries of the batch are kept in memory), but its reads and writes are shared, so the
-lock is held for a few milliseconds per article rather than a few dozen round trips each.
+and story summaries of the batch are kept in memory), but its reads and writes are shared: its articles
+take reserved ids and are written in one statement once placed, so the lock is held for a few
+milliseconds per article rather than a few dozen round trips each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from monitor import dedup, stories
 from monitor.extraction import extract
-from monitor.storage import Article, NewArticle, PlacementRecord, Repository, Storage
+from monitor.storage import Article, NewArticle, NewRow, PlacementRecord, Repository, Storage
 from monitor.urls import canonical_url, host_of
 
 
@@ -117,20 +118,26 @@ class Ingestor:
             self._check_fingerprint(repo)
             known = repo.article_ids_by_url(p.article.url for p in batch)
             placer = _Placer(repo, self.params, [p for p in batch if p.article.url not in known])
-            outcomes = []
+            ids = iter(repo.new_article_ids(len({p.article.url for p in batch} - known.keys())))
+            outcomes: list[Outcome] = []
+            rows: dict[int, NewRow] = {}  # written together once placed: the batch's articles, by id
             for prepared in batch:
                 url = prepared.article.url
                 if url in known:
-                    outcomes.append(Outcome(known[url], repo.story_of(known[url]), "exact_url", created=False))
+                    article_id = known[url]
+                    story_id = rows[article_id].story_id if article_id in rows else repo.story_of(article_id)
+                    outcomes.append(Outcome(article_id, story_id, "exact_url", created=False))
                     continue
                 placement, vector = placer.decide(prepared)
                 story_id = placement.story_id or repo.insert_story(
                     prepared.article.title, prepared.article.published_at
                 )
-                article_id = repo.insert_article(prepared.article, placement, story_id, vector)
+                article_id = next(ids)
+                rows[article_id] = NewRow(article_id, prepared.article, placement, story_id, vector)
                 placer.record(article_id, story_id, prepared, placement, vector)
                 known[url] = article_id
                 outcomes.append(Outcome(article_id, story_id, placement.method, created=True, score=placement.score))
+            repo.add_articles(list(rows.values()))
             placer.flush()
             if then is not None:
                 then(repo, outcomes)

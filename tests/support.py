@@ -241,17 +241,19 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 
     return True
 
 
+def labelled_incoming(row: dict[str, str]) -> Incoming:
+    """A line of a labelled JSONL as it arrives."""
+    return Incoming(
+        url=row["url"],
+        fetched_at=datetime.now(UTC),
+        title=row["title"],
+        text=row["text"],
+        published_at=datetime.fromisoformat(row["published_at"]),
+        source=row["source"],
+    )
+
+
 def place_online(ingestor: Ingestor, path: Path) -> None:
     """Every line of a labelled JSONL placed on its own, as a live stream would (no merge pass after)."""
     for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        ingestor.ingest(
-            Incoming(
-                url=row["url"],
-                fetched_at=datetime.now(UTC),
-                title=row["title"],
-                text=row["text"],
-                published_at=datetime.fromisoformat(row["published_at"]),
-                source=row["source"],
-            )
-        )
+        ingestor.ingest(labelled_incoming(json.loads(line)))

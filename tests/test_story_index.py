@@ -7,9 +7,11 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
+from monitor.errors import StorageError
 from monitor.importing import import_file
 from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Storage
@@ -23,7 +25,7 @@ from monitor.stories import (
     refine_plan,
     week_of,
 )
-from tests.support import RPM2, place_online
+from tests.support import RPM2, labelled_incoming, place_online
 
 
 def _placements(database_url: str) -> list[tuple[str, str, str, str | None, float | None]]:
@@ -248,3 +250,55 @@ def test_event_date_is_the_median_date_of_the_lead_the_later_of_two() -> None:
     assert event_date("Sans date", "Rien de daté ici, seulement du texte.", published, params) is None
     late = "x" * params.date_lead_chars + " le 5 août"
     assert event_date("Trop loin", late, published, params) is None  # beyond the lead
+
+
+def test_a_url_met_twice_is_one_article_within_a_batch_and_across_batches(database_url: str) -> None:
+    """The second copy of a URL, in the same batch or a later one, is the article stored first (exact_url),
+    in its story: the batch's articles are written together, after placement, and still found."""
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    ingestor = Ingestor(storage)
+    rows = [json.loads(line) for line in RPM2.read_text(encoding="utf-8").splitlines()[:3]]
+    incoming = labelled_incoming
+    first = [ingestor.prepare(incoming(row)) for row in (rows[0], rows[1], rows[0])]
+    a, b, again = ingestor.store_many(first)
+    assert a.created and b.created and not again.created
+    assert (again.method, again.article_id, again.story_id) == ("exact_url", a.article_id, a.story_id)
+    later, new = ingestor.store_many([ingestor.prepare(incoming(rows[1])), ingestor.prepare(incoming(rows[2]))])
+    assert (later.method, later.article_id, later.story_id, later.created) == (
+        "exact_url",
+        b.article_id,
+        b.story_id,
+        False,
+    )
+    assert new.created and new.article_id not in {a.article_id, b.article_id}
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        stored = db.execute(text("SELECT id, url, story_id FROM articles ORDER BY id")).all()
+    engine.dispose()
+    storage.engine.dispose()
+    assert [tuple(row) for row in stored] == [
+        (a.article_id, rows[0]["url"], a.story_id),
+        (b.article_id, rows[1]["url"], b.story_id),
+        (new.article_id, rows[2]["url"], new.story_id),
+    ]
+
+
+def test_term_statistics_keep_any_term_as_written(database_url: str) -> None:
+    """Terms go to PostgreSQL as one separated string per column, split by the server: characters that
+    mean something in an array literal come back unchanged, and a term holding the separator is refused
+    with the reason before anything is sent."""
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    awkward = {"a,b": 2, "{x}": 1, "NULL": 3, '"q"': 1, "back\\slash": 1, "l'été": 4, "with space": 1}
+    with storage.repository() as repo:
+        repo.add_document_terms(awkward, 5)
+    with storage.repository() as repo:
+        assert repo.document_frequencies([*awkward, "absent"]) == awkward
+        assert repo.document_count() == 5
+    if storage.engine.dialect.name == "postgresql":
+        with pytest.raises(StorageError, match="separator U\\+001F"), storage.repository() as repo:
+            repo.add_document_terms({"a\x1fb": 1}, 1)
+        with storage.repository() as repo:
+            assert repo.document_count() == 5
+    storage.engine.dispose()
