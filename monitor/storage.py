@@ -44,6 +44,7 @@ from sqlalchemy import (
     event,
     func,
     literal_column,
+    null,
     or_,
     select,
     update,
@@ -54,7 +55,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.sql.selectable import TextualSelect
+from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.search import Query, fts5_match, index_terms
@@ -628,26 +629,14 @@ class Repository:
 
     def story_state(self, story_id: int, centroid: Mapping[str, float] | None = None) -> StoryState:
         """A story with what its members say about it, to be updated as articles join it; ``centroid``: as
-        the caller read it already (not decoded again)."""
-        story, article = _table(Story).c, _table(Article).c
-        if centroid is None:
-            title, stored = self.session.execute(select(story.title, story.centroid).where(story.id == story_id)).one()
-            centroid = stored or {}
-        else:
-            title = self.session.execute(select(story.title).where(story.id == story_id)).scalar_one()
-        rows = self.session.execute(
-            select(
-                article.id,
-                article.published_at,
-                article.source,
-                article.title,
-                article.event_date,
-                article.duplicate_of_id.is_not(None),
-            )
-            .where(article.story_id == story_id)
-            .order_by(article.published_at, article.id)
-        )
-        return StoryState(story_id, title, dict(centroid), [Member(*row) for row in rows])
+        the caller read it already (not decoded again). One prebuilt statement: placement asks for each
+        story an article joins."""
+        rows = self.session.execute(_story_state_query(centroid is None), {"story_id": story_id}).all()
+        if not rows:
+            raise StorageError(f"story {story_id} does not exist")
+        title, stored = rows[0][:2]
+        members = [Member(*row[2:]) for row in rows if row[2] is not None]
+        return StoryState(story_id, title, dict(centroid if centroid is not None else stored or {}), members)
 
     def member_terms(self, story_id: int) -> list[dict[str, float]]:
         """The stored vectors of the story's original (not reprinted) articles."""
@@ -992,6 +981,27 @@ def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+@lru_cache(maxsize=2)
+def _story_state_query(with_centroid: bool) -> Select[Any]:
+    """A story's title (and centroid) on every row of its members, or on one row of nulls if it has none."""
+    story, article = _table(Story), _table(Article)
+    return (
+        select(
+            story.c.title,
+            story.c.centroid if with_centroid else null(),
+            article.c.id,
+            article.c.published_at,
+            article.c.source,
+            article.c.title,
+            article.c.event_date,
+            article.c.duplicate_of_id.is_not(None),
+        )
+        .select_from(story.outerjoin(article, article.c.story_id == story.c.id))
+        .where(story.c.id == bindparam("story_id"))
+        .order_by(article.c.published_at, article.c.id)
+    )
 
 
 @lru_cache(maxsize=1)
