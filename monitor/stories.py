@@ -176,6 +176,9 @@ class StoryState:
     centroid: dict[str, float]
     members: list[Member]
     _indexed: tuple[dict[str, float], list[tuple[str, float]]] | None = field(default=None, repr=False, compare=False)
+    _summarised: tuple[tuple[list[Member], int], tuple[datetime, datetime, date | None, int]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def add(self, member: Member, vector: Mapping[str, float] | None, params: StoryParams) -> None:
         """Take an article in; a reprint (vector None) adds no evidence, so the centroid stays."""
@@ -185,11 +188,11 @@ class StoryState:
 
     @property
     def first_published_at(self) -> datetime:
-        return min(m.published_at for m in self.members)
+        return self._summary()[0]
 
     @property
     def last_published_at(self) -> datetime:
-        return max(m.published_at for m in self.members)
+        return self._summary()[1]
 
     @property
     def outlet_count(self) -> int:
@@ -197,8 +200,29 @@ class StoryState:
 
     @property
     def event_date(self) -> date | None:
-        dates = sorted(m.event_date for m in self.members if m.event_date is not None)
-        return dates[(len(dates) - 1) // 2] if dates else None
+        return self._summary()[2]
+
+    @property
+    def originals(self) -> int:
+        return self._summary()[3]
+
+    def _summary(self) -> tuple[datetime, datetime, date | None, int]:
+        """First and last publication, event date (the lower median of the members'), originals. Cached
+        while the member list stays the same list of the same length (members are only ever appended):
+        placement asks for every story a batch touched, for every article of the batch."""
+        key = (self.members, len(self.members))
+        if self._summarised is None or self._summarised[0][0] is not key[0] or self._summarised[0][1] != key[1]:
+            dates = sorted(m.event_date for m in self.members if m.event_date is not None)
+            self._summarised = (
+                key,
+                (
+                    min(m.published_at for m in self.members),
+                    max(m.published_at for m in self.members),
+                    dates[(len(dates) - 1) // 2] if dates else None,
+                    sum(1 for m in self.members if not m.duplicate),
+                ),
+            )
+        return self._summarised[1]
 
     @property
     def headline(self) -> str:
@@ -215,10 +239,6 @@ class StoryState:
             self.event_date,
             self.originals,
         )
-
-    @property
-    def originals(self) -> int:
-        return sum(1 for m in self.members if not m.duplicate)
 
     def index_terms(self, params: StoryParams) -> list[tuple[str, float]]:
         """The centroid's heaviest terms: what finds this story from a new article. Cached for as long as
