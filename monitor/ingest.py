@@ -334,8 +334,8 @@ class _Placer:
                 summaries.setdefault(other.story_id, other)
             neighbours[mine.story_id] = [other.story_id for other in found]
         plan = stories.merge_plan([summaries[sid] for sid in sorted(summaries)], self.params, neighbours)
-        for absorbed, (into, score) in sorted(plan.items()):
-            self.repo.merge_story(absorbed, into, score)
+        self.repo.merge_stories([(absorbed, into, score) for absorbed, (into, score) in sorted(plan.items())])
+        for absorbed in plan:
             self.touched.pop(absorbed, None)
         changed = {into for into, _ in plan.values()}
         if self.params.refine_rounds > 0:
@@ -382,9 +382,9 @@ class _Placer:
         for story_id in sorted(given):
             if left[story_id] == 0 and story_id not in targets:
                 into = min(given[story_id], key=lambda target: (-given[story_id][target], target))
-                self.repo.merge_story(story_id, into, best[story_id])
                 self.touched.pop(story_id, None)
                 emptied[story_id] = (into, best[story_id])
+        self.repo.merge_stories([(story_id, into, score) for story_id, (into, score) in emptied.items()])
         return emptied, set(given) | targets
 
     def resummarise(self, story_id: int) -> None:

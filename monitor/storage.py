@@ -555,21 +555,32 @@ class Repository:
             )
         )
 
-    def merge_story(self, absorbed: int, into: int, score: float) -> None:
-        """Move a story's articles into another and keep the emptied row as the record of the merge."""
-        self.session.execute(update(Article).where(Article.story_id == absorbed).values(story_id=into))
-        self.session.execute(delete(StoryTerm).where(StoryTerm.story_id == absorbed))
+    def merge_stories(self, merges: Sequence[tuple[int, int, float]]) -> None:
+        """Move each (absorbed, into, score) story's articles into the other and keep the emptied row as the
+        record of the merge; in the order given (a story absorbed after it took in another passes on all),
+        three statements for all of them."""
+        if not merges:
+            return
+        articles, stories = _table(Article), _table(Story)
         self.session.execute(
-            update(Story)
-            .where(Story.id == absorbed)
+            articles.update().where(articles.c.story_id == bindparam("absorbed")).values(story_id=bindparam("into")),
+            [{"absorbed": absorbed, "into": into} for absorbed, into, _ in merges],
+        )
+        for chunk in _chunks([absorbed for absorbed, _, _ in merges], 500):
+            self.session.execute(delete(StoryTerm).where(StoryTerm.story_id.in_(chunk)))
+        now = utcnow()
+        self.session.execute(
+            stories.update()
+            .where(stories.c.id == bindparam("absorbed"))
             .values(
                 article_count=0,
                 original_count=0,
                 outlet_count=0,
-                merged_into_id=into,
-                merge_score=score,
-                updated_at=utcnow(),
-            )
+                merged_into_id=bindparam("into"),
+                merge_score=bindparam("score"),
+                updated_at=now,
+            ),
+            [{"absorbed": absorbed, "into": into, "score": score} for absorbed, into, score in merges],
         )
 
     def story_of(self, article_id: int) -> int:
@@ -664,12 +675,23 @@ class Repository:
     def move_articles(self, moves: Mapping[int, tuple[int, float]]) -> None:
         """Move articles, and their reprints with them, to other stories: {article: (story, score)}. A moved
         article's placement says so (method ``moved``, the score it has there, the story it matched)."""
-        for article_id, (story_id, score) in sorted(moves.items()):
-            self.session.execute(
-                update(Article)
-                .where(Article.id == article_id)
-                .values(story_id=story_id, placement_method="moved", placement_score=score, matched_story_id=story_id)
-            )
+        if not moves:
+            return
+        articles = _table(Article)
+        self.session.execute(
+            articles.update()
+            .where(articles.c.id == bindparam("article"))
+            .values(
+                story_id=bindparam("story"),
+                placement_method="moved",
+                placement_score=bindparam("score"),
+                matched_story_id=bindparam("matched"),
+            ),
+            [
+                {"article": article_id, "story": story_id, "score": score, "matched": story_id}
+                for article_id, (story_id, score) in sorted(moves.items())
+            ],
+        )
         for story_id, group in groupby(
             sorted(moves.items(), key=lambda kv: (kv[1][0], kv[0])), key=lambda kv: kv[1][0]
         ):
