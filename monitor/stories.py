@@ -277,11 +277,19 @@ def _article_score(vector: Mapping[str, float], candidate: Candidate, params: St
 
 
 def _mixed_score(
-    vector: Mapping[str, float], total: Mapping[str, float], total_norm: float, count: int, params: StoryParams
+    vector: Mapping[str, float],
+    total: Mapping[str, float],
+    total_norm: float,
+    count: int,
+    params: StoryParams,
+    vector_norm: float | None = None,
 ) -> float:
     """Cosine with the members' sum mixed with the average similarity to the members (vector · sum / count)."""
-    shared = dot(vector, total)
-    norm = _norm(vector) * total_norm
+    norm = _norm(vector) if vector_norm is None else vector_norm
+    return _mixed(dot(vector, total), norm * total_norm, count, params)
+
+
+def _mixed(shared: float, norm: float, count: int, params: StoryParams) -> float:
     cos = shared / norm if norm else 0.0
     if count <= 0:
         return cos
@@ -420,23 +428,34 @@ class _Members:
         self.total: Counter[str] = Counter()
         self.articles: dict[int, Placed] = {}
         self._summary: tuple[datetime, datetime, date | None] | None = None
-        self._norm: float | None = None
+        self._square: float | None = None
 
     def add(self, article: Placed) -> None:
         self.total.update(article.vector)
         self.articles[article.article_id] = article
-        self._summary = self._norm = None
+        self._summary = self._square = None
 
     def remove(self, article: Placed) -> None:
         self.total.subtract(article.vector)
         del self.articles[article.article_id]
-        self._summary = self._norm = None
+        self._summary = self._square = None
 
     def norm(self) -> float:
         """Cached: every article of the neighbourhood is scored against this story in each sweep."""
-        if self._norm is None:
-            self._norm = _norm(self.total)
-        return self._norm
+        return math.sqrt(self.square())
+
+    def square(self) -> float:
+        """The squared norm of the sum, cached."""
+        if self._square is None:
+            self._square = sum(v * v for v in self.total.values())
+        return self._square
+
+    def score_without(self, article: Placed, square: float, params: StoryParams) -> float:
+        """``_mixed_score`` of a member against the sum of the others, from the sum's cached squared norm
+        (|s - v|² = |s|² - 2 s·v + |v|²): proportional to the member's terms, not to the story's."""
+        along = dot(article.vector, self.total)
+        rest = math.sqrt(max(0.0, self.square() - 2.0 * along + square))
+        return _mixed(along - square, math.sqrt(square) * rest, len(self.articles) - 1, params)
 
     def summary(self) -> tuple[datetime, datetime, date | None]:
         """First and last publication, and the event date (as ``StoryState.event_date``)."""
@@ -468,18 +487,16 @@ def refine_plan(
     home = {a.article_id: a.story_id for a in placed}
     span = timedelta(days=params.max_span_days)
     scores: dict[int, float] = {}
+    squares = {a.article_id: sum(v * v for v in a.vector.values()) for a in placed}  # used every sweep
     in_order = sorted(placed, key=lambda a: (a.published_at, a.article_id))
     for _ in range(params.refine_rounds):
         changed = False
         for article in in_order:
             current = home[article.article_id]
             own = groups[current]
-            if len(own.articles) > 1:
-                without = own.total.copy()
-                without.subtract(article.vector)
-                stay = _mixed_score(article.vector, without, _norm(without), len(own.articles) - 1, params)
-            else:
-                stay = params.threshold  # alone: moves only where it would have been taken in
+            square = squares[article.article_id]
+            # Alone in its story, an article moves only where it would have been taken in.
+            stay = own.score_without(article, square, params) if len(own.articles) > 1 else params.threshold
             best: tuple[float, int] | None = None
             for other in sorted(near[article.story_id] | near[current] | {article.story_id}):
                 rival = groups[other]
@@ -488,7 +505,9 @@ def refine_plan(
                 first, last, event = rival.summary()
                 if max(last, article.published_at) - min(first, article.published_at) > span:
                     continue
-                score = _mixed_score(article.vector, rival.total, rival.norm(), len(rival.articles), params)
+                score = _mixed_score(
+                    article.vector, rival.total, rival.norm(), len(rival.articles), params, math.sqrt(square)
+                )
                 if article.event_date and event and abs((article.event_date - event).days) > params.date_gap_days:
                     score *= params.date_penalty  # as in best_story
                 if score > stay and (best is None or score > best[0]):
