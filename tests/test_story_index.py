@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,9 @@ from monitor.stories import (
     Candidate,
     Placed,
     StoryParams,
+    _Members,
+    _mixed_score,
+    _norm,
     event_date,
     merge_plan,
     refine_plan,
@@ -302,3 +306,24 @@ def test_term_statistics_keep_any_term_as_written(database_url: str) -> None:
         with storage.repository() as repo:
             assert repo.document_count() == 5
     storage.engine.dispose()
+
+
+def test_refinement_scores_a_member_against_the_rest_of_its_story() -> None:
+    """The score of staying, from the story's cached squared norm, is the placement score against the sum of
+    the other members, built out (to rounding)."""
+    params = StoryParams()
+    moment = datetime(2024, 11, 5, tzinfo=UTC)
+    vectors = [{"a": 0.8, "b": 0.6}, {"a": 0.6, "c": 0.8}, {"b": 0.28, "c": 0.96}, {"d": 1.0}]
+    members = _Members()
+    placed = [Placed(i, 1, moment, vector, None) for i, vector in enumerate(vectors)]
+    for article in placed:
+        members.add(article)
+    for article in placed:
+        rest: Counter[str] = Counter()
+        for other in placed:
+            if other is not article:
+                rest.update(other.vector)
+        expected = _mixed_score(article.vector, rest, _norm(rest), len(placed) - 1, params)
+        square = sum(v * v for v in article.vector.values())
+        assert abs(members.score_without(article, square, params) - expected) < 1e-12
+    assert members.score_without(placed[3], 1.0, params) == 0.0  # shares nothing with the others
