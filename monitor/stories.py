@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from typing import Protocol
 
 import Stemmer
 from stop_words import get_stop_words
@@ -167,6 +168,24 @@ class Member:
     duplicate: bool
 
 
+class _Dated(Protocol):
+    """What the dates of a story are read from: a ``Member`` as placement keeps it, or a ``Placed``."""
+
+    @property
+    def published_at(self) -> datetime: ...
+
+    @property
+    def event_date(self) -> date | None: ...
+
+
+def _span_and_event(articles: Iterable[_Dated]) -> tuple[datetime, datetime, date | None]:
+    """First and last publication of a story's articles, and its event date: the lower median of theirs."""
+    listed = list(articles)
+    moments = [a.published_at for a in listed]
+    dates = sorted(a.event_date for a in listed if a.event_date is not None)
+    return min(moments), max(moments), dates[(len(dates) - 1) // 2] if dates else None
+
+
 @dataclass
 class StoryState:
     """A story's running summary, kept while a batch of articles is placed and then written back."""
@@ -212,16 +231,8 @@ class StoryState:
         placement asks for every story a batch touched, for every article of the batch."""
         key = (self.members, len(self.members))
         if self._summarised is None or self._summarised[0][0] is not key[0] or self._summarised[0][1] != key[1]:
-            dates = sorted(m.event_date for m in self.members if m.event_date is not None)
-            self._summarised = (
-                key,
-                (
-                    min(m.published_at for m in self.members),
-                    max(m.published_at for m in self.members),
-                    dates[(len(dates) - 1) // 2] if dates else None,
-                    sum(1 for m in self.members if not m.duplicate),
-                ),
-            )
+            first, last, event = _span_and_event(self.members)
+            self._summarised = (key, (first, last, event, sum(1 for m in self.members if not m.duplicate)))
         return self._summarised[1]
 
     @property
@@ -441,11 +452,11 @@ class _Members:
         self._summary = self._square = None
 
     def norm(self) -> float:
-        """Cached: every article of the neighbourhood is scored against this story in each sweep."""
         return math.sqrt(self.square())
 
     def square(self) -> float:
-        """The squared norm of the sum, cached."""
+        """The squared norm of the sum, cached: every article of the neighbourhood is scored against this
+        story in each sweep."""
         if self._square is None:
             self._square = sum(v * v for v in self.total.values())
         return self._square
@@ -458,11 +469,9 @@ class _Members:
         return _mixed(along - square, math.sqrt(square) * rest, len(self.articles) - 1, params)
 
     def summary(self) -> tuple[datetime, datetime, date | None]:
-        """First and last publication, and the event date (as ``StoryState.event_date``)."""
+        """First and last publication, and the event date, as ``StoryState`` has them."""
         if self._summary is None:
-            moments = [a.published_at for a in self.articles.values()]
-            dates = sorted(a.event_date for a in self.articles.values() if a.event_date is not None)
-            self._summary = (min(moments), max(moments), dates[(len(dates) - 1) // 2] if dates else None)
+            self._summary = _span_and_event(self.articles.values())
         return self._summary
 
 
@@ -495,6 +504,7 @@ def refine_plan(
             current = home[article.article_id]
             own = groups[current]
             square = squares[article.article_id]
+            norm = math.sqrt(square)
             # Alone in its story, an article moves only where it would have been taken in.
             stay = own.score_without(article, square, params) if len(own.articles) > 1 else params.threshold
             best: tuple[float, int] | None = None
@@ -505,9 +515,7 @@ def refine_plan(
                 first, last, event = rival.summary()
                 if max(last, article.published_at) - min(first, article.published_at) > span:
                     continue
-                score = _mixed_score(
-                    article.vector, rival.total, rival.norm(), len(rival.articles), params, math.sqrt(square)
-                )
+                score = _mixed_score(article.vector, rival.total, rival.norm(), len(rival.articles), params, norm)
                 if article.event_date and event and abs((article.event_date - event).days) > params.date_gap_days:
                     score *= params.date_penalty  # as in best_story
                 if score > stay and (best is None or score > best[0]):
