@@ -1048,7 +1048,7 @@ def _array(parameter: str, sql_type: str) -> str:
     """A PostgreSQL array of ``sql_type`` from a parameter bound to ``_joined`` values. Split and cast in a
     subquery, so that a prepared statement's generic plan does it once, not once per row it meets; the
     outer cast (a no-op) makes ``= ANY(...)`` read it as an array, not as a set of rows."""
-    return f"CAST((SELECT CAST(string_to_array(:{parameter}, chr(31)) AS {sql_type}[])) AS {sql_type}[])"
+    return f"CAST((SELECT CAST(string_to_array(:{parameter}, chr({ord(_SEPARATOR)})) AS {sql_type}[])) AS {sql_type}[])"
 
 
 def _joined(values: Iterable[Any]) -> str:
