@@ -421,9 +421,9 @@ class Corpus:
                 )
             )
         )
-        week, suffix = stories.week_of(first), f"\t{first.isoformat()}\t{last.isoformat()}"
+        week = stories.week_of(first)
         for term, weight in ranked[: PARAMS.index_terms]:
-            chunk.story_terms.append(f"{story_id}\t{_esc(term)}\t{week}\t{round(weight, 6)}{suffix}")
+            chunk.story_terms.append(f"{story_id}\t{_esc(term)}\t{week}\t{round(weight, 6)}")
         return size
 
     def _copy(self, conn: psycopg.Connection[Any], chunk: Chunk) -> None:
@@ -435,8 +435,7 @@ class Corpus:
                  " language, story_id, duplicate_of_id, duplicate_similarity, placement_method, placement_score,"
                  " matched_article_id, matched_story_id, feed_id, terms, minhash, shingle_count, raw_html,"
                  " created_at) FROM STDIN", chunk.articles),
-                ("COPY story_terms (story_id, term, week, weight, first_published_at, last_published_at)"
-                 " FROM STDIN", chunk.story_terms),
+                ("COPY story_terms (story_id, term, week, weight) FROM STDIN", chunk.story_terms),
             )  # fmt: skip
             for statement, lines in statements:
                 with cur.copy(statement) as copy:

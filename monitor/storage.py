@@ -47,6 +47,8 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
+    tuple_,
     update,
 )
 from sqlalchemy import text as sql_text
@@ -203,14 +205,17 @@ class StoryTerm(Base):
     terms, partitioned by the week the story started (so a lookup reads only the weeks that matter)."""
 
     __tablename__ = "story_terms"
-    # Covering: a lookup reads the index alone, not one scattered table page per posting.
-    __table_args__ = (Index("ix_story_terms_lookup", "term", "week", "story_id", "weight"),)
+    # Weights change with every article a story takes in: kept out of the index, they are updated in place
+    # (PostgreSQL: on the same page, which fillfactor leaves room for), so the postings every lookup reads
+    # never pile up dead entries between two vacuums.
+    __table_args__ = (
+        Index("ix_story_terms_lookup", "term", "week", "story_id"),
+        {"postgresql_with": {"fillfactor": 50}},
+    )
     story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True)
     term: Mapped[str] = mapped_column(String(64), primary_key=True)
     week: Mapped[int] = mapped_column(Integer)
     weight: Mapped[float] = mapped_column(Float)
-    first_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_published_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TermStat(Base):
@@ -343,7 +348,7 @@ class Repository:
     def add_document_terms(self, increments: Mapping[str, int], documents: int) -> None:
         """Count ``documents`` more documents, and for each term how many of them contain it."""
         self._insert_many(
-            TermStat, [{"term": term, "df": n} for term, n in sorted(increments.items())], add_on_conflict="df"
+            TermStat, [{"term": term, "df": n} for term, n in sorted(increments.items())], on_conflict="df"
         )
         counter = self._insert()(Meta).values(key="document_count", value=str(documents))
         self.session.execute(
@@ -354,32 +359,45 @@ class Repository:
         )
 
     def _insert_many(
-        self, model: type[Base], rows: Sequence[Mapping[str, Any]], *, add_on_conflict: str | None = None
+        self, model: type[Base], rows: Sequence[Mapping[str, Any]], *, on_conflict: str | None = None
     ) -> None:
         """Many rows in one statement. PostgreSQL takes each column as one array (unnest, ``_joined``): one
-        round trip and one parse, where executemany costs a round of the driver per row. ``add_on_conflict``: on a
-        primary-key clash, add this column's new value to the stored one."""
+        round trip and one parse, where executemany costs a round of the driver per row. On a primary-key
+        clash, ``on_conflict`` = a column: add its new value to the stored one; ``"replace"``: take the new
+        values, and leave a row whose values are the same untouched (no new row version)."""
         if not rows:
             return
         table = _table(model)
         key = [column.name for column in table.primary_key.columns]
+        columns = list(rows[0])
+        changing = [c for c in columns if c not in key]
         if not self._postgres():
             statement = sqlite_insert(table)
-            if add_on_conflict:
+            if on_conflict == "replace":
                 statement = statement.on_conflict_do_update(
                     index_elements=key,
-                    set_={add_on_conflict: table.c[add_on_conflict] + statement.excluded[add_on_conflict]},
+                    set_={c: statement.excluded[c] for c in changing},
+                    where=or_(*(table.c[c] != statement.excluded[c] for c in changing)),
+                )
+            elif on_conflict:
+                statement = statement.on_conflict_do_update(
+                    index_elements=key, set_={on_conflict: table.c[on_conflict] + statement.excluded[on_conflict]}
                 )
             self.session.execute(statement, list(rows))
             return
         dialect = self.session.get_bind().dialect
-        columns = list(rows[0])
         arrays = ", ".join(_array(c, table.c[c].type.compile(dialect=dialect)) for c in columns)
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-        if add_on_conflict:
+        if on_conflict == "replace":
+            sql += (
+                f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in changing)}"
+                f" WHERE ({', '.join(f'{table.name}.{c}' for c in changing)})"
+                f" IS DISTINCT FROM ({', '.join(f'excluded.{c}' for c in changing)})"
+            )
+        elif on_conflict:
             sql += (
                 f" ON CONFLICT ({', '.join(key)}) DO UPDATE"
-                f" SET {add_on_conflict} = {table.name}.{add_on_conflict} + excluded.{add_on_conflict}"
+                f" SET {on_conflict} = {table.name}.{on_conflict} + excluded.{on_conflict}"
             )
         self.session.execute(sql_text(sql), {c: _joined([row[c] for row in rows]) for c in columns})
 
@@ -724,22 +742,37 @@ class Repository:
                 for s in states
             ],
         )
-        ids = [s.story_id for s in states]
-        for chunk in _chunks(ids, 500):
-            self.session.execute(delete(StoryTerm).where(StoryTerm.story_id.in_(chunk)))
         rows = [
-            {
-                "story_id": s.story_id,
-                "term": term,
-                "week": week_of(s.first_published_at),
-                "weight": weight,
-                "first_published_at": s.first_published_at,
-                "last_published_at": s.last_published_at,
-            }
+            {"story_id": s.story_id, "term": term, "week": week_of(s.first_published_at), "weight": weight}
             for s in states
             for term, weight in s.index_terms(params)
         ]
-        self._insert_many(StoryTerm, rows)
+        self._drop_terms_except(sorted({s.story_id for s in states}), rows)
+        self._insert_many(StoryTerm, rows, on_conflict="replace")
+
+    def _drop_terms_except(self, story_ids: Sequence[int], keep: Sequence[Mapping[str, Any]]) -> None:
+        """Delete these stories' index rows but those in ``keep``: the terms that left their 30 heaviest."""
+        table = _table(StoryTerm)
+        if self._postgres():
+            self.session.execute(
+                sql_text(
+                    f"DELETE FROM story_terms st WHERE st.story_id = ANY({_array('stories', 'INTEGER')})"
+                    f" AND NOT EXISTS (SELECT 1 FROM unnest({_array('keep_stories', 'INTEGER')},"
+                    f" {_array('keep_terms', 'VARCHAR(64)')}) AS k(story_id, term)"
+                    " WHERE k.story_id = st.story_id AND k.term = st.term)"
+                ),
+                {
+                    "stories": _joined(story_ids),
+                    "keep_stories": _joined(row["story_id"] for row in keep),
+                    "keep_terms": _joined(row["term"] for row in keep),
+                },
+            )
+            return
+        kept = {(row["story_id"], row["term"]) for row in keep}
+        for chunk in _chunks(story_ids, 100):
+            pairs = sorted(pair for pair in kept if pair[0] in set(chunk))
+            condition = tuple_(table.c.story_id, table.c.term).not_in(pairs) if pairs else true()
+            self.session.execute(delete(table).where(table.c.story_id.in_(chunk), condition))
 
     # --- feeds -------------------------------------------------------------
     def sync_feeds(self, configs: Sequence[Any]) -> None:

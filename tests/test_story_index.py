@@ -327,3 +327,38 @@ def test_refinement_scores_a_member_against_the_rest_of_its_story() -> None:
         square = sum(v * v for v in article.vector.values())
         assert abs(members.score_without(article, square, params) - expected) < 1e-12
     assert members.score_without(placed[3], 1.0, params) == 0.0  # shares nothing with the others
+
+
+def test_story_terms_are_updated_in_place(tmp_path: Path, database_url: str) -> None:
+    """Saving a story again rewrites only the index rows that changed: an unchanged row keeps its version (no
+    dead row left behind for every lookup to step over), a term that left the story's heaviest is deleted,
+    one that came in is added."""
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    import_file(_archive(tmp_path, 40), Ingestor(storage))
+    params = StoryParams()
+    postgres = storage.engine.dialect.name == "postgresql"
+    version = "xmin::text" if postgres else "rowid || ':' || weight"  # PostgreSQL: the transaction that wrote it
+    versions = text(f"SELECT story_id, term, {version} FROM story_terms ORDER BY 1, 2")
+    with storage.engine.connect() as db:
+        before = db.execute(versions).all()
+        first, second = db.execute(text("SELECT id FROM stories WHERE article_count > 0 ORDER BY id LIMIT 2")).scalars()
+    with storage.repository() as repo:
+        repo.save_stories([repo.story_state(first), repo.story_state(second)], params)
+    with storage.engine.connect() as db:
+        assert db.execute(versions).all() == before
+    with storage.repository() as repo:
+        state = repo.story_state(second)
+        ranked = sorted(state.centroid.items(), key=lambda kv: (-kv[1], kv[0]))
+        (gone, _), (kept, weight), (entered, _) = ranked[0], ranked[1], ranked[params.index_terms]
+        state.centroid = {t: w for t, w in state.centroid.items() if t != gone} | {kept: weight * 2}
+        repo.save_stories([state], params)
+        expected = dict(state.index_terms(params))
+    with storage.engine.connect() as db:
+        after = db.execute(versions).all()
+        index = dict(db.execute(text("SELECT term, weight FROM story_terms WHERE story_id = :s"), {"s": second}).all())
+    storage.engine.dispose()
+    assert index == expected and len(index) == params.index_terms
+    assert gone not in index and entered in index and index[kept] == weight * 2
+    rewritten = set(after) ^ set(before)  # rows deleted, added, or given a new version
+    assert {(s, t) for s, t, _ in rewritten} == {(second, gone), (second, entered), (second, kept)}
