@@ -770,7 +770,8 @@ class Repository:
             return
         kept = {(row["story_id"], row["term"]) for row in keep}
         for chunk in _chunks(story_ids, 100):
-            pairs = sorted(pair for pair in kept if pair[0] in set(chunk))
+            members = set(chunk)
+            pairs = sorted(pair for pair in kept if pair[0] in members)
             condition = tuple_(table.c.story_id, table.c.term).not_in(pairs) if pairs else true()
             self.session.execute(delete(table).where(table.c.story_id.in_(chunk), condition))
 
