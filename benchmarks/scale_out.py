@@ -51,8 +51,10 @@ from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from benchmarks.common import machine, postgres_database  # noqa: E402
 from monitor.errors import ExtractionError  # noqa: E402
+from monitor.evaluation import Scores, score  # noqa: E402
 from monitor.extraction import extract  # noqa: E402
-from tests.support import LoopbackServer, article_page, rss, seed_title  # noqa: E402
+from monitor.urls import canonical_url  # noqa: E402
+from tests.support import LoopbackServer, article_page, rss, seed_title, text_units  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RPM2 = DATA / "rpm2-dev" / "rpm2-dev.jsonl"
@@ -61,7 +63,6 @@ HOSTS = [f"127.0.2.{i}" for i in range(1, 21)]
 ARTICLES = 2000
 KEEP = 0.6  # share of an article's paragraphs a variant keeps
 MIX = 0.35  # paragraphs of another article, relative to the ones kept
-MIN_UNITS = 8  # fewer paragraphs than this: vary sentences instead
 TIMEOUT_S = 900.0
 RUBRICS = [
     "",
@@ -85,7 +86,6 @@ ENV = {
     "MONITOR_MAX_ITEMS_PER_FEED": "1000",
     "MONITOR_LOG_LEVEL": "WARNING",
 }
-_SENTENCE = re.compile(r"(?<=[.!?»])\s+(?=[A-ZÀ-ÖØ-Þ«\"“])")
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class Source:
 
     key: str
     topic: str
+    story: str  # its gold story label (rpm2-dev's topic and period; the seeds' labels)
     title: str
     units: list[str]  # paragraphs, or sentences when the article has few paragraphs
     published: datetime
@@ -107,6 +108,7 @@ class Page:
     title: str
     published: datetime
     html: str
+    story: str  # the gold story of the article it is a variant of
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Stored:
     items: dict[str, int]
     items_with_article: int
     distinct_item_articles: int
+    story_of: dict[str, int]  # article URL -> story
 
 
 def sources() -> list[Source]:
@@ -148,8 +151,9 @@ def sources() -> list[Source]:
                 Source(
                     row["url"],
                     row["topic"],
+                    row["story"],
                     row["title"],
-                    units(row["text"]),
+                    text_units(row["text"]),
                     datetime.fromisoformat(row["published_at"]),
                 )
             )
@@ -157,16 +161,9 @@ def sources() -> list[Source]:
     for path in sorted(SEEDS.glob("*.txt")):
         body = path.read_text(encoding="utf-8").strip()
         published = datetime.fromisoformat(labels[path.name]["published"] + "T09:30:00+01:00")
-        found.append(Source(path.name, "seeds", seed_title(body), units(body), published))
+        label = labels[path.name]["story"]
+        found.append(Source(path.name, "seeds", label, seed_title(body), text_units(body), published))
     return found
-
-
-def units(body: str) -> list[str]:
-    """Paragraphs; sentences when there are too few paragraphs to vary."""
-    paragraphs = [p.strip() for p in body.splitlines() if p.strip()]
-    if len(paragraphs) >= MIN_UNITS:
-        return paragraphs
-    return [s.strip() for p in paragraphs for s in _SENTENCE.split(p) if s.strip()]
 
 
 def variant(source: Source, k: int, others: list[Source]) -> tuple[str, str, datetime]:
@@ -217,7 +214,7 @@ def build_pages(servers: list[LoopbackServer], count: int) -> list[Page]:
                 url=server.base + path,
                 published=published.date().isoformat(),
             )
-            pages.append(Page(h, path, server.base + path, title, published, page))
+            pages.append(Page(h, path, server.base + path, title, published, page, source.story))
     return pages
 
 
@@ -409,6 +406,8 @@ def stored(database_url: str) -> Stored:
             linked, distinct = db.execute(
                 text("SELECT COUNT(article_id), COUNT(DISTINCT article_id) FROM feed_items")
             ).one()
+            rows = db.execute(text("SELECT url, story_id FROM articles")).all()
+            story_of = {str(url): int(story) for url, story in rows}
     finally:
         engine.dispose()
     return Stored(
@@ -419,6 +418,7 @@ def stored(database_url: str) -> Stored:
         {str(k): int(v) for k, v in items},
         int(linked),
         int(distinct),
+        story_of,
     )
 
 
@@ -436,7 +436,13 @@ def check(db: Stored, expected: int) -> str:
     return "OK" if not problems else "MISMATCH: " + "; ".join(problems)
 
 
-def report(label: str, batch: Batch, db: Stored, expected: int) -> float:
+def grouping(db: Stored, gold: dict[str, str]) -> Scores:
+    """The run's stories against the gold stories of the articles the pages are variants of."""
+    found = {url: story for url, story in db.story_of.items() if url in gold}
+    return score(found, {url: gold[url] for url in found})
+
+
+def report(label: str, batch: Batch, db: Stored, expected: int, gold: dict[str, str]) -> float:
     """Print one run; returns its articles/s."""
     rate = expected / batch.seconds
     methods = ", ".join(f"{m} {n}" for m, n in sorted(db.methods.items()))
@@ -461,6 +467,12 @@ def report(label: str, batch: Batch, db: Stored, expected: int) -> float:
         f"    DB: articles {db.articles} ({methods}); near_copy {near / max(1, db.articles):.1%}; stories {db.stories}"
     )
     print(f"    DB: feed items {db.items}; check: {check(db, expected)}")
+    quality = grouping(db, gold)
+    print(
+        f"    grouping against the sources' gold stories: BCubed F1 {quality.bcubed_f1:.3f} "
+        f"(P {quality.bcubed_precision:.3f}, R {quality.bcubed_recall:.3f}), "
+        f"{quality.predicted_stories} stories for {quality.gold_stories} gold"
+    )
     return rate
 
 
@@ -490,6 +502,7 @@ def main() -> None:
         workdir = Path(tmp)
         servers = [LoopbackServer(host) for host in HOSTS]  # bound now (the URLs need the ports), started later
         pages = build_pages(servers, args.articles)
+        gold = {canonical_url(page.url): page.story for page in pages}
         print(
             f"corpus: {len(pages)} pages from {len(sources())} real articles, {len(pages) // len(HOSTS)} per host, "
             f"mean page {sum(len(p.html) for p in pages) / len(pages) / 1024:.1f} KiB"
@@ -528,7 +541,7 @@ def main() -> None:
                     env["MONITOR_POLL_SECONDS"] = "1"
                 batch = run_workers(count, env, workdir, servers, done if as_daemons else None)
                 db = stored(url)
-            rates[key] = report(label, batch, db, len(pages))
+            rates[key] = report(label, batch, db, len(pages), gold)
             story_counts[key] = db.stories
     one, two, daemons = rates["one"], rates["two"], rates["daemons"]
     print("summary:")

@@ -52,7 +52,8 @@ def run(once: Annotated[bool, typer.Option("--once", help="Fetch every feed once
     report = asyncio.run(run_once(settings))
     console.print(
         f"{report.feeds_ok} feeds fetched, {report.feeds_failed} failed; {report.items_new} new items, "
-        f"{report.articles_added} articles added, {report.items_failed} items failed"
+        f"{report.articles_added} articles added, {report.items_failed} items failed; "
+        f"{report.stories_merged} stories merged"
     )
     for line in report.errors[:50]:
         errors.print(f"  {line}", markup=False, highlight=False)

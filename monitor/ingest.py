@@ -166,21 +166,23 @@ class Ingestor:
         self.merge_young_stories()  # as after an import, so both group alike
         return len(articles)
 
-    def merge_young_stories(self, every: timedelta | None = None) -> list[Merge] | None:
+    def merge_young_stories(self, due: Callable[[datetime | None, datetime], bool] | None = None) -> list[Merge] | None:
         """The periodic merge pass: placement is greedy, one article at a time, so the coverage of one
         event can start as several stories before an article links them. The stories changed since the
         last pass, with their neighbours from the story_terms index, go through ``stories.merge_plan``;
-        a merged story's articles move to the surviving one. At most once per ``every`` across the
-        cluster (None: now). Returns the merges, or None if the pass was not due."""
+        a merged story's articles move to the surviving one. Runs if ``due(last pass or None, now)``, asked
+        under the cluster-wide lock so that workers firing the same schedule run it once (None: runs).
+        Returns the merges, or None if the pass was not due."""
         now = datetime.now(UTC)
         with self._lock, self.storage.repository() as repo:
             repo.lock_cluster("placement")
-            last = repo.get_meta("merged_at")
-            if every is not None and last and now - datetime.fromisoformat(last) < every:
+            stored = repo.get_meta("merged_at")
+            last = datetime.fromisoformat(stored) if stored else None
+            if due is not None and not due(last, now):
                 return None
             placer = _Placer(repo, self.params, [])
             # The first pass on a database looks back one story span, not at every story ever made.
-            since = datetime.fromisoformat(last) if last else now - timedelta(days=self.params.max_span_days)
+            since = last or now - timedelta(days=self.params.max_span_days)
             plan = placer.merge(repo.stories_updated_since(since))
             placer.flush()
             repo.set_meta("merged_at", now.isoformat())

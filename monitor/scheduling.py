@@ -18,7 +18,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,7 +56,6 @@ GIL_SWITCH_SECONDS = 0.001
 # paid once per batch, and batches of the few articles extracted during one placement cost about twice as
 # much CPU per article as batches of 20. One worker on the scale-out benchmark: 43 -> 57 articles/s.
 PLACE_GATHER_SECONDS = 0.05
-MERGE_AT_MOST_EVERY = timedelta(minutes=30)  # workers firing the same cron: one pass runs, the others find it done
 
 
 @dataclass
@@ -66,6 +65,7 @@ class CycleReport:
     items_new: int = 0
     articles_added: int = 0
     items_failed: int = 0
+    stories_merged: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -506,9 +506,25 @@ async def run_once(settings: Settings) -> CycleReport:
                     await asyncio.sleep(0.5)
                     await worker.drain(report)
                 await worker.drain(report)
-                return report
             finally:
                 worker.close()
+        # From cron, --once is the whole service: the merge pass runs when the daemons' would have.
+        merges = await asyncio.to_thread(ingestor.merge_young_stories, schedule_fired(settings.merge_schedule))
+        report.stories_merged = len(merges or [])
+        return report
+
+
+def schedule_fired(schedule: str) -> Callable[[datetime | None, datetime], bool]:
+    """Whether a cron schedule has fired between a job's last run (None: never run) and now. Every worker
+    fires the schedule; asked under a cluster-wide lock, this lets the first run the job and the others
+    find it done for the period, whatever their clocks say to the second."""
+    trigger = CronTrigger.from_crontab(schedule, timezone=UTC)
+
+    def due(last: datetime | None, now: datetime) -> bool:
+        fires = None if last is None else trigger.get_next_fire_time(None, last)
+        return last is None or (fires is not None and fires <= now)
+
+    return due
 
 
 async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -583,9 +599,11 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
             prune, "interval", hours=1, next_run_time=_now() + timedelta(minutes=1), coalesce=True, max_instances=1
         )
 
+        merge_due = schedule_fired(settings.merge_schedule)
+
         async def merge() -> None:
             try:
-                merges = await asyncio.to_thread(ingestor.merge_young_stories, MERGE_AT_MOST_EVERY)
+                merges = await asyncio.to_thread(ingestor.merge_young_stories, merge_due)
             except MonitorError as e:
                 log.error("story merge pass failed: %s", e)
                 return

@@ -46,6 +46,18 @@ def seed_title(text: str) -> str:
     return " ".join(first.split()[:14]).rstrip(",;:")
 
 
+MIN_UNITS = 8  # fewer paragraphs than this: an article is cut into sentences instead
+_SENTENCE = re.compile(r"(?<=[.!?»])\s+(?=[A-ZÀ-ÖØ-Þ«\"“])")
+
+
+def text_units(body: str) -> list[str]:
+    """An article's paragraphs; its sentences when it has too few paragraphs to vary or cut."""
+    paragraphs = [p.strip() for p in body.splitlines() if p.strip()]
+    if len(paragraphs) >= MIN_UNITS:
+        return paragraphs
+    return [s.strip() for p in paragraphs for s in _SENTENCE.split(p) if s.strip()]
+
+
 def seeds() -> list[Seed]:
     labels = json.loads((SEEDS / "labels.json").read_text(encoding="utf-8"))["articles"]
     result = []
@@ -165,7 +177,7 @@ class LoopbackServer:
 
         self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]  # clients hang up on purpose
+        self.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]  # clients hang up on purpose
         self.host = host
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from monitor.fetching import max_age_seconds, retry_after_seconds
 from monitor.scheduling import adaptive_interval, failure_delay, success_delay
 from tests.support import LoopbackServer
-from tests.test_faults import cycle, query, write_feeds
+from tests.test_faults import cycle, good_site, query, write_feeds
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -65,3 +65,29 @@ def test_feed_failing_for_days_is_disabled_with_the_reason(tmp_path: Path) -> No
     feed = query(database_url, "SELECT enabled, disabled_reason, consecutive_failures FROM feeds")[0]
     assert not feed["enabled"] and feed["consecutive_failures"] == 2
     assert "failing since" in feed["disabled_reason"] and "HTTP 503" in feed["disabled_reason"]
+
+
+def test_run_once_runs_the_merge_pass_when_its_schedule_has_fired(tmp_path: Path) -> None:
+    """From cron, --once is the whole service: the merge pass runs at the end of a run when the daemon's would
+    have run since the last pass (a database never merged: at once), not at the end of every run."""
+    database_url = f"sqlite:///{tmp_path}/merge.db"
+    yearly = {"merge_schedule": "0 0 1 1 *"}
+
+    def merged_at() -> datetime | None:
+        rows = query(database_url, "SELECT value FROM meta WHERE key = 'merged_at'")
+        return datetime.fromisoformat(rows[0]["value"]) if rows else None
+
+    with LoopbackServer("127.0.0.46") as server:
+        feeds_file = write_feeds(tmp_path / "feeds.yaml", {"bon": good_site(server)})
+        report = cycle(database_url, feeds_file, **yearly)
+        first = merged_at()
+        assert report.articles_added == 1 and first is not None  # never merged: due at once
+        cycle(database_url, feeds_file, **yearly)
+        assert merged_at() == first  # the schedule has not fired since: no pass
+        long_ago = first - timedelta(days=400)
+        engine = create_engine(database_url)
+        with engine.begin() as db:
+            db.execute(text("UPDATE meta SET value = :v WHERE key = 'merged_at'"), {"v": long_ago.isoformat()})
+        engine.dispose()
+        cycle(database_url, feeds_file, **yearly)
+    assert (merged_at() or long_ago) > first  # a new year began since that pass: it ran again

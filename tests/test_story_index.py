@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, inspect, text
 from monitor.errors import StorageError
 from monitor.importing import import_file
 from monitor.ingest import Incoming, Ingestor
+from monitor.scheduling import schedule_fired
 from monitor.storage import Storage
 from monitor.stories import (
     MAX_TERM_CHARS,
@@ -134,9 +135,10 @@ def test_merge_pass_joins_pieces_once_and_explains_them(tmp_path: Path, database
     engine = create_engine(database_url)
     with engine.connect() as db:
         before = db.execute(text("SELECT COUNT(*) FROM stories WHERE article_count > 0")).scalar_one()
-    merges = ingestor.merge_young_stories(every=timedelta(minutes=30))
+    yearly = schedule_fired("0 0 1 1 *")
+    merges = ingestor.merge_young_stories(yearly)
     assert merges, "rpm2-dev placed online leaves pieces of one event apart"
-    assert ingestor.merge_young_stories(every=timedelta(minutes=30)) is None  # done for this period
+    assert ingestor.merge_young_stories(yearly) is None  # done for this period
     with engine.connect() as db:
         after = db.execute(text("SELECT COUNT(*) FROM stories WHERE article_count > 0")).scalar_one()
         records = db.execute(
