@@ -15,8 +15,12 @@ process: on a small machine the servers take CPU from the workers (reported with
 4. two daemons: two `monitor run` (MONITOR_POLL_SECONDS=1) started together on a third database, SIGTERM once
    every feed item is settled; wall clock until then. (A `--once` worker that finds nothing to claim at its
    start exits, so the pair in 3 may not share at all; daemons keep claiming.)
-Every worker figure is the wall clock of the real CLI, interpreter start-up and schema migration included; each
-database is checked: every article stored once, every feed item done.
+Every worker figure is the wall clock of the real CLI, interpreter start-up, schema migration and the merge pass
+a `--once` run ends with included; each database is checked: every article stored once, every feed item done.
+Each run's stories are also scored against the gold stories of the articles the pages are variants of (BCubed).
+The variants are harder than coverage: rotated paragraphs put background dates in the lead, where the event
+date is read, and a third of another topic in the body. A figure to watch, not the quality gate
+(benchmarks/story_quality.py).
 """
 
 from __future__ import annotations
