@@ -517,12 +517,14 @@ async def run_once(settings: Settings) -> CycleReport:
 def schedule_fired(schedule: str) -> Callable[[datetime | None, datetime], bool]:
     """Whether a cron schedule has fired between a job's last run (None: never run) and now. Every worker
     fires the schedule; asked under a cluster-wide lock, this lets the first run the job and the others
-    find it done for the period, whatever their clocks say to the second."""
+    find it done for the period, even when their clocks differ by a few seconds."""
     trigger = CronTrigger.from_crontab(schedule, timezone=UTC)
 
     def due(last: datetime | None, now: datetime) -> bool:
-        fires = None if last is None else trigger.get_next_fire_time(None, last)
-        return last is None or (fires is not None and fires <= now)
+        if last is None:
+            return True
+        fires = trigger.get_next_fire_time(None, last)
+        return fires is not None and fires <= now
 
     return due
 
