@@ -41,7 +41,14 @@ def _settings() -> Settings:
 
 
 @app.command()
-def run(once: Annotated[bool, typer.Option("--once", help="Fetch every feed once, ingest, and exit.")] = False) -> None:
+def run(
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="Fetch every feed once, ingest, run the story merge pass if its schedule is due, and exit."
+        ),
+    ] = False,
+) -> None:
     """Run the daemon: poll due feeds and ingest new articles until SIGTERM/SIGINT."""
     from monitor.scheduling import run_forever, run_once
 
