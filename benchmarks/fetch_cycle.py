@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from benchmarks.common import Run, machine, run_cli  # noqa: E402
-from tests.support import LoopbackServer, Reply, Route, article_page, rss  # noqa: E402
+from tests.support import RPM2, LoopbackServer, Reply, Route, article_page, rss  # noqa: E402
 
-RPM2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpm2-dev" / "rpm2-dev.jsonl"
 HOSTS = [f"127.0.1.{i}" for i in range(1, 51)]
 FEEDS_PER_HOST = 20
 LATENCY_S = 0.05

@@ -25,9 +25,8 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from benchmarks.common import Run, machine, postgres_database, run_cli  # noqa: E402
-from tests.support import LoopbackServer, article_page, rss  # noqa: E402
+from tests.support import RPM2, LoopbackServer, article_page, rss  # noqa: E402
 
-RPM2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpm2-dev" / "rpm2-dev.jsonl"
 HOSTS = [f"127.0.0.{i}" for i in range(10, 20)]
 
 

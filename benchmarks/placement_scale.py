@@ -8,7 +8,7 @@ the pipeline (a million placements would take hours), with what placement reads 
 
 * articles spread over the 12 months of 2024, grouped into stories (60 % singletons, the rest 2-15 articles
   within a few days, about 1 in 5 of their later articles a reprint of an earlier one), every article cut from
-  one of the 205 real French texts (rpm2-dev and the seeds, read from ../shared) with words dropped;
+  one of the 205 real French texts (rpm2-dev and the seeds, read from tests/data) with words dropped;
 * MinHash signatures derived from the real text's signature (monitor.dedup.signature): an original article has
   90-100 % of its 128 values replaced by random ones (a lower share would make thousands of unrelated articles
   share LSH buckets with their template: 205 texts stand for a million), a reprint 5-35 % of its parent's; the
@@ -69,10 +69,8 @@ from benchmarks.common import machine, postgres_database  # noqa: E402
 from monitor import dedup, stories  # noqa: E402
 from monitor.ingest import Incoming, Ingestor  # noqa: E402
 from monitor.storage import Storage  # noqa: E402
+from tests.support import RPM2, SEEDS  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RPM2 = DATA / "rpm2-dev" / "rpm2-dev.jsonl"
-SEEDS = DATA / "seeds"
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN_S = 366 * 86400  # the corpus covers 2024
 OUTLETS = [f"presse-{k:03d}" for k in range(1, 151)]

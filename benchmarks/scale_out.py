@@ -58,11 +58,8 @@ from monitor.errors import ExtractionError  # noqa: E402
 from monitor.evaluation import Scores, score  # noqa: E402
 from monitor.extraction import extract  # noqa: E402
 from monitor.urls import canonical_url  # noqa: E402
-from tests.support import LoopbackServer, article_page, rss, seed_title, text_units  # noqa: E402
+from tests.support import RPM2, SEEDS, LoopbackServer, article_page, rss, seed_title, text_units  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RPM2 = DATA / "rpm2-dev" / "rpm2-dev.jsonl"
-SEEDS = DATA / "seeds"
 HOSTS = [f"127.0.2.{i}" for i in range(1, 21)]
 ARTICLES = 2000
 KEEP = 0.6  # share of an article's paragraphs a variant keeps

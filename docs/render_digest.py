@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_digests import _corpus  # noqa: E402  (needs ROOT on sys.path; reads ../shared/data)
+from tests.test_digests import _corpus  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
 
 CHROMIUM = Path("/usr/bin/chromium")
 AT = "2024-11-07T06:00:00+00:00"  # 07:00 in Paris, as in tests/test_digests.py

@@ -1,4 +1,4 @@
-"""Test helpers: the real seed data from ../shared, realistic HTML/RSS around it, and loopback HTTP servers."""
+"""Test helpers: the real data in tests/data, realistic HTML/RSS around it, and loopback HTTP servers."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from typing import Any
 
 from monitor.ingest import Incoming, Ingestor
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SEEDS = SHARED / "seeds"
-RPM2 = SHARED / "rpm2-dev" / "rpm2-dev.jsonl"
-FEEDS_FR = SHARED / "feeds-fr"
+DATA = Path(__file__).resolve().parent / "data"  # real text nobody on the team wrote; see data/README.md
+SEEDS = DATA / "seeds"
+RPM2 = DATA / "rpm2-dev" / "rpm2-dev.jsonl"
+FEEDS_FR = DATA / "feeds-fr"
 
 
 @dataclass(frozen=True)
