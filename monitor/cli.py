@@ -1,10 +1,25 @@
 """The `monitor` command."""
 
+# ruff: noqa: E402  (the Ctrl-C guard below must be in place before the slow imports)
 from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+
+def _interrupted_while_loading(_signum: int, _frame: FrameType | None) -> None:
+    """Ctrl-C during the second the imports take: the one line main() prints, not a traceback."""
+    sys.stderr.write("monitor: interrupted\n")
+    raise SystemExit(130)
+
+
+_GUARDED = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not when started with SIGINT ignored
+if _GUARDED:
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +34,8 @@ from monitor.config import Settings
 from monitor.errors import ConfigError, MonitorError
 from monitor.operations import configure_logging
 
+if _GUARDED:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main() reports it
 app = typer.Typer(
     help="Media monitoring: French tech-news feeds in, stories out, stored in SQL.",
     no_args_is_help=True,
@@ -31,11 +48,14 @@ errors = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
+    """The environment's settings; the first bad one stops the command in one line naming its variable."""
     try:
         settings = Settings()
     except ValidationError as e:
         first = e.errors()[0]
-        raise ConfigError(f"MONITOR_{str(first['loc'][0]).upper()}: {first['msg']}") from e
+        variable = f"MONITOR_{str(first['loc'][0]).upper()}" if first["loc"] else "MONITOR_*"
+        reason = str(first["msg"]).removeprefix("Value error, ").removeprefix(f"{variable}: ")
+        raise ConfigError(f"{variable}: {reason}") from e
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -71,12 +91,17 @@ def run(
 @app.command("import")
 def import_(
     path: Annotated[
-        Path,
-        typer.Argument(help="JSONL file: url, title, text or html, published_at, source.", exists=True, dir_okay=False),
+        str,  # not Path: typer only recognises "-" in a string
+        typer.Argument(
+            help="JSONL file (- for standard input): url, title, text or html, published_at, source.",
+            exists=True,
+            dir_okay=False,
+            allow_dash=True,
+        ),
     ],
 ) -> None:
     """Backfill articles from a JSONL archive, through the same pipeline as fetched ones."""
-    from monitor.importing import import_file
+    from monitor.importing import count_lines, import_file
     from monitor.ingest import Ingestor
     from monitor.storage import Storage
 
@@ -84,7 +109,12 @@ def import_(
     storage = Storage(settings.database_url)
     storage.ensure_schema(upgrade=settings.auto_upgrade)
     ingestor = Ingestor(storage, settings.story_params())
-    total = sum(1 for _ in path.open(encoding="utf-8", errors="replace"))
+    stdin = path == "-"
+    name = "stdin" if stdin else path
+    try:
+        total = None if stdin else count_lines(Path(path))
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
     with Progress(
         TextColumn("importing"),
         BarColumn(),
@@ -94,9 +124,14 @@ def import_(
         disable=not errors.is_terminal,
     ) as bar:
         task = bar.add_task("import", total=total)
-        report = import_file(path, ingestor, progress=lambda n: bar.update(task, completed=n))
+        report = import_file(
+            sys.stdin.buffer if stdin else Path(path),
+            ingestor,
+            progress=lambda n: bar.update(task, completed=n),
+            max_line_bytes=settings.import_max_line_bytes,
+        )
     for error in report.errors:
-        errors.print(f"{path}:{error}", markup=False, highlight=False)
+        errors.print(f"{name}:{_one_line(error)}", markup=False, highlight=False)
     console.print(
         f"{report.added} articles added, {report.already_known} already known, {len(report.errors)} lines skipped, "
         f"{report.merged} stories merged"
@@ -164,11 +199,10 @@ def search(
         raise ConfigError(str(e)) from e
     table = Table("story", "last published (UTC)", "articles", "outlets", "title")
     with storage.repository() as repo:
-        ids = repo.search_article_ids(parsed)
         stories = repo.stories_for_digest(
             datetime.min.replace(tzinfo=UTC),
             datetime.max.replace(tzinfo=UTC),
-            article_ids=ids,
+            query=parsed,
             outlets=(),
             min_outlets=1,
             limit=limit,
@@ -211,7 +245,10 @@ def digest(
     if preview:
         built = build(storage, digests[name], end)
         subject, _text, html = render(built, settings.templates_dir)
-        preview.write_text(html, encoding="utf-8")
+        try:
+            preview.write_text(html, encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot write the preview to {preview}: {e.strerror}") from e
         console.print(f"{subject} → {preview}")
     if send:
         state = Digester(settings, storage, list(digests.values())).run(name, end)
@@ -255,7 +292,10 @@ def eval_(
     from monitor.evaluation import evaluate
 
     settings = _settings()
-    console.print_json(json.dumps(evaluate(path, label=label, params=settings.story_params()).as_dict()))
+    scores = evaluate(
+        path, label=label, params=settings.story_params(), max_line_bytes=settings.import_max_line_bytes
+    )
+    console.print_json(json.dumps(scores.as_dict()))
 
 
 @db_app.command("upgrade")
@@ -280,9 +320,22 @@ def db_status() -> None:
     )
 
 
+def _one_line(error: Exception) -> str:
+    """Driver and SQL messages span lines; what a user reads is one."""
+    return " ".join(str(error).split())
+
+
 def main() -> None:
+    """Whatever goes wrong reaches the user as one line and an exit code, never as a traceback."""
     try:
         app()
     except MonitorError as e:
-        errors.print(f"monitor: error: {e}", markup=False, highlight=False)
+        errors.print(f"monitor: error: {_one_line(e)}", markup=False, highlight=False)
         sys.exit(2)
+    except KeyboardInterrupt:  # before typer took over
+        errors.print("monitor: interrupted", markup=False, highlight=False)
+        sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # typer's silent exit for Ctrl-C inside a command
+            errors.print("monitor: interrupted", markup=False, highlight=False)
+        raise

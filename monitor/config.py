@@ -7,6 +7,7 @@ validation error names the feed and the field, so a typo in a 40-feed file is fo
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -15,10 +16,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.errors import ConfigError
+from monitor.limits import MAX_OUTLET_CHARS
 from monitor.stories import StoryParams
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,47 +34,50 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 class Settings(BaseSettings):
     """Every knob of the service; each field is read from MONITOR_<FIELD_NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore", allow_inf_nan=False)
 
     database_url: str = "sqlite:///monitor.db"
     feeds_file: Path = Path("feeds.yaml")
     # "false", "true", or a comma-separated list of networks such as "127.0.0.0/8,::1/128".
     allow_private_addresses: str = "false"
     user_agent: str = "monitor-news-bot/0.1 (+https://github.com/monitor-news/monitor; media monitoring)"
-    host_min_interval: float = 1.0
-    host_concurrency: int = 2
-    global_concurrency: int = 16
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    request_deadline: float = 60.0  # whole request, body included: stops slow drips
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_redirects: int = 5
-    max_items_per_feed: int = 200
+    host_min_interval: float = Field(default=1.0, ge=0)
+    host_concurrency: int = Field(default=2, ge=1)  # 0 would wait for a free slot forever
+    global_concurrency: int = Field(default=16, ge=1)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    request_deadline: float = Field(default=60.0, gt=0)  # whole request, body included: stops slow drips
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_redirects: int = Field(default=5, ge=0, le=30)
+    max_items_per_feed: int = Field(default=200, ge=1)
     default_interval: str = "15m"
     max_interval: str = "6h"  # quiet feeds slow down to this, not further
-    disable_after_days: float = 7.0  # a feed failing without a break this long is disabled, with the reason
-    item_max_attempts: int = 5  # tries for an article page before giving up with the reason
-    lease_seconds: float = 300.0  # a worker holds a feed or item this long; if it dies, another takes over
-    poll_seconds: float = 30.0
+    disable_after_days: float = Field(default=7.0, gt=0)  # failing without a break this long: disabled, with why
+    item_max_attempts: int = Field(default=5, ge=1)  # tries for an article page before giving up with the reason
+    lease_seconds: float = Field(default=60.0, gt=0)  # a live worker renews what it holds; a dead one's runs out
+    poll_seconds: float = Field(default=30.0, gt=0)
     extract_processes: int = Field(default=0, ge=0)  # 0: extraction in one thread of the worker; N: N processes
+    extract_timeout: float = Field(default=30.0, gt=0)  # seconds one page's extraction may take
+    import_max_line_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)  # a longer import line is skipped
     auto_upgrade: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
-    http_port: int | None = None  # /healthz, /readyz, /metrics; off unless set
-    http_host: str = "127.0.0.1"  # 0.0.0.0 in a container
-    retention_days: float = 90.0  # raw HTML and fetch history older than this are pruned; articles stay
-    smtp_host: str = "localhost"
-    smtp_port: int = 587
+    http_port: int | None = Field(default=None, ge=1, le=65535)  # /healthz, /readyz, /metrics; off unless set
+    http_host: str = Field(default="127.0.0.1", min_length=1)  # 0.0.0.0 in a container
+    retention_days: float = Field(default=90.0, gt=0)  # raw HTML and fetch history older than this are pruned
+    smtp_host: str = Field(default="localhost", min_length=1)
+    smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     smtp_user: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None  # never shown: repr, logs and errors print ********
     smtp_from: str = "monitor@localhost"
-    smtp_timeout: float = 30.0
-    story_threshold: float | None = None  # overrides of StoryParams (monitor/stories.py); unset: the default
-    story_window_days: float | None = None
-    story_max_span_days: float | None = None
-    story_merge_threshold: float | None = None
-    story_refine_rounds: int | None = None
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    # Overrides of StoryParams (monitor/stories.py); unset: the default.
+    story_threshold: float | None = Field(default=None, gt=0, le=1)
+    story_window_days: float | None = Field(default=None, gt=0)
+    story_max_span_days: float | None = Field(default=None, gt=0)
+    story_merge_threshold: float | None = Field(default=None, gt=0, le=1)
+    story_refine_rounds: int | None = Field(default=None, ge=0)
     # The cluster-wide merge pass (cron, UTC): stories that turn out to cover one event become one. It
     # waits for stories to gather coverage: merging every few minutes joins small stories on thin evidence.
     merge_schedule: str = "30 3 * * *"
@@ -92,10 +97,50 @@ class Settings(BaseSettings):
         CronTrigger.from_crontab(value, timezone="UTC")
         return value
 
-    @field_validator("default_interval", "max_interval")
+    @field_validator("default_interval")
     @classmethod
     def _check_interval(cls, value: str) -> str:
         parse_interval(value)
+        return value
+
+    @field_validator("max_interval")
+    @classmethod
+    def _check_max_interval(cls, value: str, info: ValidationInfo) -> str:
+        """Checked here, not in a model validator, so the error names MONITOR_MAX_INTERVAL."""
+        seconds = parse_interval(value)
+        default = info.data.get("default_interval")
+        if default is not None and seconds < parse_interval(default):
+            raise ValueError(f"{value!r} is shorter than MONITOR_DEFAULT_INTERVAL ({default!r})")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in logging.getLevelNamesMapping() or level == "NOTSET":
+            raise ValueError(f"not a log level: {value!r} (use DEBUG, INFO, WARNING, ERROR or CRITICAL)")
+        return level
+
+    @field_validator("user_agent")
+    @classmethod
+    def _check_one_line(cls, value: str) -> str:
+        """It goes into every request's headers: an empty one or a line break would garble them."""
+        if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must be one non-empty line of text")
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _check_sender(cls, value: str) -> str:
+        if not re.match(r"^[^@\s<>]+@[^@\s<>]+$", value):
+            raise ValueError(f"not an e-mail address: {value!r}")
+        return value
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _check_templates_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
         return value
 
     def story_params(self) -> StoryParams:
@@ -156,9 +201,14 @@ class FeedConfig:
     language: str = "fr"
     tags: tuple[str, ...] = field(default_factory=tuple)
     robots: bool = True
+    outlet: str = ""  # the outlet its articles are credited to (articles.source); the feed's name when not set
+
+    def __post_init__(self) -> None:
+        if not self.outlet:
+            object.__setattr__(self, "outlet", self.name)
 
 
-_FEED_KEYS = {"name", "url", "interval", "language", "tags", "robots"}
+_FEED_KEYS = {"name", "url", "interval", "language", "tags", "robots", "outlet"}
 
 
 def _read_yaml(path: Path) -> Any:
@@ -217,8 +267,19 @@ def _parse_feed(entry: Any, position: int, fallback_interval: int) -> FeedConfig
     robots = entry.get("robots", True)
     if not isinstance(robots, bool):
         raise ConfigError("must be true or false", feed=name, field="robots")
+    outlet = entry.get("outlet", name)
+    if not isinstance(outlet, str) or not outlet.strip() or len(outlet.strip()) > MAX_OUTLET_CHARS:
+        raise ConfigError(
+            f"must be a non-empty name of at most {MAX_OUTLET_CHARS} characters", feed=name, field="outlet"
+        )
     return FeedConfig(
-        name=name.strip(), url=url.strip(), interval_s=interval, language=language, tags=tuple(tags), robots=robots
+        name=name.strip(),
+        url=url.strip(),
+        interval_s=interval,
+        language=language,
+        tags=tuple(tags),
+        robots=robots,
+        outlet=outlet.strip(),
     )
 
 
@@ -303,6 +364,13 @@ def _parse_digest(entry: Any, position: int) -> DigestConfig:
     query = entry.get("query")
     if query is not None and (not isinstance(query, str) or not query.strip()):
         raise ConfigError("must be a non-empty string", digest=name, field="query")
+    if query is not None:
+        from monitor.search import parse_query
+
+        try:  # a query of stop words or punctuation only would match nothing, every day, in silence
+            parse_query(query)
+        except ValueError as e:
+            raise ConfigError(str(e), digest=name, field="query") from e
     outlets = entry.get("outlets", [])
     if not isinstance(outlets, list) or not all(isinstance(o, str) for o in outlets):
         raise ConfigError("must be a list of outlet names", digest=name, field="outlets")

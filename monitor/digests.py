@@ -1,8 +1,13 @@
-"""Digest e-mails: the period's stories ranked by how many outlets covered them, sent exactly once.
+"""Digest e-mails: the period's stories ranked by how many outlets covered them, sent at most once a period.
 
 A run (digest name + period end) is recorded before anything is sent; a worker must claim it
-(pending → sending) to send it, so a restart or a second worker never sends it twice. SMTP failures
-go back to pending with a backoff, and end as 'failed' with the reason after a bounded number of tries.
+(pending → sending) to send it, so a restart or a second worker never sends it twice. A failure before
+the message reaches the SMTP server (building, rendering, delivery refused) goes back to pending with a
+backoff, and ends as 'failed' with the reason after a bounded number of tries. A run left in 'sending'
+(the worker died between the hand-over and recording it) is reported, never resent.
+
+Periods follow the schedule's wall clock in the digest's time zone: a run is named after the scheduled
+time, however late the worker fires, and consecutive runs tile across DST changes.
 """
 
 from __future__ import annotations
@@ -20,11 +25,20 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+from apscheduler.triggers.cron import CronTrigger
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    TemplateError,
+    TemplateSyntaxError,
+    select_autoescape,
+)
 
-from monitor.config import DigestConfig, Settings
-from monitor.errors import DeliveryError
-from monitor.search import parse_query
+from monitor.config import DigestConfig, FeedConfig, Settings
+from monitor.errors import ConfigError, DeliveryError
+from monitor.search import fold_name, parse_query
 from monitor.storage import Article, Repository, Storage
 from monitor.text import MONTHS
 
@@ -116,15 +130,15 @@ def _story(
     )
 
 
-def build(storage: Storage, config: DigestConfig, end: datetime) -> Digest:
-    """The digest for the period ending at ``end``: what would be sent, without sending it."""
-    start = end - timedelta(seconds=config.period_s)
+def build(storage: Storage, config: DigestConfig, end: datetime, start: datetime | None = None) -> Digest:
+    """The digest for the period ending at ``end`` (starting where the schedule says unless ``start`` is given):
+    what would be sent, without sending it."""
+    start = period_start(config, end) if start is None else start
     with storage.repository() as repo:
-        matching = repo.search_article_ids(parse_query(config.query)) if config.query else None
         stories = repo.stories_for_digest(
             start,
             end,
-            article_ids=matching,
+            query=parse_query(config.query) if config.query else None,
             outlets=config.outlets,
             min_outlets=config.min_outlets,
             limit=config.max_stories,
@@ -164,8 +178,14 @@ def render(digest: Digest, templates_dir: Path | None = None) -> tuple[str, str,
         else f"Veille « {digest.config.name} » du {day} : rien de nouveau"
     )
     context = {"digest": digest, "subject": subject, "zone": digest.config.timezone, "day": day}
-    text = env.get_template("digest.txt.j2").render(context)
-    html = env.get_template("digest.html.j2").render(context)
+    rendered = []
+    for name in ("digest.txt.j2", "digest.html.j2"):
+        try:
+            rendered.append(env.get_template(name).render(context))
+        except TemplateError as e:  # a user's template (MONITOR_TEMPLATES_DIR) with a mistake in it
+            line = f", line {e.lineno}" if isinstance(e, TemplateSyntaxError) else ""
+            raise ConfigError(f"template {name} ({templates_dir or 'shipped'}){line}: {e.message}") from e
+    text, html = rendered
     return subject, text, html
 
 
@@ -200,7 +220,8 @@ def send_mail(msg: EmailMessage, settings: Settings, digest: str) -> None:
             if settings.smtp_security == "starttls":
                 smtp.starttls(context=ssl.create_default_context())
             if settings.smtp_user:
-                smtp.login(settings.smtp_user, settings.smtp_password or "")
+                password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+                smtp.login(settings.smtp_user, password)
             smtp.send_message(msg)
     except (OSError, smtplib.SMTPException) as e:
         raise DeliveryError(digest, f"SMTP {settings.smtp_host}:{settings.smtp_port}: {e}") from e
@@ -211,6 +232,81 @@ def period_end(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(second=0, microsecond=0)
 
 
+# How far a zone's clock may move at once (DST: 1 h; some zones have moved 2 h): wall-clock fire times that
+# close to the edge of a search may name moments on the other side of it.
+_CLOCK_CHANGE = timedelta(hours=2)
+
+
+def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
+    return moment.astimezone(zone).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The moment a wall-clock time names: a time the autumn change repeats counts once, at its first
+    occurrence; a time the spring change skips falls after the gap, as the scheduler fires it."""
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+def last_fire(config: DigestConfig, at: datetime) -> datetime | None:
+    """The latest time the digest's schedule names at or before ``at``; None if it names none in 30 years.
+
+    The cron expression is matched on the wall clock of the digest's time zone (a UTC trigger over naive
+    local times, which has no DST to get wrong), then each wall-clock time is placed with ``_instant``.
+    """
+    zone = ZoneInfo(config.timezone)
+    wall_trigger = CronTrigger.from_crontab(config.schedule, timezone=UTC)
+    here = _wall(at, zone)
+    for window in (timedelta(hours=4**k) for k in range(10)):  # 1 h, 4 h, … 30 years
+        latest = None
+        fire = wall_trigger.get_next_fire_time(None, (here - window - _CLOCK_CHANGE).replace(tzinfo=UTC))
+        while fire is not None and fire.replace(tzinfo=None) <= here + _CLOCK_CHANGE:
+            moment = _instant(fire.replace(tzinfo=None), zone)
+            if moment <= at and (latest is None or moment > latest):
+                latest = moment
+            fire = wall_trigger.get_next_fire_time(None, fire + timedelta(seconds=1))
+        if latest is not None:
+            return latest
+    return None
+
+
+def scheduled_end(config: DigestConfig, now: datetime) -> datetime:
+    """The end of the period a digest firing at ``now`` covers: the latest scheduled time at or before now,
+    so a worker firing late, a second worker, or the scheduler firing twice in a repeated hour name one run."""
+    end = last_fire(config, now)
+    if end is None:
+        raise ConfigError(f"{config.schedule!r} names no time before {now:%Y-%m-%d %H:%M}", digest=config.name)
+    return end
+
+
+def period_start(config: DigestConfig, end: datetime) -> datetime:
+    """Where the period ending at ``end`` starts.
+
+    When ``period`` is the wall-clock time since the previous scheduled time (a daily 07:00 digest with
+    period 24h), the period starts at that previous time, so consecutive periods tile with no gap and no
+    overlap: the day the clocks go forward it covers 23 h, the day they go back 25 h. Otherwise (a period
+    longer or shorter than the spacing, or an end off the schedule) it is ``period`` before ``end``.
+    """
+    span = timedelta(seconds=config.period_s)
+    previous = last_fire(config, end - timedelta(microseconds=1))
+    zone = ZoneInfo(config.timezone)
+    if previous is not None and _wall(end, zone) - _wall(previous, zone) == span:
+        return previous
+    return end - span
+
+
+def warn_unknown_outlets(digests: Sequence[DigestConfig], feeds: Sequence[FeedConfig]) -> list[str]:
+    """Log a warning for each digest outlet no feed credits its articles to (accents and case aside), and
+    return them: a typo would silently filter everything out; imported archives may still have it."""
+    known = {fold_name(feed.outlet) for feed in feeds}
+    unknown = []
+    for digest in digests:
+        for outlet in digest.outlets:
+            if fold_name(outlet) not in known:
+                log.warning("digest %r, field 'outlets': no feed has the outlet %r", digest.name, outlet)
+                unknown.append(outlet)
+    return unknown
+
+
 class Digester:
     def __init__(self, settings: Settings, storage: Storage, digests: Sequence[DigestConfig]) -> None:
         self.settings = settings
@@ -218,14 +314,15 @@ class Digester:
         self.digests = {d.name: d for d in digests}
 
     def run(self, name: str, end: datetime) -> str:
-        """Record the run for this period (once), then send it if this worker wins the claim. Returns its state."""
+        """Record the run for the period ending at ``end`` (once), then send it if this worker wins the claim.
+        Returns its state."""
         config = self.digests[name]
         with self.storage.repository() as repo:
-            run = repo.record_digest_run(name, end - timedelta(seconds=config.period_s), end)
+            run = repo.record_digest_run(name, period_start(config, end), end)
         return self._attempt(run.id)
 
     def retry_due(self) -> None:
-        """Retry runs whose delivery failed, and report runs a crash left half-sent."""
+        """Retry runs that could not be built or delivered, and report runs a crash left half-sent."""
         now = datetime.now(UTC)
         with self.storage.repository() as repo:
             for run in repo.digest_runs(states=["sending"]):
@@ -248,20 +345,25 @@ class Digester:
             if config is None or not repo.claim_digest_run(run_id, now):
                 return run.state
             start, end = run.period_start, run.period_end
-        digest = build(self.storage, config, end)
-        state, error, message_id = "sent", None, None
-        if not digest.stories and not config.send_empty:
-            state = "empty"
+        state, error, message_id, story_count = "sent", None, None, None
+        try:
+            digest = build(self.storage, config, end, start)
+            story_count = len(digest.stories)
+            msg = message(digest, self.settings, run_id) if digest.stories or config.send_empty else None
+        except Exception as e:  # nothing has left yet, so any failure (a user's template too) is safe to retry
+            state, error = "pending", f"building the digest failed: {type(e).__name__}: {e}"
         else:
-            try:
-                msg = message(digest, self.settings, run_id)
+            if msg is None:
+                state = "empty"
+            else:
                 message_id = msg["Message-ID"]
-                send_mail(msg, self.settings, config.name)
-            except DeliveryError as e:
-                state, error = "pending", str(e)
+                try:
+                    send_mail(msg, self.settings, config.name)
+                except DeliveryError as e:
+                    state, error = "pending", str(e)
         with self.storage.repository() as repo:
             run = repo.digest_run(run_id)
-            run.story_count, run.last_error = len(digest.stories), error
+            run.story_count, run.last_error = story_count, error
             if state == "pending":
                 if run.attempts >= MAX_ATTEMPTS:
                     state = "failed"
@@ -270,9 +372,7 @@ class Digester:
                     )
                 else:
                     run.next_attempt_at = now + RETRY_BASE * 2 ** (run.attempts - 1)
-                    log.warning(
-                        "digest %s: delivery failed, retrying at %s: %s", config.name, run.next_attempt_at, error
-                    )
+                    log.warning("digest %s: not sent, retrying at %s: %s", config.name, run.next_attempt_at, error)
             run.state = state
             if state == "sent":
                 run.message_id, run.sent_at = message_id, datetime.now(UTC)

@@ -8,6 +8,7 @@ MonitorError
 │   └── AddressRefused   the URL resolves to an address the guard refuses
 ├── FeedError            bytes fetched but not a usable feed; carries the feed URL and a kind
 │                        (not_a_feed, challenge, parse)
+├── InvalidURL           a URL that cannot name an article (bad port, no host, ...); carries it and why
 ├── ExtractionError      a page gave no article text; carries the URL
 ├── ImportLineError      one JSONL line of an import is unusable; carries the line number
 ├── DeliveryError        a digest could not be handed to the SMTP server; carries the digest name
@@ -75,6 +76,12 @@ class FeedError(MonitorError):
         super().__init__(f"{url}: {kind}: {message}")
         self.url = url
         self.kind = kind
+
+
+class InvalidURL(MonitorError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"invalid URL {url[:200]!r}: {reason}")
+        self.url, self.reason = url, reason
 
 
 class ExtractionError(MonitorError):

@@ -6,7 +6,6 @@ labels are read here only, after the fact, and never reach the product.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import Counter
 from collections.abc import Mapping
@@ -15,7 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from monitor.importing import import_file
+from monitor.errors import ConfigError, ImportLineError
+from monitor.importing import MAX_LINE_BYTES, import_file, read_records
 from monitor.ingest import Ingestor
 from monitor.storage import Article, Storage
 from monitor.stories import StoryParams
@@ -69,22 +69,42 @@ def score(predicted: Mapping[str, object], gold: Mapping[str, object]) -> Scores
 
 
 def evaluate(
-    path: Path, *, label: str = "story", params: StoryParams | None = None, database_url: str | None = None
+    path: Path,
+    *,
+    label: str = "story",
+    params: StoryParams | None = None,
+    database_url: str | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Scores:
-    """Import ``path`` into a fresh database (SQLite in a temp dir unless given) and score it."""
+    """Import ``path`` into a fresh database (SQLite in a temp dir unless given) and score it.
+
+    Scores over a partly imported file would mislead, so any unusable line stops it, with its number."""
+    labelled: list[tuple[str, str | int]] = []  # (url, gold label)
+    for number, record in read_records(path, max_line_bytes):
+        if isinstance(record, ImportLineError):
+            continue  # the import below names it
+        gold_label = record.get(label)
+        if not isinstance(gold_label, str | int) or isinstance(gold_label, bool):
+            raise ConfigError(f"{path}:line {number}: no {label!r} label (a string or number; see --label)")
+        labelled.append((str(record.get("url")), gold_label))
+    if not labelled:
+        raise ConfigError(f"{path}: no labelled articles to score")
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(database_url or f"sqlite:///{tmp}/eval.db")
         storage.upgrade()
-        report = import_file(path, Ingestor(storage, params))
+        report = import_file(path, Ingestor(storage, params), max_line_bytes=max_line_bytes)
         if report.errors:
-            raise ValueError(f"{path}: {len(report.errors)} lines failed, first: {report.errors[0]}")
-        gold = {}
-        with path.open(encoding="utf-8") as handle:
-            for raw in handle:
-                if raw.strip():
-                    row = json.loads(raw)
-                    gold[canonical_url(row["url"])] = row[label]
+            more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+            raise ConfigError(f"{path}:{report.errors[0]}{more}")
         with storage.repository() as repo:
             predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).all())
         storage.engine.dispose()
-    return score(predicted, gold)
+    # An HTML page naming another canonical URL is stored under that one: it cannot be matched, so not scored.
+    matched: dict[str, object] = {}
+    for url, gold_label in labelled:
+        canonical = canonical_url(url)
+        if isinstance(canonical, str) and canonical in predicted:
+            matched[canonical] = gold_label
+    if not matched:
+        raise ConfigError(f"{path}: no article was stored under its own URL, so none can be scored")
+    return score(predicted, matched)

@@ -87,5 +87,10 @@ def _canonical_link(html: str, url: str) -> str | None:
     for href in tree.xpath("//link[@rel='canonical']/@href"):
         href = str(href).strip()
         if href.startswith(("http://", "https://", "/")):
-            return canonical_url(urljoin(url, href))
+            try:
+                declared = canonical_url(urljoin(url, href))
+            except ValueError:  # urljoin on a broken IPv6 literal
+                continue
+            if isinstance(declared, str):
+                return declared
     return None

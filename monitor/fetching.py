@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import hashlib
+import io
 import ipaddress
 import math
 import re
@@ -20,7 +21,7 @@ import ssl
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -34,12 +35,21 @@ import httpx
 
 from monitor.config import Network, Settings
 from monitor.errors import AddressRefused, FeedError, FetchError
-from monitor.urls import canonical_url
+from monitor.limits import MAX_TITLE_CHARS, MAX_URL_CHARS, clip
+from monitor.urls import RefusedURL, canonical_url
 
 FEED_TYPES = ("xml", "rss", "atom", "rdf", "text/html", "text/plain", "application/octet-stream")
 PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 _REDIRECTS = {301, 302, 303, 307, 308}
-MAX_URL_CHARS = 2048  # the schema's URL (and GUID) columns
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    """The host's addresses in the order the system prefers them (RFC 6724), each once."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 class AddressGuard:
@@ -48,8 +58,9 @@ class AddressGuard:
     ``allowed`` None allows everything; otherwise a list of networks exempt from the rule.
     """
 
-    def __init__(self, allowed: list[Network] | None) -> None:
+    def __init__(self, allowed: list[Network] | None, resolve: Resolver = _resolve) -> None:
         self.allowed = allowed
+        self.resolve = resolve
 
     def permits(self, address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -59,34 +70,40 @@ class AddressGuard:
 
     async def check(self, url: str) -> None:
         """Resolve the URL's host and raise AddressRefused if any of its addresses is not permitted."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as e:
+            raise FetchError(url, "invalid", f"not a usable URL: {e}") from e
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise FetchError(url, "network", "only http(s) URLs with a host can be fetched")
-        await self.vetted_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), url=url)
+            raise FetchError(url, "invalid", "only http(s) URLs with a host can be fetched")
+        await self.vetted_addresses(parts.hostname, port or (443 if parts.scheme == "https" else 80), url=url)
 
-    async def vetted_address(self, host: str, port: int, *, url: str | None = None) -> str:
-        """One address of ``host`` to connect to, after checking every address it resolves to."""
+    async def vetted_addresses(self, host: str, port: int, *, url: str | None = None) -> list[str]:
+        """Every address of ``host``, in the order to try them, after checking each of them."""
         try:
             addresses = [str(ipaddress.ip_address(host.strip("[]")))]
         except ValueError:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror as e:
-                raise FetchError(url or host, "network", f"cannot resolve {host}: {e.strerror}") from e
-            addresses = sorted({str(info[4][0]) for info in infos})
+                addresses = await self.resolve(host, port)
+            except (socket.gaierror, UnicodeError) as e:
+                reason = e.strerror if isinstance(e, socket.gaierror) else str(e)
+                raise FetchError(url or host, "network", f"cannot resolve {host}: {reason}") from e
         refused = [a for a in addresses if not self.permits(a)]
-        if refused:
+        if refused or not addresses:
             raise AddressRefused(
                 url or host,
-                f"{host} resolves to non-public address {refused[0]} (set MONITOR_ALLOW_PRIVATE_ADDRESSES to allow it)",
+                f"{host} resolves to non-public address {refused[0] if refused else 'none'} "
+                "(set MONITOR_ALLOW_PRIVATE_ADDRESSES to allow it)",
             )
-        return addresses[0]
+        return addresses
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Connects only to an address the guard vetted in the same step, so a DNS answer that changes
+    """Connects only to addresses the guard vetted in the same step, so a DNS answer that changes
     between the check and the connection (DNS rebinding) cannot slip a private address through.
-    TLS still verifies the certificate against the host name: httpcore passes it separately."""
+    Each vetted address is tried in turn. TLS still verifies the certificate against the host name:
+    httpcore passes it separately."""
 
     def __init__(self, guard: AddressGuard) -> None:
         self.guard = guard
@@ -100,12 +117,18 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        address = await self.guard.vetted_address(host, port)
-        return _Stream(
-            await self.inner.connect_tcp(
-                address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-            )
-        )
+        failure: Exception | None = None
+        for address in await self.guard.vetted_addresses(host, port):  # dual-stack sites on IPv4-only networks
+            try:
+                stream = await self.inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                failure = e
+                continue
+            return _Stream(stream)
+        assert failure is not None  # vetted_addresses never returns an empty list
+        raise failure
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -220,9 +243,9 @@ class Response:
 class Fetcher:
     """One shared httpx client for the whole process; use as an async context manager."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolve: Resolver = _resolve) -> None:
         self.settings = settings
-        self.guard = AddressGuard(settings.allowed_networks())
+        self.guard = AddressGuard(settings.allowed_networks(), resolve)
         self.budget = HostBudget(settings.host_min_interval, settings.host_concurrency, settings.global_concurrency)
         # Keep-alive limit = connection limit: httpcore 1.0 closes "surplus" idle connections by counting all
         # of them, which can close one just handed to a request (encode/httpcore#1110).
@@ -282,7 +305,14 @@ class Fetcher:
                     raise FetchError(
                         current, "http", f"redirect {response.status} without Location", status=response.status
                     )
-                current = urljoin(current, location)
+                try:
+                    target = urljoin(current, location)
+                except ValueError:
+                    target = location
+                refused = canonical_url(target)
+                if isinstance(refused, RefusedURL):
+                    raise FetchError(current, "invalid", f"redirect to an {refused}", status=response.status)
+                current = target
                 continue
             if response.status == 304:
                 return response
@@ -318,6 +348,8 @@ class Fetcher:
             raise FetchError(url, kind, str(e) or type(e).__name__) from e
         except httpx.HTTPError as e:
             raise FetchError(url, "network", str(e) or type(e).__name__) from e
+        except (httpx.InvalidURL, UnicodeError) as e:  # neither is an HTTPError
+            raise FetchError(url, "invalid", f"not a usable URL: {e}") from e
 
 
 async def _bounded_body(url: str, stream: httpx.Response, limit: int) -> bytes:
@@ -416,6 +448,7 @@ class FeedEntry:
     url: str | None
     title: str | None
     published_at: datetime | None
+    error: str | None = None  # an item that cannot be fetched (its link is unusable): recorded as failed
 
 
 @dataclass
@@ -425,15 +458,25 @@ class ParsedFeed:
     ttl_minutes: int | None = None
     warning: str | None = None  # a bozo feed that still had items
 
+    @property
+    def refused(self) -> list[FeedEntry]:
+        return [entry for entry in self.entries if entry.error]
+
 
 _CHALLENGE = re.compile(rb"cf-challenge|challenge-platform|just a moment\.\.\.|captcha|attention required", re.I)
 
 
 def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -> ParsedFeed:
-    """Entries of an RSS/Atom body; FeedError when the body is not a feed at all."""
-    parsed: Any = feedparser.parse(
-        response.body, response_headers={"content-type": response.headers.get("content-type", "")}
-    )
+    """Entries of an RSS/Atom body; FeedError when the body is not a feed at all.
+
+    The body goes to feedparser as a stream: given bytes that look like a path or a URL, feedparser
+    would open that file or fetch that address itself."""
+    try:
+        parsed: Any = feedparser.parse(
+            io.BytesIO(response.body), response_headers={"content-type": response.headers.get("content-type", "")}
+        )
+    except Exception as e:  # feedparser's own guard is bozo; anything escaping it is a parse failure too
+        raise FeedError(url, "parse", f"not a parseable feed: {type(e).__name__}: {e}") from e
     head = response.body[:2048].lstrip().lower()
     if not parsed.entries:
         if _CHALLENGE.search(response.body[:20000]):
@@ -443,36 +486,39 @@ def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -
         if parsed.bozo and not parsed.version:
             raise FeedError(url, "parse", f"not a parseable feed: {parsed.bozo_exception}")
     entries: list[FeedEntry] = []
-    seen: set[str] = set()
-    overlong: list[str] = []
+    seen: set[tuple[str, str | None]] = set()
     for raw in parsed.entries[:max_items]:
-        link = raw.get("link")
-        absolute = canonical_url(urljoin(response.url, link)) if link else None
-        if absolute and len(absolute) > MAX_URL_CHARS:  # no page worth fetching; and no room in the schema
-            overlong.append(absolute[:80] + "…")
-            continue
-        guid = raw.get("id") or absolute or _digest(raw.get("title", ""), raw.get("summary", ""))
-        if guid in seen:
-            continue
-        seen.add(guid)
-        entries.append(
-            FeedEntry(
-                guid=str(guid)[:MAX_URL_CHARS], url=absolute, title=raw.get("title"), published_at=_entry_time(raw, now)
-            )
-        )
+        entry = _entry(response.url, raw, now)
+        if (entry.guid, entry.url) not in seen:  # a GUID repeated with another link is another article
+            seen.add((entry.guid, entry.url))
+            entries.append(entry)
     ttl = parsed.feed.get("ttl")
-    warnings = [f"malformed feed, items used anyway: {parsed.bozo_exception}"] if parsed.bozo else []
-    if overlong:
-        warnings.append(
-            f"{len(overlong)} item(s) skipped, link longer than {MAX_URL_CHARS} characters: {', '.join(overlong)}"
-        )
-    warning = "; ".join(warnings) or None
     return ParsedFeed(
         entries=entries,
         title=parsed.feed.get("title"),
         ttl_minutes=int(ttl) if isinstance(ttl, str) and ttl.isdigit() else None,
-        warning=warning,
+        warning=f"malformed feed, items used anyway: {parsed.bozo_exception}" if parsed.bozo else None,
     )
+
+
+def _entry(base: str, raw: Any, now: datetime) -> FeedEntry:
+    """One item; an unusable link makes it an entry with an error, never an exception."""
+    link = raw.get("link")
+    title = clip(str(raw["title"]), MAX_TITLE_CHARS) if raw.get("title") else None
+    error = None
+    url: str | None = None
+    if link:
+        try:
+            absolute = urljoin(base, str(link))
+        except ValueError:
+            absolute = str(link)
+        canonical = canonical_url(absolute)
+        if isinstance(canonical, RefusedURL):
+            url, error = clip(absolute.strip(), MAX_URL_CHARS), str(canonical)
+        else:
+            url = canonical
+    guid = str(raw.get("id") or url or _digest(str(raw.get("title", "")), str(raw.get("summary", ""))))
+    return FeedEntry(guid=guid[:MAX_URL_CHARS], url=url, title=title, published_at=_entry_time(raw, now), error=error)
 
 
 def _entry_time(raw: Any, now: datetime) -> datetime | None:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from monitor import dedup, stories
+from monitor.errors import InvalidURL
 from monitor.extraction import extract
+from monitor.limits import MAX_AUTHOR_CHARS, MAX_OUTLET_CHARS, MAX_SITE_NAME_CHARS, MAX_TITLE_CHARS, clip
 from monitor.storage import Article, NewArticle, NewRow, PlacementRecord, Repository, Storage
-from monitor.urls import canonical_url, host_of
+from monitor.urls import RefusedURL, canonical_link_refusal, canonical_url, host_of
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Prepared:
     article: NewArticle
     signature: dedup.Signature
     counts: Counter[str]
+    own_url: str  # the URL it was fetched or imported under; article.url differs when a canonical link was taken
 
 
 @dataclass(frozen=True)
@@ -58,26 +61,33 @@ def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
     """Extract (when given HTML) and compute everything placement needs; raises ExtractionError.
 
     Pure CPU and no database: it runs in a thread or in another process (MONITOR_EXTRACT_PROCESSES)."""
-    url = canonical_url(incoming.url)
+    own = canonical_url(incoming.url)
+    if isinstance(own, RefusedURL):
+        raise InvalidURL(incoming.url, own.reason)
+    url = own
     title, text, published = incoming.title, incoming.text, incoming.published_at
-    author = site = None
+    author = site = note = None
     language = incoming.language
     if incoming.html is not None:
-        page = extract(incoming.html, url)
-        url = page.canonical_url or url
+        page = extract(incoming.html, own)
+        if page.canonical_url and page.canonical_url != own:
+            note = canonical_link_refusal(page.canonical_url, own)
+            url = own if note else page.canonical_url
         text = page.text
         title = title or page.title
         published = published or page.published_at
         author, site, language = page.author, page.site_name, page.language or language
-    text = (text or "").strip()
-    title = (title or "").strip() or text.split("\n", 1)[0][:200]
+    text = (text or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
+    title = clip((title or "").replace("\x00", "").strip(), MAX_TITLE_CHARS) or text.split("\n", 1)[0][:200]
     signature = dedup.signature(text)
     article = NewArticle(
         url=url,
         title=title,
         text=text,
-        source=incoming.source or site or host_of(url),
-        author=author,
+        source=clip(incoming.source or site or host_of(url), MAX_OUTLET_CHARS) or host_of(url),
+        site_name=clip(site, MAX_SITE_NAME_CHARS),
+        canonical_note=note,
+        author=clip(author, MAX_AUTHOR_CHARS),
         published_at=published or incoming.fetched_at,
         fetched_at=incoming.fetched_at,
         event_date=stories.event_date(title, text, published or incoming.fetched_at, params),
@@ -87,7 +97,7 @@ def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
         minhash=signature.minhash,
         shingle_count=signature.shingle_count,
     )
-    return Prepared(article, signature, stories.term_counts(title, text, params))
+    return Prepared(article, signature, stories.term_counts(title, text, params), own)
 
 
 BATCH = 64  # articles placed per transaction, at most: placement's reads and writes are shared across them
@@ -116,13 +126,16 @@ class Ingestor:
         with self._lock, self.storage.repository() as repo:
             repo.lock_cluster("placement")  # two reports of one event, two workers: still one story
             self._check_fingerprint(repo)
-            known = repo.article_ids_by_url(p.article.url for p in batch)
-            placer = _Placer(repo, self.params, [p for p in batch if p.article.url not in known])
-            ids = iter(repo.new_article_ids(len({p.article.url for p in batch} - known.keys())))
+            known = repo.article_ids_by_url({p.article.url for p in batch} | {p.own_url for p in batch})
+            placer = _Placer(repo, self.params, batch)
+            ids = iter(repo.new_article_ids(len({p.own_url for p in batch} | {p.article.url for p in batch})))
             outcomes: list[Outcome] = []
             rows: dict[int, NewRow] = {}  # written together once placed: the batch's articles, by id
             for prepared in batch:
                 url = prepared.article.url
+                if url in known and url != prepared.own_url and not _same_text(repo, known[url], prepared, rows):
+                    prepared = _under_own_url(prepared)
+                    url = prepared.article.url
                 if url in known:
                     article_id = known[url]
                     story_id = rows[article_id].story_id if article_id in rows else repo.story_of(article_id)
@@ -206,7 +219,7 @@ class Ingestor:
             shingle_count=signature.shingle_count,
         )
         article.event_date = new.event_date  # the rule that reads it may have been tuned too
-        return Prepared(new, signature, stories.term_counts(article.title, article.text, self.params))
+        return Prepared(new, signature, stories.term_counts(article.title, article.text, self.params), article.url)
 
     def _check_fingerprint(self, repo: Repository) -> None:
         if not self._fingerprint_checked:
@@ -216,6 +229,22 @@ class Ingestor:
 
     def ingest(self, incoming: Incoming) -> Outcome:
         return self.store(self.prepare(incoming))
+
+
+def _same_text(repo: Repository, article_id: int, prepared: Prepared, rows: Mapping[int, NewRow]) -> bool:
+    """Whether the article already filed under the canonical link ``prepared`` declares is a near-copy of
+    it: a canonical link is evidence of identity only when the texts agree."""
+    if article_id in rows:
+        new = rows[article_id].new
+        stored = dedup.Stored(article_id, new.minhash, new.shingle_count)
+    else:
+        stored = dedup.Stored(*repo.signature_of(article_id))
+    return dedup.best_near_copy(prepared.signature, [stored]) is not None
+
+
+def _under_own_url(prepared: Prepared) -> Prepared:
+    note = f"canonical link {prepared.article.url} names a stored article whose text differs"
+    return replace(prepared, article=replace(prepared.article, url=prepared.own_url, canonical_note=note))
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import random
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,8 +29,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from monitor.config import Settings, load_digests, load_feeds
-from monitor.digests import Digester, period_end
-from monitor.errors import ExtractionError, FeedError, FetchError, MonitorError, StorageError
+from monitor.digests import Digester, scheduled_end, warn_unknown_outlets
+from monitor.errors import ExtractionError, FeedError, FetchError, InvalidURL, MonitorError, StorageError
 from monitor.fetching import (
     FEED_TYPES,
     PAGE_TYPES,
@@ -51,6 +52,9 @@ ITEM_RETRY_BASE = timedelta(minutes=5)
 MAX_FEED_BACKOFF = timedelta(days=1)
 MAX_RETRY_AFTER = timedelta(days=1)
 _PERMANENT_STATUSES = {404, 410, 451}
+_PERMANENT_KINDS = ("refused", "content_type", "too_large", "robots", "invalid")
+MAX_ERROR_CHARS = 2000  # an error message kept in last_error
+LEASE_RENEWALS = 3  # a live worker renews its leases this many times per lease
 GIL_SWITCH_SECONDS = 0.001
 # Placement waits this long for a batch to fill (unless one is full): reads, writes and the cluster lock are
 # paid once per batch, and batches of the few articles extracted during one placement cost about twice as
@@ -77,6 +81,7 @@ class PendingItem:
     title: str | None
     published_at: datetime | None
     robots: bool  # obey robots.txt for this item's page (the feed's setting)
+    outlet: str | None  # the feed's outlet, credited as the article's source
 
 
 def _now() -> datetime:
@@ -92,25 +97,48 @@ class Worker:
         self.fetcher = fetcher
         self.ingestor = ingestor
         self.robots = RobotsCache(fetcher)
-        # Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL). With
-        # MONITOR_EXTRACT_PROCESSES it runs in that many processes instead, so one worker uses more cores.
-        self._cpu: Executor = (
-            ProcessPoolExecutor(settings.extract_processes, mp_context=multiprocessing.get_context("spawn"))
-            if settings.extract_processes
-            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
-        )
+        self._cpu: Executor = self._new_executor()
         self._ready: list[_Ready] = []
         self._placing: asyncio.Task[None] | None = None
         self._full = asyncio.Event()  # a whole batch is ready
         self._fetching: dict[str, asyncio.Task[None]] = {}  # URL -> the task fetching and ingesting it
+        self.token = uuid.uuid4().hex  # names this worker's leases: only it may settle what it holds
+        self._renewing: asyncio.Task[None] | None = None
 
     def close(self) -> None:
+        """Stop renewing and hand back what this worker holds, so others need not wait for the leases."""
+        if self._renewing is not None:
+            self._renewing.cancel()
         self._cpu.shutdown(wait=False, cancel_futures=True)
+        try:
+            with self.storage.repository() as repo:
+                repo.release_leases(self.token)
+        except MonitorError as e:  # the database gone: the leases will simply expire
+            log.warning("could not release this worker's leases: %s", e)
+
+    def _renew_leases(self) -> None:
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        """While this worker lives, its leases do not run out; a dead worker's do, within the lease."""
+        lease = timedelta(seconds=self.settings.lease_seconds)
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / LEASE_RENEWALS)
+            try:
+                await asyncio.to_thread(self._renew, _now() + lease)
+            except MonitorError as e:
+                log.warning("lease renewal failed: %s", e)
+
+    def _renew(self, until: datetime) -> None:
+        with self.storage.repository() as repo:
+            repo.renew_leases(self.token, until)
 
     async def cycle(self, *, only_due: bool) -> CycleReport:
         report = CycleReport()
         now = _now()
         lease = timedelta(seconds=self.settings.lease_seconds)
+        self._renew_leases()
         # Database work runs in threads: the event loop stays free to start requests on time.
         feeds = await asyncio.to_thread(self._claim_feeds, now, lease, only_due)
         await asyncio.gather(*(self._poll(feed, report) for feed in feeds))
@@ -123,10 +151,11 @@ class Worker:
         fetched, extracted and placed: extraction and placement never wait for a round's slowest fetch."""
         lease = timedelta(seconds=self.settings.lease_seconds)
         window = self.settings.global_concurrency * 4
+        self._renew_leases()
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
-                claimed = await asyncio.to_thread(self._claim_items, lease, window - len(running))
+                claimed = await asyncio.to_thread(self._claim_items, lease, window - len(running), report)
                 if claimed:
                     running |= await self._start(claimed, report)
                 if not running:
@@ -187,16 +216,29 @@ class Worker:
 
     def _claim_feeds(self, now: datetime, lease: timedelta, only_due: bool) -> list[Feed]:
         with self.storage.repository() as repo:
-            return repo.claim_feeds(now, lease, only_due=only_due)
+            return repo.claim_feeds(now, lease, self.token, only_due=only_due)
 
-    def _claim_items(self, lease: timedelta, limit: int) -> list[PendingItem]:
+    def _claim_items(self, lease: timedelta, limit: int, report: CycleReport) -> list[PendingItem]:
         with self.storage.repository() as repo:
-            obey_robots = {f.id: f.robots for f in repo.feeds()}
+            feeds = {f.id: f for f in repo.feeds()}
+            claimed, given_up = repo.claim_pending_items(
+                _now(), lease, self.token, limit=limit, max_attempts=self.settings.item_max_attempts
+            )
+            for item in given_up:
+                log.warning("item %s: %s", item.url, item.last_error, extra={"url": item.url})
+                report.items_failed += 1
+                report.errors.append(f"item {item.url}: {item.last_error}")
             return [
                 PendingItem(
-                    row.id, row.url, row.feed_id, row.title, row.published_at, obey_robots.get(row.feed_id, True)
+                    row.id,
+                    row.url,
+                    row.feed_id,
+                    row.title,
+                    row.published_at,
+                    feeds[row.feed_id].robots if row.feed_id in feeds else True,
+                    feeds[row.feed_id].outlet if row.feed_id in feeds else None,
                 )
-                for row in repo.claim_pending_items(_now(), lease, limit=limit)
+                for row in claimed
             ]
 
     async def _poll(self, feed: Feed, report: CycleReport) -> None:
@@ -216,17 +258,25 @@ class Worker:
                     parse_feed, feed.url, response, max_items=self.settings.max_items_per_feed, now=_now()
                 )
             )
-        except (FetchError, FeedError) as e:
-            FETCHES.labels(kind="feed", outcome=e.kind).inc()
+        except Exception as e:  # the feed's boundary: whatever went wrong stays with this feed
+            error = e if isinstance(e, FetchError | FeedError) else FeedError(feed.url, "internal", _describe(e))
+            FETCHES.labels(kind="feed", outcome=error.kind).inc()
             FETCH_SECONDS.labels(kind="feed").observe(time.monotonic() - started)
             report.feeds_failed += 1
-            report.errors.append(f"feed {feed.name!r}: {e}")
-            log.warning("feed %s failed: %s", feed.name, e, extra={"feed": feed.name, "url": feed.url})
-            await asyncio.to_thread(self._record_feed_failure, feed.id, e)
+            report.errors.append(f"feed {feed.name!r}: {error}")
+            log.warning("feed %s failed: %s", feed.name, error, extra={"feed": feed.name, "url": feed.url})
+            await asyncio.to_thread(self._record_feed_failure, feed.id, error)
             return
         FETCHES.labels(kind="feed", outcome="ok").inc()
         FETCH_SECONDS.labels(kind="feed").observe(time.monotonic() - started)
         report.feeds_ok += 1
+        if parsed is not None:
+            for entry in parsed.refused:
+                log.warning(
+                    "feed %s: item refused: %s", feed.name, entry.error, extra={"feed": feed.name, "url": feed.url}
+                )
+                report.items_failed += 1
+                report.errors.append(f"feed {feed.name!r}: item refused: {entry.error}")
         new = await asyncio.to_thread(self._record_feed_success, feed.id, response, parsed)
         report.items_new += new  # not `+= await`: that reads the counter before the await
 
@@ -235,15 +285,22 @@ class Worker:
         now = _now()
         new = 0
         with self.storage.repository() as repo:
-            row = repo.feed(feed_id)
+            row = repo.held_feed(feed_id, self.token)
+            if row is None:  # the lease was lost: the worker that took the feed over records it
+                log.warning("feed %d: lease taken over by another worker, result dropped", feed_id)
+                return 0
             hints = [max_age_seconds(response.headers.get("cache-control"))]
             if parsed is not None:
                 # Items first, validators after (same transaction): a crash re-reads the feed, losing nothing.
                 new = repo.record_items(feed_id, parsed.entries, now)
-                row.etag = response.headers.get("etag")
-                row.last_modified = response.headers.get("last-modified")
+                row.etag = response.headers.get("etag")[:512] if response.headers.get("etag") else None
+                row.last_modified = (response.headers.get("last-modified") or "")[:128] or None
                 row.body_hash = body_hash(response.body)
                 row.last_error = parsed.warning
+                if parsed.refused:
+                    first = parsed.refused[0].error
+                    row.last_error = f"{len(parsed.refused)} item(s) refused, first: {first}"
+                    row.last_error_kind, row.last_error_at = "invalid", now
                 row.current_interval_s = adaptive_interval(
                     [e.published_at for e in parsed.entries],
                     now,
@@ -253,7 +310,7 @@ class Worker:
                 hints.append(parsed.ttl_minutes * 60.0 if parsed.ttl_minutes else None)
             row.consecutive_failures = 0
             row.failing_since = None
-            row.lease_until = None
+            row.lease_until, row.lease_owner = None, None
             row.last_success_at = now
             row.next_fetch_at = now + success_delay(
                 row.current_interval_s or row.interval_s, hints, cap_s=self.settings.max_interval_s()
@@ -263,11 +320,14 @@ class Worker:
     def _record_feed_failure(self, feed_id: int, error: FetchError | FeedError) -> None:
         now = _now()
         with self.storage.repository() as repo:
-            row = repo.feed(feed_id)
+            row = repo.held_feed(feed_id, self.token)
+            if row is None:
+                log.warning("feed %d: lease taken over by another worker, failure not recorded", feed_id)
+                return
             row.consecutive_failures += 1
             row.failing_since = row.failing_since or now
-            row.lease_until = None
-            row.last_error, row.last_error_kind, row.last_error_at = str(error), error.kind, now
+            row.lease_until, row.lease_owner = None, None
+            row.last_error, row.last_error_kind, row.last_error_at = str(error)[:MAX_ERROR_CHARS], error.kind, now
             status = error.status if isinstance(error, FetchError) else None
             if status == 410:
                 row.enabled, row.disabled_reason = False, f"410 Gone at {now:%Y-%m-%d %H:%M}Z"
@@ -299,25 +359,63 @@ class Worker:
                 title=first.title,
                 html=response.text(),
                 published_at=first.published_at,
+                source=first.outlet,
                 feed_id=first.feed_id,
             )
-            prepared = await asyncio.get_running_loop().run_in_executor(
-                self._cpu, prepare, incoming, self.ingestor.params
-            )
+            prepared = await self._prepare(incoming)
             outcome = await self._store(prepared, ids)
         except FetchError as e:
             FETCHES.labels(kind="page", outcome=e.kind).inc()
-            permanent = e.status in _PERMANENT_STATUSES or e.kind in ("refused", "content_type", "too_large", "robots")
+            permanent = e.status in _PERMANENT_STATUSES or e.kind in _PERMANENT_KINDS
             await self._settle(ids, report, error=str(e), retry=not permanent)
-        except ExtractionError as e:
+        except (ExtractionError, InvalidURL) as e:
             FETCHES.labels(kind="page", outcome="no_text").inc()
             await self._settle(ids, report, error=str(e))
+        except Exception as e:  # the item's boundary: retried with backoff, failed after the last attempt
+            FETCHES.labels(kind="page", outcome="internal").inc()
+            await self._settle(ids, report, error=f"{first.url}: internal: {_describe(e)}", retry=True)
         else:
             FETCHES.labels(kind="page", outcome="ok").inc()
             FETCH_SECONDS.labels(kind="page").observe(time.monotonic() - started)
             if outcome.created:
                 ARTICLES.labels(method=outcome.method).inc()
                 report.articles_added += 1
+
+    async def _prepare(self, incoming: Incoming) -> Prepared:
+        """Extraction within MONITOR_EXTRACT_TIMEOUT: a page that takes longer fails (extract_timeout) and
+        its executor is replaced, so one pathological page cannot stall the worker. A process pool whose
+        process died is rebuilt, and the item tried again later."""
+        executor = self._cpu
+        future = asyncio.get_running_loop().run_in_executor(executor, prepare, incoming, self.ingestor.params)
+        try:
+            return await asyncio.wait_for(future, self.settings.extract_timeout)
+        except TimeoutError as e:
+            self._replace_executor(executor)
+            raise ExtractionError(
+                incoming.url, f"extract_timeout: extraction took over {self.settings.extract_timeout:g} s"
+            ) from e
+        except BrokenExecutor as e:
+            self._replace_executor(executor)
+            raise FetchError(incoming.url, "extract_crashed", "the extraction process died; retried later") from e
+
+    def _replace_executor(self, broken: Executor) -> None:
+        """A new executor for what comes next. Processes of the old one are ended; a thread cannot be, so a
+        stuck one is left to finish on its own while a fresh thread serves the rest."""
+        if self._cpu is not broken:  # replaced already by another item's timeout
+            return
+        self._cpu = self._new_executor()
+        if isinstance(broken, ProcessPoolExecutor):
+            for process in list(getattr(broken, "_processes", {}).values()):  # no public way to end a stuck task
+                process.kill()
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _new_executor(self) -> Executor:
+        # Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL). With
+        # MONITOR_EXTRACT_PROCESSES it runs in that many processes instead, so one worker uses more cores.
+        if self.settings.extract_processes:
+            context = multiprocessing.get_context("spawn")
+            return ProcessPoolExecutor(self.settings.extract_processes, mp_context=context)
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
 
     async def _store(self, prepared: Prepared, item_ids: list[int]) -> Outcome:
         """Articles extracted while a placement runs, or within PLACE_GATHER_SECONDS of the next one, are
@@ -360,7 +458,8 @@ class Worker:
                     (item, outcome.article_id)
                     for ready, outcome in zip(batch, outcomes, strict=True)
                     for item in ready.item_ids
-                ]
+                ],
+                self.token,
             )
 
         return self.ingestor.store_many([ready.prepared for ready in batch], then=items_done)
@@ -369,7 +468,7 @@ class Worker:
         """Mark done the items whose article is stored already, and take them out of ``by_url``."""
         with self.storage.repository() as repo:
             known = repo.article_ids_by_url(url for url in by_url if url is not None)
-            repo.finish_items([(item.id, known[url]) for url in known for item in by_url.pop(url)])
+            repo.finish_items([(item.id, known[url]) for url in known for item in by_url.pop(url)], self.token)
 
     async def _settle(self, item_ids: list[int], report: CycleReport, *, error: str, retry: bool = False) -> None:
         """Items whose article could not be had: retried later with backoff, or given up and reported."""
@@ -381,11 +480,9 @@ class Worker:
         """Record the failure; returns the errors of items given up for good."""
         given_up: list[str] = []
         with self.storage.repository() as repo:
-            for item_id in item_ids:
-                item = repo.item(item_id)
-                item.attempts += 1
-                item.last_error = error
-                item.lease_until = None
+            for item in repo.held_items(item_ids, self.token):  # one taken over is the other worker's to settle
+                item.last_error = error[:MAX_ERROR_CHARS]
+                item.lease_until, item.lease_owner = None, None
                 log.warning("item %s: %s", item.url, error, extra={"url": item.url})
                 if retry and item.attempts < self.settings.item_max_attempts:
                     item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
@@ -402,6 +499,12 @@ class _Ready:
     prepared: Prepared
     item_ids: list[int]
     future: asyncio.Future[Outcome]
+
+
+def _describe(error: BaseException) -> str:
+    """An unexpected error in one line, for the log and the item's last_error: its type and message."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}"[:MAX_ERROR_CHARS] if message else type(error).__name__
 
 
 def _settle_future(
@@ -476,7 +579,7 @@ def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
     """Validate feeds.yaml, hold the SQLite single-daemon lock, bring the schema up to date (or refuse),
     and sync the feeds table."""
     feeds = load_feeds(settings.feeds_file, settings.default_interval)
-    load_digests(settings.feeds_file)  # a bad digest stops start-up too
+    warn_unknown_outlets(load_digests(settings.feeds_file), feeds)  # a bad digest stops start-up too
     # The placement thread makes many short database round trips while it holds the cluster-wide lock;
     # after each it waits for the GIL behind the extraction thread, up to the switch interval (5 ms by
     # default). A shorter one keeps the lock held for less time: two workers ran about 10 % faster.
@@ -488,7 +591,7 @@ def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
             with storage.repository() as repo:
                 repo.sync_feeds(feeds)
                 if storage.engine.dialect.name == "sqlite":
-                    repo.release_all_leases()  # we are the only daemon: leases left by a killed run are stale
+                    repo.release_leases()  # we are the only daemon: leases left by a killed run are stale
             yield storage, Ingestor(storage, settings.story_params())
     finally:
         storage.engine.dispose()
@@ -560,16 +663,16 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
                     report.items_new,
                     report.articles_added,
                 )
-            except MonitorError as e:
-                log.error("cycle failed: %s", e)
+            except Exception as e:  # the database gone, say: logged in one line, the next tick tries again
+                log.error("cycle failed: %s", e if isinstance(e, MonitorError) else _describe(e))
             finally:
                 running.discard(task)
 
         digester = Digester(settings, storage, load_digests(settings.feeds_file))
 
         async def send_digest(name: str) -> None:
-            try:
-                await asyncio.to_thread(digester.run, name, period_end(_now()))
+            try:  # the run is named after the scheduled time, not when this worker got round to it
+                await asyncio.to_thread(digester.run, name, scheduled_end(digester.digests[name], _now()))
             except MonitorError as e:
                 log.error("digest %s failed: %s", name, e)
 

@@ -54,6 +54,11 @@ def _fold(word: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
 
 
+def fold_name(name: str) -> str:
+    """A name compared without case, accents or spacing: "numerama" is the outlet "Numérama" or "NUMERAMA"."""
+    return " ".join(_fold(unicodedata.normalize("NFKC", name)).casefold().split())
+
+
 def index_terms(text: str) -> list[str]:
     """Accent-folded Snowball French stems of the non-stop words, in order (what SQLite's FTS5 indexes)."""
     folded = [_fold(w) for w in words(text)]

@@ -54,13 +54,14 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from monitor.errors import SchemaOutOfDate, StorageError
-from monitor.search import Query, fts5_match, index_terms
+from monitor.limits import MAX_URL_CHARS
+from monitor.search import Query, fold_name, fts5_match, index_terms
 from monitor.stories import Candidate, Member, Placed, StoryParams, StoryState, week_of
 
 
@@ -116,6 +117,8 @@ class Feed(Base):
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a worker is fetching it until then
+    lease_owner: Mapped[str | None] = mapped_column(String(32))  # that worker's token
+    outlet: Mapped[str | None] = mapped_column(String(200))  # credited as articles.source
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -140,6 +143,7 @@ class FeedItem(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a worker is fetching it until then
+    lease_owner: Mapped[str | None] = mapped_column(String(32))  # that worker's token
     article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
 
 
@@ -170,7 +174,9 @@ class Article(Base):
     url: Mapped[str] = mapped_column(String(2048), unique=True)
     title: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(200), index=True)
+    source: Mapped[str] = mapped_column(String(200), index=True)  # the outlet: the feed's, or the import's
+    site_name: Mapped[str | None] = mapped_column(String(200))  # as the page declares it
+    canonical_note: Mapped[str | None] = mapped_column(Text)  # why the page's canonical link was not its URL
     author: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -279,6 +285,8 @@ class NewArticle:
     raw_html: str | None
     minhash: bytes
     shingle_count: int
+    site_name: str | None = None
+    canonical_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -414,6 +422,13 @@ class Repository:
             found.update(self.session.execute(select(Article.url, Article.id).where(Article.url.in_(chunk))).all())
         return found
 
+    def signature_of(self, article_id: int) -> tuple[int, bytes, int]:
+        """(id, MinHash, shingle count) of a stored article."""
+        row = self.session.execute(
+            select(Article.id, Article.minhash, Article.shingle_count).where(Article.id == article_id)
+        ).one()
+        return int(row[0]), bytes(row[1]), int(row[2])
+
     def near_copy_candidates(self, band_keys: Iterable[int]) -> list[NearCopyCandidate]:
         """Stored articles sharing an LSH bucket with any of these keys, one row per (bucket, article)."""
         found: list[NearCopyCandidate] = []
@@ -482,6 +497,8 @@ class Repository:
                     "title": row.new.title,
                     "text": row.new.text,
                     "source": row.new.source,
+                    "site_name": row.new.site_name,
+                    "canonical_note": row.new.canonical_note,
                     "author": row.new.author,
                     "published_at": row.new.published_at,
                     "fetched_at": row.new.fetched_at,
@@ -788,6 +805,7 @@ class Repository:
                 feed = Feed(name=config.name, url=config.url, next_fetch_at=utcnow(), consecutive_failures=0)
                 self.session.add(feed)
             feed.name, feed.url, feed.interval_s = config.name, config.url, config.interval_s
+            feed.outlet = config.outlet
             feed.language, feed.tags, feed.robots, feed.in_config = (
                 config.language,
                 list(config.tags),
@@ -810,31 +828,44 @@ class Repository:
         return self.session.get_one(Feed, feed_id)
 
     def record_items(self, feed_id: int, items: Sequence[Any], now: datetime) -> int:
-        """Insert items not seen before in this feed; return how many were new."""
-        guids = [item.guid for item in items]
-        known: set[str] = set()
-        for chunk in _chunks(guids, 500):
-            known.update(
-                self.session.scalars(select(FeedItem.guid).where(FeedItem.feed_id == feed_id, FeedItem.guid.in_(chunk)))
+        """Insert items not seen before in this feed; return how many were new.
+
+        An item is its link: a GUID seen before with another link is another article, recorded under a key
+        made of both. An item with an ``error`` (an unusable link) is recorded as failed, with the reason."""
+        keys = [item.guid for item in items] + [_item_key(item.guid, item.url) for item in items]
+        known: dict[str, str | None] = {}
+        for chunk in _chunks(sorted(set(keys)), 500):
+            rows = self.session.execute(
+                select(FeedItem.guid, FeedItem.url).where(FeedItem.feed_id == feed_id, FeedItem.guid.in_(chunk))
             )
-        fresh = [item for item in items if item.guid not in known]
+            known.update({guid: url for guid, url in rows})
+        fresh: list[tuple[str, Any]] = []
+        for item in items:
+            key = item.guid
+            if key in known and known[key] != item.url:
+                key = _item_key(item.guid, item.url)
+            if key in known:
+                continue
+            known[key] = item.url
+            fresh.append((key, item))
         self.session.add_all(
             FeedItem(
                 feed_id=feed_id,
-                guid=item.guid,
+                guid=key,
                 url=item.url,
                 title=item.title,
                 published_at=item.published_at,
                 seen_at=now,
-                state="pending",
-                attempts=0,
+                state="failed" if item.error else "pending",
+                attempts=1 if item.error else 0,
+                last_error=item.error,
                 next_attempt_at=now,
             )
-            for item in fresh
+            for key, item in fresh
         )
         return len(fresh)
 
-    def claim_feeds(self, now: datetime, lease: timedelta, *, only_due: bool) -> list[Feed]:
+    def claim_feeds(self, now: datetime, lease: timedelta, owner: str, *, only_due: bool) -> list[Feed]:
         """Lease feeds to this worker: due (or all, for --once), enabled, not leased by a live worker.
 
         On PostgreSQL rows another worker is claiming are skipped (FOR UPDATE SKIP LOCKED); a lease that
@@ -849,14 +880,26 @@ class Repository:
             self.session.scalars(query.order_by(Feed.next_fetch_at, Feed.id).with_for_update(skip_locked=True))
         )
         for feed in feeds:
-            feed.lease_until = now + lease
+            feed.lease_until, feed.lease_owner = now + lease, owner
         return feeds
+
+    def held_feed(self, feed_id: int, owner: str) -> Feed | None:
+        """The feed, locked for this transaction, if ``owner`` still holds its lease; None if another
+        worker has taken it over (its result wins)."""
+        return self.session.scalars(
+            select(Feed).where(Feed.id == feed_id, Feed.lease_owner == owner).with_for_update()
+        ).one_or_none()
 
     def feeds_leased(self, now: datetime) -> int:
         return int(self.session.scalar(select(func.count(Feed.id)).where(Feed.lease_until > now)) or 0)
 
-    def claim_pending_items(self, now: datetime, lease: timedelta, limit: int = 1000) -> list[FeedItem]:
-        """Lease due pending items to this worker, as claim_feeds does for feeds."""
+    def claim_pending_items(
+        self, now: datetime, lease: timedelta, owner: str, *, limit: int, max_attempts: int
+    ) -> tuple[list[FeedItem], list[FeedItem]]:
+        """Lease due pending items to this worker, as claim_feeds does for feeds; (claimed, given up).
+
+        The attempt is counted here, when the work starts: an item whose handling kills its worker comes
+        back when the lease expires, and stops, failed, after ``max_attempts`` like any other."""
         query = (
             select(FeedItem)
             .where(
@@ -868,15 +911,37 @@ class Repository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        items = list(self.session.scalars(query))
-        for item in items:
-            item.lease_until = now + lease
-        return items
+        claimed: list[FeedItem] = []
+        given_up: list[FeedItem] = []
+        for item in self.session.scalars(query):
+            if item.attempts >= max_attempts:
+                item.state, item.lease_until, item.lease_owner = "failed", None, None
+                item.last_error = f"gave up after {item.attempts} attempts, the last unfinished: {item.last_error}"
+                given_up.append(item)
+                continue
+            item.attempts += 1
+            item.lease_until, item.lease_owner = now + lease, owner
+            claimed.append(item)
+        return claimed, given_up
 
-    def release_all_leases(self) -> None:
-        """For a single-process database (SQLite): leases left by a killed run belong to nobody."""
-        self.session.execute(update(Feed).where(Feed.lease_until.is_not(None)).values(lease_until=None))
-        self.session.execute(update(FeedItem).where(FeedItem.lease_until.is_not(None)).values(lease_until=None))
+    def renew_leases(self, owner: str, until: datetime) -> None:
+        """Extend what this live worker holds: only a dead worker's leases run out."""
+        self.session.execute(
+            update(Feed).where(Feed.lease_owner == owner, Feed.lease_until.is_not(None)).values(lease_until=until)
+        )
+        self.session.execute(
+            update(FeedItem)
+            .where(FeedItem.lease_owner == owner, FeedItem.state == "pending", FeedItem.lease_until.is_not(None))
+            .values(lease_until=until)
+        )
+
+    def release_leases(self, owner: str | None = None) -> None:
+        """Leases of ``owner`` (a worker stopping), or all of them (SQLite: a killed run's belong to nobody)."""
+        for model in (Feed, FeedItem):
+            query = update(model).where(model.lease_until.is_not(None))
+            if owner is not None:
+                query = query.where(model.lease_owner == owner)
+            self.session.execute(query.values(lease_until=None, lease_owner=None))
 
     def try_cluster_lock(self, job: str) -> bool:
         """One worker at a time for a cluster-wide job (PostgreSQL: advisory lock until commit); False if taken."""
@@ -902,70 +967,88 @@ class Repository:
         )
         return {"raw_html": int(getattr(html, "rowcount", 0)), "feed_items": int(getattr(items, "rowcount", 0))}
 
-    def finish_items(self, done: Sequence[tuple[int, int]]) -> None:
-        """(item, article) pairs: these items are settled, their article stored; one statement."""
+    def finish_items(self, done: Sequence[tuple[int, int]], owner: str) -> None:
+        """(item, article) pairs: these items are settled, their article stored; one statement. Only items
+        ``owner`` still holds: another worker's result is never overwritten."""
         if done:
             table = _table(FeedItem)
             self.session.execute(
                 table.update()
-                .where(table.c.id == bindparam("item_id"))
+                .where(table.c.id == bindparam("item_id"), table.c.lease_owner == owner, table.c.state == "pending")
                 .values(
-                    state="done",
-                    article_id=bindparam("article"),
-                    attempts=table.c.attempts + 1,
-                    last_error=None,
-                    lease_until=None,
+                    state="done", article_id=bindparam("article"), last_error=None, lease_until=None, lease_owner=None
                 ),
                 [{"item_id": item, "article": article} for item, article in done],
             )
 
-    def item(self, item_id: int) -> FeedItem:
-        return self.session.get_one(FeedItem, item_id)
+    def held_items(self, item_ids: Sequence[int], owner: str) -> list[FeedItem]:
+        """Those of the items ``owner`` still holds, locked for this transaction."""
+        return list(
+            self.session.scalars(
+                select(FeedItem)
+                .where(FeedItem.id.in_(item_ids), FeedItem.lease_owner == owner, FeedItem.state == "pending")
+                .order_by(FeedItem.id)
+                .with_for_update()
+            )
+        )
 
     # --- search and digests --------------------------------------------------
-    def search_article_ids(self, query: Query) -> set[int]:
-        if self.session.get_bind().dialect.name == "sqlite":
-            rows = self.session.execute(
-                sql_text("SELECT rowid FROM article_fts WHERE article_fts MATCH :q"), {"q": fts5_match(query)}
-            )
-            return {row[0] for row in rows}
+    def _matching(self, query: Query) -> list[ColumnElement[bool]]:
+        """Conditions on Article for a watch query, composed into the caller's statement: matches are never
+        fetched and bound one by one (tens of thousands would pass the engines' parameter limits)."""
+        if not self._postgres():
+            fts = sql_text("SELECT rowid FROM article_fts WHERE article_fts MATCH :fts_query")
+            return [Article.id.in_(fts.bindparams(fts_query=fts5_match(query)).columns(column("rowid", Integer)))]
         document = func.to_tsvector(
             literal_column("'french'::regconfig"),
             func.monitor_unaccent(Article.title.op("||")(literal_column("' '")).op("||")(Article.text)),
         )
-        conditions = [
+        # A word or phrase of stop words only is left out, as fts5_match leaves it out on SQLite.
+        conditions: list[ColumnElement[bool]] = [
             document.op("@@")(func.plainto_tsquery(literal_column("'french'::regconfig"), func.monitor_unaccent(t)))
             for t in query.terms
+            if index_terms(t)
         ]
         conditions += [
             document.op("@@")(func.phraseto_tsquery(literal_column("'french'::regconfig"), func.monitor_unaccent(p)))
             for p in query.phrases
+            if index_terms(p)
         ]
-        return set(self.session.scalars(select(Article.id).where(*conditions)))
+        return conditions
+
+    def search_article_ids(self, query: Query) -> set[int]:
+        """Every article matching a watch query (digests compose the same conditions into their own query)."""
+        return set(self.session.scalars(select(Article.id).where(*self._matching(query))))
 
     def stories_for_digest(
         self,
         start: datetime,
         end: datetime,
         *,
-        article_ids: set[int] | None,
+        query: Query | None,
         outlets: Sequence[str],
         min_outlets: int,
         limit: int,
     ) -> list[Story]:
-        """Stories with coverage in [start, end), ranked by distinct outlets, then recency."""
-        query = select(Story).where(
+        """Stories with coverage in [start, end), ranked by distinct outlets, then recency. With a watch query,
+        only those with a matching article published in the period; with outlets, only those one of these
+        outlets covered, names compared without case or accents ("numerama" is "Numérama")."""
+        stories = select(Story).where(
             Story.last_published_at >= start,
             Story.first_published_at < end,
             Story.outlet_count >= min_outlets,
             Story.article_count > 0,
         )
-        if article_ids is not None:
-            query = query.where(Story.id.in_(select(Article.story_id).where(Article.id.in_(sorted(article_ids)))))
+        if query is not None:
+            in_period = (Article.published_at >= start, Article.published_at < end)
+            stories = stories.where(Story.id.in_(select(Article.story_id).where(*in_period, *self._matching(query))))
         if outlets:
-            query = query.where(Story.id.in_(select(Article.story_id).where(Article.source.in_(list(outlets)))))
+            wanted = {fold_name(outlet) for outlet in outlets}
+            covering = select(Article.source).where(Article.story_id.in_(stories.with_only_columns(Story.id)))
+            names = sorted(name for name in self.session.scalars(covering.distinct()) if fold_name(name) in wanted)
+            stories = stories.where(Story.id.in_(select(Article.story_id).where(Article.source.in_(names))))
         order = (Story.outlet_count.desc(), Story.last_published_at.desc(), Story.id)
-        return list(self.session.scalars(query.order_by(*order).limit(limit)))
+        return list(self.session.scalars(stories.order_by(*order).limit(limit)))
 
     def story_articles(self, story_id: int) -> list[Article]:
         return list(
@@ -1119,6 +1202,11 @@ def _lock_key(job: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"monitor:{job}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def _item_key(guid: str, url: str | None) -> str:
+    """A feed item's key when its GUID was seen with another link: the GUID and a digest of the link."""
+    return f"{guid[: MAX_URL_CHARS - 18]}#{hashlib.sha1((url or '').encode('utf-8')).hexdigest()[:16]}"
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -1130,9 +1218,10 @@ class Storage:
     def __init__(self, url: str) -> None:
         self.url = url
         try:
-            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+            # hide_parameters: an error names the statement, never the values (article text, addresses)
+            self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         except (SQLAlchemyError, ImportError, ValueError) as e:
-            raise StorageError(f"bad MONITOR_DATABASE_URL {url!r}: {e}") from e
+            raise StorageError(f"bad MONITOR_DATABASE_URL {self._without_password(url, e)}") from e
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -1152,6 +1241,19 @@ class Storage:
         finally:
             session.close()
 
+    @staticmethod
+    def _without_password(url: str, error: Exception) -> str:
+        """The URL and the reason it was refused, the password masked in both; a URL that does not even
+        parse is not shown at all (where its password starts is unknown)."""
+        reason = str(error).splitlines()[0]
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return f"(not shown): {reason}"
+        if parsed.password:
+            reason = reason.replace(str(parsed.password), "***")
+        return f"{parsed.render_as_string(hide_password=True)!r}: {reason}"
+
     # --- migrations --------------------------------------------------------
     def _alembic_config(self) -> Any:
         from alembic.config import Config
@@ -1162,12 +1264,31 @@ class Storage:
         return config
 
     def upgrade(self) -> None:
+        """Apply pending migrations. On PostgreSQL under the migration lock: workers starting together and
+        `monitor db upgrade` run beside them take turns, and whoever comes second finds nothing to do."""
         from alembic import command
 
         try:
-            command.upgrade(self._alembic_config(), "head")
+            with self._migration_lock():
+                command.upgrade(self._alembic_config(), "head")
         except SQLAlchemyError as e:
-            raise StorageError(f"migration failed on {self.engine.url.render_as_string()}: {e}") from e
+            shown = self.engine.url.render_as_string(hide_password=True)
+            raise StorageError(f"migration failed on {shown}: {e}") from e
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """A session-level advisory lock on its own connection (PostgreSQL); SQLite needs none."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        key = {"key": _lock_key("migration")}
+        with self.engine.connect() as conn:
+            conn.execute(sql_text("SELECT pg_advisory_lock(:key)"), key)
+            conn.commit()  # the lock outlives the transaction; an idle open one could hold up a migration
+            try:
+                yield
+            finally:
+                conn.execute(sql_text("SELECT pg_advisory_unlock(:key)"), key)
 
     def schema_status(self) -> tuple[str | None, str]:
         """(revision in the database, newest revision shipped)."""
@@ -1190,13 +1311,4 @@ class Storage:
             raise SchemaOutOfDate(
                 f"database schema is at {current or 'nothing'}, this version needs {head}: run `monitor db upgrade`"
             )
-        if self.engine.dialect.name != "postgresql":
-            self.upgrade()
-            return
-        with self.engine.connect() as conn:  # workers starting together: one migrates, the others wait
-            conn.execute(sql_text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key("migration")})
-            try:
-                if self.schema_status()[0] != head:
-                    self.upgrade()
-            finally:
-                conn.execute(sql_text("SELECT pg_advisory_unlock(:key)"), {"key": _lock_key("migration")})
+        self.upgrade()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from monitor.config import Settings, load_digests, load_feeds
 from monitor.errors import ConfigError
@@ -116,3 +117,43 @@ def test_digest_defaults(tmp_path: Path) -> None:
     assert (digest.period_s, digest.min_outlets, digest.max_stories, digest.send_empty) == (86400, 1, 20, False)
     assert digest.query == 'Meta "open source"' and digest.outlets == ("Next",)
     assert load_digests(ROOT / "feeds.yaml") == []  # the shipped file has none until you add yours
+
+
+def test_settings_accept_the_edges_of_their_ranges(tmp_path: Path) -> None:
+    settings = Settings(
+        global_concurrency=1,
+        host_concurrency=1,
+        host_min_interval=0,
+        max_redirects=0,
+        smtp_port=65535,
+        http_port=1,
+        story_threshold=1,
+        story_refine_rounds=0,
+        max_interval="15m",  # equal to the default interval
+        import_max_line_bytes=1024,
+        log_level="warning",
+        templates_dir=tmp_path,
+    )
+    assert settings.log_level == "WARNING" and settings.templates_dir == tmp_path
+    defaults = Settings()
+    assert (defaults.lease_seconds, defaults.extract_timeout, defaults.import_max_line_bytes) == (60, 30, 5 * 1024**2)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("global_concurrency", 0),
+        ("story_threshold", 0),
+        ("story_threshold", 1.01),
+        ("smtp_port", 0),
+        ("lease_seconds", 0),
+        ("import_max_line_bytes", 1023),
+        ("read_timeout", float("inf")),
+        ("log_level", "NOTSET"),
+        ("max_interval", "14m"),
+    ],
+)
+def test_settings_refuse_values_out_of_range(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(**{field: value})  # type: ignore[arg-type]
+    assert [error["loc"] for error in info.value.errors()] == [(field,)]

@@ -446,9 +446,10 @@ def test_sigkill_mid_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     assert len(items) == 2 * pages_per_host and all(i["state"] == "done" and i["article_id"] for i in items)
 
 
-def test_an_overlong_item_link_is_skipped_with_a_warning(tmp_path: Path, postgres_url: str) -> None:
-    """One item's link is 3,000 characters: the feed's other items are stored, the feed stays healthy, and
-    its last_error says which item was skipped and why (PostgreSQL would refuse the row otherwise)."""
+def test_an_overlong_item_link_is_refused_with_its_reason(tmp_path: Path, postgres_url: str) -> None:
+    """One item's link is 3,000 characters: the feed's other items are stored, the feed is not backed off but
+    says `invalid` and why, and the item is recorded failed with the reason (PostgreSQL would refuse the row
+    if the link were stored whole)."""
     with LoopbackServer("127.0.0.31") as server:
         good_site(server)  # serves /article-000.html
         long_link = f"{server.base}/p?" + "q=" + "a" * 3000
@@ -459,7 +460,9 @@ def test_an_overlong_item_link_is_skipped_with_a_warning(tmp_path: Path, postgre
         feed = server.add("/mixed.xml", rss("Mixte", server.base, items), "application/rss+xml")
         report = cycle(postgres_url, write_feeds(tmp_path / "feeds.yaml", {"mixte": feed}))
     assert report.feeds_ok == 1 and report.articles_added == 1
-    (row,) = query(postgres_url, "SELECT consecutive_failures, last_error FROM feeds")
-    assert row["consecutive_failures"] == 0
-    assert "1 item(s) skipped, link longer than 2048 characters" in row["last_error"]
-    assert len(query(postgres_url, "SELECT id FROM feed_items")) == 1
+    (row,) = query(postgres_url, "SELECT consecutive_failures, last_error, last_error_kind FROM feeds")
+    assert row["consecutive_failures"] == 0 and row["last_error_kind"] == "invalid"
+    assert "1 item(s) refused" in row["last_error"] and "longer than 2048 characters" in row["last_error"]
+    items = query(postgres_url, "SELECT state, last_error FROM feed_items ORDER BY id")
+    assert [i["state"] for i in items] == ["done", "failed"]
+    assert "longer than 2048 characters" in items[1]["last_error"]

@@ -1,0 +1,372 @@
+"""Hostile or malformed input at a boundary stays with the item or feed it came with, recorded with a reason.
+
+Real loopback HTTP servers, real SQLite and PostgreSQL, the real `monitor` command where its exit code matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from monitor import ingest
+from monitor.config import Settings
+from monitor.fetching import Fetcher
+from monitor.storage import Storage
+from monitor.urls import RefusedURL, canonical_link_refusal, canonical_url
+from tests.support import LoopbackServer, article_page, loopback_env, rss, seeds
+from tests.test_faults import FAST, cycle, query, write_feeds
+from tests.test_pipeline import run_cli
+
+
+def _page(
+    server: LoopbackServer, seed_index: int, path: str, *, canonical: str | None = None, site: str = "Site"
+) -> str:
+    seed = seeds()[seed_index]
+    url = server.base + path
+    page = article_page(title=seed.title, body=seed.body, site=site, url=canonical or url, published=seed.published)
+    return server.add(path, page)
+
+
+def _item(title: str, link: str, guid: str | None = None) -> str:
+    return (
+        f"<item><title>{html.escape(title)}</title><link>{html.escape(link)}</link>"
+        f'<guid isPermaLink="false">{html.escape(guid or link)}</guid>'
+        f"<pubDate>{datetime.now(UTC):%a, %d %b %Y %H:%M:%S +0000}</pubDate></item>"
+    )
+
+
+def _feed(*items: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Flux</title>'
+        f"<link>http://example.invalid/</link><description>test</description>{''.join(items)}</channel></rss>"
+    )
+
+
+def test_canonical_url_never_raises_and_keeps_ipv6_brackets() -> None:
+    assert canonical_url("http://[::1]:8080/x?utm_source=a") == "http://[::1]:8080/x"
+    assert canonical_url("HTTP://[2001:DB8::1]/a") == "http://[2001:db8::1]/a"
+    for bad, reason in [
+        ("http://host:99999/a.html", "Port out of range"),
+        ("http://[::1/x", "Invalid IPv6 URL"),
+        ("javascript:alert(1)", "not http(s)"),
+        ("http:///nohost", "no host"),
+        ("http://a b.fr/x", "characters no host name has"),
+        ("http://x.fr/" + "a" * 3000, "longer than 2048"),
+    ]:
+        refused = canonical_url(bad)
+        assert isinstance(refused, RefusedURL), bad
+        assert reason in refused.reason, (bad, refused.reason)
+
+
+def test_canonical_links_are_evidence_not_orders() -> None:
+    page = "https://www.numerama.com/tech/123-un-article.html"
+    assert canonical_link_refusal("https://www.numerama.com/", page) is not None
+    assert canonical_link_refusal("https://www.numerama.com/tech/", page) is not None  # its own section
+    assert canonical_link_refusal("https://www.numerama.com/tag/apple/", page) is not None
+    assert canonical_link_refusal("https://www.frandroid.com/x/123-un-article.html", page) is not None
+    assert canonical_link_refusal("https://numerama.com/tech/123-un-article.html", page + "?amp=1") is None
+    assert canonical_link_refusal("https://amp.numerama.com/tech/123-un-article.html", page) is None  # same site
+
+
+def _redirect_to(location: str) -> Callable[[BaseHTTPRequestHandler], tuple[int, dict[str, str], bytes]]:
+    def reply(_handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        return 302, {"Location": location}, b""
+
+    return reply
+
+
+def test_a_hostile_feed_next_to_good_ones(tmp_path: Path, database_url: str) -> None:
+    """Every bad link of the issue in one feed, beside good feeds: the good articles are all stored, each bad
+    item fails with its reason, `run --once` exits 0 and no traceback reaches the log."""
+    with LoopbackServer("127.0.0.41") as hostile, LoopbackServer("127.0.0.42") as good:
+        base = hostile.base
+        first = _page(hostile, 0, "/a/000.html")
+        long_title = _page(hostile, 1, "/a/001.html")
+        nul = hostile.add(
+            "/a/nul.html",
+            article_page(
+                title="Octet nul",
+                body=seeds()[3].body.replace(". ", ".\x00 ", 3),
+                site="S",
+                url=base + "/a/nul.html",
+                published=seeds()[3].published,
+            ).encode("utf-8"),
+        )
+        hostile.add("/a/redirect.html", b"")
+        hostile.routes["/a/redirect.html"] = _redirect_to("http://127.0.0.41:99999/elsewhere.html")
+        items = [
+            _item("Bon", first),
+            _item("Port impossible", "http://127.0.0.41:99999/a.html"),
+            _item("IPv6 cassé", "http://[::1/x"),
+            _item("IPv6", f"http://[::1]:{hostile.port}/x.html"),
+            _item("Redirection vers un port impossible", base + "/a/redirect.html"),
+            _item("Script", "javascript:alert(1)"),
+            _item("Titre " + "très " * 2000, long_title),
+            _item("Octet nul", nul),
+        ]
+        hostile_feed = hostile.add("/hostile.xml", _feed(*items), "application/rss+xml")
+        good_feed = good.add(
+            "/feed.xml",
+            rss(
+                "Bon",
+                good.base,
+                [{"title": "x", "link": _page(good, 2, "/b/002.html"), "published": datetime.now(UTC)}],
+            ),
+            "application/rss+xml",
+        )
+        feeds = write_feeds(tmp_path / "feeds.yaml", {"hostile": hostile_feed, "good": good_feed})
+        done = run_cli("run", "--once", env=loopback_env(database_url, feeds, host_min_interval="0"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
+    assert "4 articles added" in done.stdout, done.stdout
+    articles = query(database_url, "SELECT url, title FROM articles ORDER BY url")
+    assert sorted(a["url"] for a in articles) == sorted([first, long_title, nul, good.base + "/b/002.html"])
+    assert max(len(a["title"]) for a in articles) <= 1000
+    failed = {
+        row["url"]: row["last_error"]
+        for row in query(database_url, "SELECT url, last_error FROM feed_items WHERE state = 'failed'")
+    }
+    assert "Port out of range" in failed["http://127.0.0.41:99999/a.html"]
+    assert "Invalid IPv6 URL" in failed["http://[::1/x"]
+    assert "non-public address ::1" in failed[f"http://[::1]:{hostile.port}/x.html"]  # refused before connecting
+    assert "redirect to an invalid URL" in failed[base + "/a/redirect.html"]
+    assert "not http(s)" in failed["javascript:alert(1)"]
+    assert len(failed) == 5
+    (feed,) = query(
+        database_url, "SELECT last_error_kind, last_error, consecutive_failures FROM feeds WHERE name = 'hostile'"
+    )
+    assert feed["last_error_kind"] == "invalid" and feed["consecutive_failures"] == 0
+    assert "3 item(s) refused" in feed["last_error"]  # the three refused while reading the feed
+
+
+def test_an_unexpected_error_stays_with_its_item_and_stops_after_the_last_attempt(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that no input class foresaw (a stand-in for one: preparing one URL raises ZeroDivisionError)
+    costs that item an attempt, never the cycle: the other articles are stored, and after
+    MONITOR_ITEM_MAX_ATTEMPTS the item is failed with the reason."""
+    real = ingest.prepare
+
+    def poisoned(incoming: ingest.Incoming, params: object) -> ingest.Prepared:
+        if "poison" in incoming.url:
+            raise ZeroDivisionError("division by zero")
+        return real(incoming, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("monitor.scheduling.prepare", poisoned)
+    with LoopbackServer("127.0.0.43") as server:
+        links = [_page(server, 0, "/a/000.html"), _page(server, 4, "/a/poison.html"), _page(server, 2, "/a/002.html")]
+        feed = server.add(
+            "/feed.xml",
+            rss(
+                "F",
+                server.base,
+                [{"title": f"t{i}", "link": u, "published": datetime.now(UTC)} for i, u in enumerate(links)],
+            ),
+            "application/rss+xml",
+        )
+        feeds = write_feeds(tmp_path / "feeds.yaml", {"f": feed})
+        report = cycle(database_url, feeds, item_max_attempts=2)
+        assert report.articles_added == 2 and report.items_failed == 0
+        (item,) = query(database_url, "SELECT state, attempts, last_error FROM feed_items WHERE url LIKE '%poison%'")
+        assert item["state"] == "pending" and item["attempts"] == 1
+        assert "internal: ZeroDivisionError: division by zero" in item["last_error"]
+        storage = Storage(database_url)
+        with storage.engine.begin() as db:  # its backoff over
+            db.exec_driver_sql("UPDATE feed_items SET next_attempt_at = seen_at")
+        storage.engine.dispose()
+        report = cycle(database_url, feeds, item_max_attempts=2)
+    assert report.items_failed == 1 and "ZeroDivisionError" in report.errors[0]
+    (item,) = query(database_url, "SELECT state, attempts FROM feed_items WHERE url LIKE '%poison%'")
+    assert item["state"] == "failed" and item["attempts"] == 2
+
+
+def test_a_feed_body_naming_a_local_file_is_not_read(tmp_path: Path) -> None:
+    """feedparser opens a path or URL it is given as a string; the body reaches it as a stream, so a server
+    cannot make the monitor read a local file, nor hang it on a device."""
+    local = tmp_path / "local-feed.xml"
+    local.write_text(
+        rss(
+            "Local",
+            "http://local.invalid/",
+            [{"title": "Secret local", "link": "http://127.0.0.44/secret.html", "published": datetime.now(UTC)}],
+        ),
+        encoding="utf-8",
+    )
+    database = f"sqlite:///{tmp_path}/m.db"
+    with LoopbackServer("127.0.0.44") as server:
+        feeds = {
+            "path": server.add("/path.xml", str(local).encode(), "application/rss+xml"),
+            "zero": server.add("/zero.xml", b"/dev/zero", "application/rss+xml"),
+            "stdin": server.add("/stdin.xml", b"/dev/stdin", "application/rss+xml"),
+        }
+        started = time.monotonic()
+        report = cycle(database, write_feeds(tmp_path / "feeds.yaml", feeds))
+    assert time.monotonic() - started < 60
+    assert report.feeds_failed == 3 and report.items_new == 0
+    assert query(database, "SELECT id FROM feed_items") == []
+    assert {row["last_error_kind"] for row in query(database, "SELECT last_error_kind FROM feeds")} == {"parse"}
+
+
+def test_home_page_canonicals_and_a_canonical_to_another_text_keep_every_article(
+    tmp_path: Path, database_url: str
+) -> None:
+    with LoopbackServer("127.0.0.45") as server:
+        home = server.base + "/"
+        links = [
+            _page(server, 0, "/a/000.html", canonical=home),
+            _page(server, 4, "/a/004.html", canonical=home),
+            _page(server, 1, "/a/001.html"),
+            # same site, an article path, but another article's text: kept under its own URL
+            _page(server, 2, "/a/002.html", canonical=server.base + "/a/001.html"),
+            # an AMP copy of 001 declaring it: the same article, stored once
+            _page(server, 1, "/amp/001.html", canonical=server.base + "/a/001.html"),
+        ]
+        feed = server.add(
+            "/feed.xml",
+            rss(
+                "F",
+                server.base,
+                [{"title": f"t{i}", "link": u, "published": datetime.now(UTC)} for i, u in enumerate(links)],
+            ),
+            "application/rss+xml",
+        )
+        cycle(database_url, write_feeds(tmp_path / "feeds.yaml", {"f": feed}))
+    rows = {r["url"]: r["canonical_note"] for r in query(database_url, "SELECT url, canonical_note FROM articles")}
+    assert set(rows) == set(links[:4])
+    assert "home page" in rows[links[0]] and "home page" in rows[links[1]]
+    assert "text differs" in rows[links[3]]
+    assert rows[links[2]] is None
+    items = query(database_url, "SELECT url, state, article_id FROM feed_items ORDER BY id")
+    assert all(i["state"] == "done" for i in items)
+    assert items[4]["article_id"] == items[2]["article_id"]  # the AMP copy settled by 001
+
+
+def test_guid_collisions_keep_every_link(tmp_path: Path, database_url: str) -> None:
+    with LoopbackServer("127.0.0.46") as server:
+        a, b, c = (_page(server, i, f"/a/{i}.html") for i in (0, 2, 4))
+        feed = server.add(
+            "/feed.xml", _feed(_item("A", a, "same-guid"), _item("B", b, "same-guid")), "application/rss+xml"
+        )
+        feeds = write_feeds(tmp_path / "feeds.yaml", {"f": feed})
+        first = cycle(database_url, feeds)
+        assert first.items_new == 2 and first.articles_added == 2
+        server.add(
+            "/feed.xml",
+            _feed(_item("C", c, "same-guid"), _item("B", b, "same-guid"), _item("A", a, "same-guid")),
+            "application/rss+xml",
+        )
+        second = cycle(database_url, feeds)
+        assert second.items_new == 1 and second.articles_added == 1
+        third = cycle(database_url, feeds)  # the same body again, reordered and with nothing new
+        assert third.items_new == 0
+    assert len(query(database_url, "SELECT id FROM articles")) == 3
+
+
+def test_outlet_comes_from_configuration(tmp_path: Path, database_url: str) -> None:
+    with LoopbackServer("127.0.0.47") as server:
+        feeds = {}
+        for i, name in enumerate(["Numerama Tech", "Numerama Science", "Frandroid"]):
+            link = _page(server, i, f"/{i}.html", site="Titre de page en guise de site")
+            feeds[name] = server.add(
+                f"/{i}.xml",
+                rss(name, server.base, [{"title": "t", "link": link, "published": datetime.now(UTC)}]),
+                "application/rss+xml",
+            )
+        lines = ["feeds:"]
+        for name, url in feeds.items():
+            outlet = ", outlet: Numerama" if name.startswith("Numerama") else ""
+            lines.append(f'  - {{name: "{name}", url: "{url}"{outlet}}}')
+        (tmp_path / "feeds.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        cycle(database_url, tmp_path / "feeds.yaml")
+    rows = query(database_url, "SELECT source, site_name FROM articles ORDER BY url")
+    assert [r["source"] for r in rows] == ["Numerama", "Numerama", "Frandroid"]
+    assert {r["site_name"] for r in rows} == {"Titre de page en guise de site"}
+    assert {r["outlet"] for r in query(database_url, "SELECT outlet FROM feeds")} == {"Numerama", "Frandroid"}
+
+
+def test_a_taken_over_lease_cannot_be_settled_by_its_old_holder(database_url: str) -> None:
+    """Worker A's lease on an item runs out (it stalled); B takes the item over and stores it. A, waking
+    up, can neither mark it done nor failed: B's result stands. A live worker's renewal keeps its lease."""
+    from monitor.config import FeedConfig
+    from monitor.fetching import FeedEntry
+
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    now = datetime.now(UTC)
+    with storage.repository() as repo:
+        repo.sync_feeds([FeedConfig("f", "http://127.0.0.48/feed.xml", 900)])
+        feed_id = repo.feeds()[0].id
+        repo.record_items(feed_id, [FeedEntry("g1", "http://127.0.0.48/a.html", "A", now)], now)
+    lease = timedelta(seconds=60)
+    with storage.repository() as repo:
+        (item,), _ = repo.claim_pending_items(now, lease, "worker-a", limit=10, max_attempts=5)
+        item_id = item.id
+    with storage.repository() as repo:  # still A's: B gets nothing
+        assert (
+            repo.claim_pending_items(now + timedelta(seconds=30), lease, "worker-b", limit=10, max_attempts=5)[0] == []
+        )
+        repo.renew_leases("worker-a", now + timedelta(seconds=90))
+    with storage.repository() as repo:  # renewed: B still gets nothing after the first lease would have ended
+        assert (
+            repo.claim_pending_items(now + timedelta(seconds=70), lease, "worker-b", limit=10, max_attempts=5)[0] == []
+        )
+    with storage.repository() as repo:  # A stalled past its renewed lease: B takes over
+        claimed, _ = repo.claim_pending_items(now + timedelta(seconds=100), lease, "worker-b", limit=10, max_attempts=5)
+        assert [i.id for i in claimed] == [item_id]
+    with storage.repository() as repo:
+        repo.finish_items([(item_id, None)], "worker-a")  # type: ignore[list-item]
+        assert repo.held_items([item_id], "worker-a") == []
+    (row,) = query(database_url, "SELECT state, lease_owner, attempts FROM feed_items")
+    assert row["state"] == "pending" and row["lease_owner"] == "worker-b" and row["attempts"] == 2
+    with storage.repository() as repo:
+        repo.finish_items([(item_id, None)], "worker-b")  # type: ignore[list-item]
+    with storage.repository() as repo:
+        assert repo.held_items([item_id], "worker-a") == []  # A's late failure finds nothing to fail
+    (row,) = query(database_url, "SELECT state, lease_owner FROM feed_items")
+    assert row["state"] == "done" and row["lease_owner"] is None
+    storage.engine.dispose()
+
+
+def test_every_vetted_address_is_tried_in_turn() -> None:
+    """A dual-stack name whose first address does not answer (an IPv6 address on an IPv4-only network)
+    is reached on the next one. The resolver is the one stand-in: no name here resolves to several
+    addresses; the connections are real."""
+    with LoopbackServer("127.0.0.1") as server:
+        server.add("/feed.xml", rss("F", server.base, []), "application/rss+xml")
+
+        async def resolve(host: str, port: int) -> list[str]:
+            assert host == "dual.test"
+            return ["::1", "127.0.0.9", "127.0.0.1"]  # nothing listens on the first two at this port
+
+        async def fetch() -> int:
+            settings = Settings(**{**FAST, "allow_private_addresses": "127.0.0.0/8,::1/128"})  # type: ignore[arg-type]
+            async with Fetcher(settings, resolve) as fetcher:
+                response = await fetcher.get(f"http://dual.test:{server.port}/feed.xml", accept=("xml",))
+                return response.status
+
+        assert asyncio.run(fetch()) == 200
+        assert server.requests[0][1]["Host"] == f"dual.test:{server.port}"
+
+
+def test_extraction_has_a_time_limit(tmp_path: Path) -> None:
+    """A page whose extraction outlasts MONITOR_EXTRACT_TIMEOUT fails with extract_timeout, and the worker
+    goes on with a fresh executor (here every page is over the tiny limit: each fails the same way)."""
+    database = f"sqlite:///{tmp_path}/m.db"
+    with LoopbackServer("127.0.0.49") as server:
+        links = [_page(server, i, f"/{i}.html") for i in range(3)]
+        feed = server.add(
+            "/feed.xml",
+            rss("F", server.base, [{"title": "t", "link": u, "published": datetime.now(UTC)} for u in links]),
+            "application/rss+xml",
+        )
+        report = cycle(database, write_feeds(tmp_path / "feeds.yaml", {"f": feed}), extract_timeout=0.0001)
+    assert report.items_failed == 3
+    errors = [r["last_error"] for r in query(database, "SELECT last_error FROM feed_items")]
+    assert all("extract_timeout" in e for e in errors), errors
