@@ -36,6 +36,7 @@ from monitor.operations import configure_logging
 
 if _GUARDED:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main() reports it
+
 app = typer.Typer(
     help="Media monitoring: French tech-news feeds in, stories out, stored in SQL.",
     no_args_is_help=True,
@@ -292,9 +293,7 @@ def eval_(
     from monitor.evaluation import evaluate
 
     settings = _settings()
-    scores = evaluate(
-        path, label=label, params=settings.story_params(), max_line_bytes=settings.import_max_line_bytes
-    )
+    scores = evaluate(path, label=label, params=settings.story_params(), max_line_bytes=settings.import_max_line_bytes)
     console.print_json(json.dumps(scores.as_dict()))
 
 

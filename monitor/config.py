@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.errors import ConfigError
-from monitor.limits import MAX_OUTLET_CHARS
+from monitor.limits import MAX_IMPORT_LINE_BYTES, MAX_OUTLET_CHARS
 from monitor.stories import StoryParams
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=30.0, gt=0)
     extract_processes: int = Field(default=0, ge=0)  # 0: extraction in one thread of the worker; N: N processes
     extract_timeout: float = Field(default=30.0, gt=0)  # seconds one page's extraction may take
-    import_max_line_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)  # a longer import line is skipped
+    import_max_line_bytes: int = Field(default=MAX_IMPORT_LINE_BYTES, ge=1024)  # a longer import line is skipped
     auto_upgrade: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

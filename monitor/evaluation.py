@@ -15,8 +15,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from monitor.errors import ConfigError, ImportLineError
-from monitor.importing import MAX_LINE_BYTES, import_file, read_records
+from monitor.importing import import_file, read_records
 from monitor.ingest import Ingestor
+from monitor.limits import MAX_IMPORT_LINE_BYTES
 from monitor.storage import Article, Storage
 from monitor.stories import StoryParams
 from monitor.urls import canonical_url
@@ -74,7 +75,7 @@ def evaluate(
     label: str = "story",
     params: StoryParams | None = None,
     database_url: str | None = None,
-    max_line_bytes: int = MAX_LINE_BYTES,
+    max_line_bytes: int = MAX_IMPORT_LINE_BYTES,
 ) -> Scores:
     """Import ``path`` into a fresh database (SQLite in a temp dir unless given) and score it.
 

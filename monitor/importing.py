@@ -19,8 +19,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, fiel
 
 from monitor.errors import ExtractionError, ImportLineError, InvalidURL, StorageError
 from monitor.ingest import BATCH, Incoming, Ingestor, Prepared
+from monitor.limits import MAX_IMPORT_LINE_BYTES
 
-MAX_LINE_BYTES = 5 * 1024 * 1024  # MONITOR_IMPORT_MAX_LINE_BYTES
 FUTURE_SLACK = timedelta(days=1)  # time zones and clock skew; anything later is a wrong date
 _BOM = b"\xef\xbb\xbf"
 _SKIP_CHUNK = 1 << 16
@@ -90,15 +90,18 @@ def _raw_lines(handle: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, byt
         if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
             while (rest := handle.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
                 pass
-            yield number, ImportLineError(
-                number, f"longer than {max_line_bytes} bytes (MONITOR_IMPORT_MAX_LINE_BYTES), skipped"
+            yield (
+                number,
+                ImportLineError(
+                    number, f"longer than {max_line_bytes} bytes (MONITOR_IMPORT_MAX_LINE_BYTES), skipped"
+                ),
             )
             continue
         yield number, raw
 
 
 def read_records(
-    source: Path | BinaryIO, max_line_bytes: int = MAX_LINE_BYTES
+    source: Path | BinaryIO, max_line_bytes: int = MAX_IMPORT_LINE_BYTES
 ) -> Iterator[tuple[int, dict[str, Any] | ImportLineError]]:
     """Each non-blank line as a JSON object, or the error that names it."""
     with source.open("rb") if isinstance(source, Path) else nullcontext(source) as handle:
@@ -137,7 +140,7 @@ def _problems(error: ValidationError) -> str:
 
 
 def read_lines(
-    source: Path | BinaryIO, max_line_bytes: int = MAX_LINE_BYTES
+    source: Path | BinaryIO, max_line_bytes: int = MAX_IMPORT_LINE_BYTES
 ) -> Iterator[tuple[int, ImportLine | ImportLineError]]:
     """Each line parsed, or the error that names it; blank lines are skipped."""
     for number, record in read_records(source, max_line_bytes):
@@ -161,7 +164,7 @@ def import_file(
     ingestor: Ingestor,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH,
-    max_line_bytes: int = MAX_LINE_BYTES,
+    max_line_bytes: int = MAX_IMPORT_LINE_BYTES,
 ) -> ImportReport:
     """Import in file order, ``batch_size`` articles per transaction; a bad line is reported and skipped,
     the rest goes on. Should a batch fail to store, its lines are stored one by one, so the error names

@@ -11,6 +11,7 @@ MAX_TITLE_CHARS = 1000
 MAX_OUTLET_CHARS = 200  # articles.source, feeds.outlet
 MAX_AUTHOR_CHARS = 300
 MAX_SITE_NAME_CHARS = 200
+MAX_IMPORT_LINE_BYTES = 5 * 1024 * 1024  # MONITOR_IMPORT_MAX_LINE_BYTES' default: a 38 MB line took 1.35 GB
 
 
 def clip(value: str | None, limit: int) -> str | None:

@@ -24,6 +24,7 @@ from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, Th
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -104,6 +105,7 @@ class Worker:
         self._fetching: dict[str, asyncio.Task[None]] = {}  # URL -> the task fetching and ingesting it
         self.token = uuid.uuid4().hex  # names this worker's leases: only it may settle what it holds
         self._renewing: asyncio.Task[None] | None = None
+        self._feed_names: dict[int, str] = {}  # for log lines, as of the last claim
 
     def close(self) -> None:
         """Stop renewing and hand back what this worker holds, so others need not wait for the leases."""
@@ -221,6 +223,7 @@ class Worker:
     def _claim_items(self, lease: timedelta, limit: int, report: CycleReport) -> list[PendingItem]:
         with self.storage.repository() as repo:
             feeds = {f.id: f for f in repo.feeds()}
+            self._feed_names = {f.id: f.name for f in feeds.values()}
             claimed, given_up = repo.claim_pending_items(
                 _now(), lease, self.token, limit=limit, max_attempts=self.settings.item_max_attempts
             )
@@ -483,7 +486,8 @@ class Worker:
             for item in repo.held_items(item_ids, self.token):  # one taken over is the other worker's to settle
                 item.last_error = error[:MAX_ERROR_CHARS]
                 item.lease_until, item.lease_owner = None, None
-                log.warning("item %s: %s", item.url, error, extra={"url": item.url})
+                feed = self._feed_names.get(item.feed_id, "?")
+                log.warning("feed %s: item %s: %s", feed, item.url, error, extra={"feed": feed, "url": item.url})
                 if retry and item.attempts < self.settings.item_max_attempts:
                     item.next_attempt_at = _now() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
                 else:
@@ -499,6 +503,18 @@ class _Ready:
     prepared: Prepared
     item_ids: list[int]
     future: asyncio.Future[Outcome]
+
+
+_T = TypeVar("_T")
+
+
+async def _in_thread(what: str, work: Callable[[], _T]) -> _T | None:
+    """A scheduled job's work, off the event loop; any error is logged in one line and the daemon goes on."""
+    try:
+        return await asyncio.to_thread(work)
+    except Exception as e:
+        log.error("%s failed: %s", what, e if isinstance(e, MonitorError) else _describe(e))
+        return None
 
 
 def _describe(error: BaseException) -> str:
@@ -671,16 +687,12 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
         digester = Digester(settings, storage, load_digests(settings.feeds_file))
 
         async def send_digest(name: str) -> None:
-            try:  # the run is named after the scheduled time, not when this worker got round to it
-                await asyncio.to_thread(digester.run, name, scheduled_end(digester.digests[name], _now()))
-            except MonitorError as e:
-                log.error("digest %s failed: %s", name, e)
+            # the run is named after the scheduled time, not when this worker got round to it
+            end = scheduled_end(digester.digests[name], _now())
+            await _in_thread(f"digest {name}", functools.partial(digester.run, name, end))
 
         async def retry_digests() -> None:
-            try:
-                await asyncio.to_thread(digester.retry_due)
-            except MonitorError as e:
-                log.error("digest retries failed: %s", e)
+            await _in_thread("digest retries", digester.retry_due)
 
         scheduler = AsyncIOScheduler(timezone=UTC)
         for config in digester.digests.values():
@@ -695,10 +707,9 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
         scheduler.add_job(retry_digests, "interval", seconds=60, coalesce=True, max_instances=1)
 
         async def prune() -> None:
-            try:
-                await asyncio.to_thread(retention, storage, timedelta(days=settings.retention_days))
-            except MonitorError as e:
-                log.error("retention failed: %s", e)
+            await _in_thread(
+                "retention", functools.partial(retention, storage, timedelta(days=settings.retention_days))
+            )
 
         scheduler.add_job(
             prune, "interval", hours=1, next_run_time=_now() + timedelta(minutes=1), coalesce=True, max_instances=1
@@ -707,11 +718,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
         merge_due = schedule_fired(settings.merge_schedule)
 
         async def merge() -> None:
-            try:
-                merges = await asyncio.to_thread(ingestor.merge_young_stories, merge_due)
-            except MonitorError as e:
-                log.error("story merge pass failed: %s", e)
-                return
+            merges = await _in_thread("story merge pass", functools.partial(ingestor.merge_young_stories, merge_due))
             if merges:
                 STORIES_MERGED.inc(len(merges))
                 log.info("merge pass: %d stories merged into others", len(merges))

@@ -113,8 +113,10 @@ def test_eval_with_unknown_label_names_it(tmp_path: Path) -> None:
     ("bad", "words"),
     [
         (b"{not json", ("line 3", "not JSON", "and 1 more")),
-        (b'{"url": "https://a.fr/x", "text": "caf\xe9", "published_at": "2024-11-05T10:00:00Z", "story": "x"}',
-         ("line 3", "not UTF-8")),
+        (
+            b'{"url": "https://a.fr/x", "text": "caf\xe9", "published_at": "2024-11-05T10:00:00Z", "story": "x"}',
+            ("line 3", "not UTF-8"),
+        ),
     ],
     ids=["not-json", "latin-1"],
 )

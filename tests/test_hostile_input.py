@@ -370,3 +370,74 @@ def test_extraction_has_a_time_limit(tmp_path: Path) -> None:
     assert report.items_failed == 3
     errors = [r["last_error"] for r in query(database, "SELECT last_error FROM feed_items")]
     assert all("extract_timeout" in e for e in errors), errors
+
+
+def test_a_killed_workers_items_are_taken_over_within_its_lease(tmp_path: Path, postgres_url: str) -> None:
+    """Worker A holds every item (its pages hang) and is SIGKILLed; B, started at once, has them all done
+    shortly after A's 3-second lease ends, each counted as a second attempt. A live worker renews: A held
+    its items for longer than one lease before it was killed, and nobody took them."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    release = threading.Event()
+    with LoopbackServer("127.0.0.50") as server:
+        items = []
+        for i in range(4):
+            seed = seeds()[i]
+            page = article_page(
+                title=seed.title, body=seed.body, site="S", url=f"{server.base}/{i}.html", published=seed.published
+            ).encode()
+
+            def hanging(_h: BaseHTTPRequestHandler, page: bytes = page) -> tuple[int, dict[str, str], bytes]:
+                release.wait(30)
+                return 200, {"Content-Type": "text/html; charset=utf-8"}, page
+
+            server.routes[f"/{i}.html"] = hanging
+            items.append({"title": seed.title, "link": f"{server.base}/{i}.html", "published": datetime.now(UTC)})
+        feed = server.add("/feed.xml", rss("F", server.base, items), "application/rss+xml")
+        env = loopback_env(
+            postgres_url,
+            write_feeds(tmp_path / "feeds.yaml", {"f": feed}),
+            lease_seconds="3",
+            poll_seconds="1",
+            host_min_interval="0",
+            read_timeout="60",
+            request_deadline="60",
+        )
+        command = [sys.executable, "-m", "monitor", "run"]
+        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            held = "SELECT COUNT(*) AS n FROM feed_items WHERE lease_owner IS NOT NULL AND state = 'pending'"
+
+            def all_held() -> bool:
+                try:
+                    return query(postgres_url, held)[0]["n"] == 4
+                except Exception:
+                    return False
+
+            deadline = time.monotonic() + 60
+            while not all_held():
+                assert time.monotonic() < deadline, "worker A never held the items"
+                time.sleep(0.2)
+            owners = {r["lease_owner"] for r in query(postgres_url, "SELECT lease_owner FROM feed_items")}
+            time.sleep(5)  # longer than a lease: renewed, still A's
+            assert {r["lease_owner"] for r in query(postgres_url, "SELECT lease_owner FROM feed_items")} == owners
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        release.set()
+        killed = time.monotonic()
+        second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            done = "SELECT COUNT(*) AS n FROM feed_items WHERE state = 'done'"
+            while query(postgres_url, done)[0]["n"] < 4:
+                assert time.monotonic() - killed < 30, "the dead worker's items were not taken over"
+                time.sleep(0.2)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.communicate(timeout=20)
+    rows = query(postgres_url, "SELECT attempts, lease_owner FROM feed_items")
+    assert [r["attempts"] for r in rows] == [2, 2, 2, 2] and all(r["lease_owner"] is None for r in rows)
+    assert len(query(postgres_url, "SELECT id FROM articles")) == 4
