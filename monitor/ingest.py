@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from monitor import dedup, stories
 from monitor.errors import InvalidURL
@@ -133,9 +134,13 @@ class Ingestor:
             rows: dict[int, NewRow] = {}  # written together once placed: the batch's articles, by id
             for prepared in batch:
                 url = prepared.article.url
-                if url in known and url != prepared.own_url and not _same_text(repo, known[url], prepared, rows):
-                    prepared = _under_own_url(prepared)
-                    url = prepared.article.url
+                if url != prepared.own_url:
+                    note = _unconfirmed(repo, url, known, prepared, rows)
+                    if note:
+                        prepared = replace(
+                            prepared, article=replace(prepared.article, url=prepared.own_url, canonical_note=note)
+                        )
+                        url = prepared.own_url
                 if url in known:
                     article_id = known[url]
                     story_id = rows[article_id].story_id if article_id in rows else repo.story_of(article_id)
@@ -231,20 +236,28 @@ class Ingestor:
         return self.store(self.prepare(incoming))
 
 
-def _same_text(repo: Repository, article_id: int, prepared: Prepared, rows: Mapping[int, NewRow]) -> bool:
-    """Whether the article already filed under the canonical link ``prepared`` declares is a near-copy of
-    it: a canonical link is evidence of identity only when the texts agree."""
+def _unconfirmed(
+    repo: Repository, canonical: str, known: Mapping[str, int], prepared: Prepared, rows: Mapping[int, NewRow]
+) -> str | None:
+    """Why the canonical link ``prepared`` declares is not confirmed as its identity, or None if it is.
+
+    A canonical link on another path is evidence, not an order: it is taken when it names a stored article
+    whose text agrees (a near-copy). One naming nothing stored yet is not taken, or the first page to claim
+    a URL would keep the real article from it; the two are then near-copies in one story. Only a link that
+    differs in its query string alone is taken on its word."""
+    if canonical not in known:
+        if urlsplit(canonical).path == urlsplit(prepared.own_url).path:
+            return None
+        return f"canonical link {canonical} names no stored article yet"
+    article_id = known[canonical]
     if article_id in rows:
         new = rows[article_id].new
         stored = dedup.Stored(article_id, new.minhash, new.shingle_count)
     else:
         stored = dedup.Stored(*repo.signature_of(article_id))
-    return dedup.best_near_copy(prepared.signature, [stored]) is not None
-
-
-def _under_own_url(prepared: Prepared) -> Prepared:
-    note = f"canonical link {prepared.article.url} names a stored article whose text differs"
-    return replace(prepared, article=replace(prepared.article, url=prepared.own_url, canonical_note=note))
+    if dedup.best_near_copy(prepared.signature, [stored]) is None:
+        return f"canonical link {canonical} names a stored article whose text differs"
+    return None
 
 
 @dataclass(frozen=True)

@@ -214,38 +214,37 @@ def test_a_feed_body_naming_a_local_file_is_not_read(tmp_path: Path) -> None:
     assert {row["last_error_kind"] for row in query(database, "SELECT last_error_kind FROM feeds")} == {"parse"}
 
 
-def test_home_page_canonicals_and_a_canonical_to_another_text_keep_every_article(
-    tmp_path: Path, database_url: str
-) -> None:
+def test_canonical_links_are_taken_only_as_evidence(tmp_path: Path, database_url: str) -> None:
+    """Two pages whose canonical link is the home page, and one declaring another article's URL, all keep
+    their own URL with the reason; an AMP copy declaring a stored article with the same text is that
+    article; a page that differs from its canonical link only in its query string takes it."""
     with LoopbackServer("127.0.0.45") as server:
-        home = server.base + "/"
+        home, b = server.base + "/", server.base
         links = [
             _page(server, 0, "/a/000.html", canonical=home),
             _page(server, 4, "/a/004.html", canonical=home),
             _page(server, 1, "/a/001.html"),
-            # same site, an article path, but another article's text: kept under its own URL
-            _page(server, 2, "/a/002.html", canonical=server.base + "/a/001.html"),
-            # an AMP copy of 001 declaring it: the same article, stored once
-            _page(server, 1, "/amp/001.html", canonical=server.base + "/a/001.html"),
+            _page(server, 2, "/a/002.html", canonical=b + "/a/001.html"),  # another article's URL, another text
+            _page(server, 3, "/a/003.html?from=rss", canonical=b + "/a/003.html"),
         ]
-        feed = server.add(
-            "/feed.xml",
-            rss(
-                "F",
-                server.base,
-                [{"title": f"t{i}", "link": u, "published": datetime.now(UTC)} for i, u in enumerate(links)],
-            ),
-            "application/rss+xml",
-        )
-        cycle(database_url, write_feeds(tmp_path / "feeds.yaml", {"f": feed}))
+        amp = _page(server, 1, "/amp/001.html", canonical=b + "/a/001.html")
+
+        def feed(urls: list[str]) -> str:
+            entries = [{"title": f"t{i}", "link": u, "published": datetime.now(UTC)} for i, u in enumerate(urls)]
+            return server.add("/feed.xml", rss("F", b, entries), "application/rss+xml")
+
+        feeds = write_feeds(tmp_path / "feeds.yaml", {"f": feed(links)})
+        cycle(database_url, feeds)
+        feed([*links, amp])  # the AMP copy comes once 001 is stored
+        cycle(database_url, feeds)
     rows = {r["url"]: r["canonical_note"] for r in query(database_url, "SELECT url, canonical_note FROM articles")}
-    assert set(rows) == set(links[:4])
+    assert set(rows) == {*links[:4], b + "/a/003.html"}
     assert "home page" in rows[links[0]] and "home page" in rows[links[1]]
-    assert "text differs" in rows[links[3]]
-    assert rows[links[2]] is None
-    items = query(database_url, "SELECT url, state, article_id FROM feed_items ORDER BY id")
-    assert all(i["state"] == "done" for i in items)
-    assert items[4]["article_id"] == items[2]["article_id"]  # the AMP copy settled by 001
+    assert rows[links[3]] and links[2] in rows[links[3]]  # not filed under 001's URL
+    assert rows[links[2]] is None and rows[b + "/a/003.html"] is None
+    (item,) = query(database_url, "SELECT state, article_id FROM feed_items WHERE url LIKE '%/amp/%'")
+    (original,) = query(database_url, "SELECT article_id FROM feed_items WHERE url LIKE '%/a/001.html'")
+    assert item["state"] == "done" and item["article_id"] == original["article_id"]
 
 
 def test_guid_collisions_keep_every_link(tmp_path: Path, database_url: str) -> None:
