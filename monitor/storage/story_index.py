@@ -1,0 +1,377 @@
+"""Stories and the story_terms index that finds candidate stories for an article."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    bindparam,
+    case,
+    column,
+    delete,
+    func,
+    null,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy import text as sql_text
+from sqlalchemy.sql.selectable import Select, TextualSelect
+
+from monitor.errors import StorageError
+from monitor.storage.corpus import Corpus
+from monitor.storage.dialect import _array, _chunks, _joined, _table
+from monitor.storage.schema import Article, ArticleBand, Story, StoryTerm, TermStat, utcnow
+from monitor.stories import Candidate, Member, Placed, StoryParams, StoryState, week_of
+
+
+class StoryIndex(Corpus):  # reclustering takes articles out of the corpus statistics
+    """Stories: the candidate index (story_terms), their state and members, merges, moves and reclustering."""
+
+    def insert_story(self, title: str, published_at: datetime) -> int:
+        now = utcnow()
+        story_id: int = self.session.execute(
+            _table(Story)
+            .insert()
+            .values(
+                title=title,
+                first_published_at=published_at,
+                last_published_at=published_at,
+                article_count=0,
+                original_count=0,
+                outlet_count=0,
+                centroid={},
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(_table(Story).c.id)
+        ).scalar_one()
+        return story_id
+
+    def articles_between(self, since: datetime | None, until: datetime | None) -> list[Article]:
+        query = select(Article)
+        if since is not None:
+            query = query.where(Article.published_at >= since)
+        if until is not None:
+            query = query.where(Article.published_at < until)
+        return list(self.session.scalars(query.order_by(Article.published_at, Article.id)))
+
+    def detach(self, articles: Sequence[Article], term_sets: Sequence[Iterable[str]]) -> tuple[int, list[int]]:
+        """Take articles out of their stories and out of the corpus statistics, to be placed again.
+
+        They wait in a hidden holding story (no article count, so never a candidate); stories left empty
+        are deleted; the ids of the stories that keep members are returned with the holding story's."""
+        holding = self.insert_story("(reclustering)", utcnow())
+        ids = [a.id for a in articles]
+        touched = {a.story_id for a in articles}
+        for chunk in _chunks(ids, 500):
+            self.session.execute(delete(ArticleBand).where(ArticleBand.article_id.in_(chunk)))
+            self.session.execute(
+                update(Article)
+                .where(Article.id.in_(chunk))
+                .values(story_id=holding, duplicate_of_id=None, matched_article_id=None, matched_story_id=None)
+            )
+        removed: Counter[str] = Counter()
+        for terms in term_sets:
+            removed.update(set(terms))
+        for n, group in groupby(sorted(removed.items(), key=lambda kv: kv[1]), key=lambda kv: kv[1]):
+            for chunk in _chunks([term for term, _ in group], 500):
+                self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df - n))
+        self.session.execute(delete(TermStat).where(TermStat.df <= 0))
+        self.set_meta("document_count", str(max(0, self.document_count() - len(articles))))
+        surviving = []
+        for story_id in sorted(touched):
+            if self.session.scalar(select(Article.id).where(Article.story_id == story_id).limit(1)) is not None:
+                surviving.append(story_id)
+                continue
+            self.session.execute(
+                update(Article).where(Article.matched_story_id == story_id).values(matched_story_id=None)
+            )
+            self.remove_story(story_id)
+        return holding, surviving
+
+    def remove_story(self, story_id: int) -> None:
+        """Delete a story, and the record of the stories once merged into it (their articles are gone)."""
+        while merged := list(self.session.scalars(select(Story.id).where(Story.merged_into_id == story_id))):
+            for absorbed in merged:
+                self.remove_story(absorbed)
+        self.session.execute(delete(StoryTerm).where(StoryTerm.story_id == story_id))
+        self.session.execute(delete(Story).where(Story.id == story_id))
+
+    def stories_updated_since(self, since: datetime) -> list[int]:
+        return list(
+            self.session.scalars(
+                select(Story.id).where(Story.article_count > 0, Story.updated_at >= since).order_by(Story.id)
+            )
+        )
+
+    def merge_stories(self, merges: Sequence[tuple[int, int, float]]) -> None:
+        """Move each (absorbed, into, score) story's articles into the other and keep the emptied row as the
+        record of the merge; in the order given (a story absorbed after it took in another passes on all),
+        three statements for all of them."""
+        if not merges:
+            return
+        articles, stories = _table(Article), _table(Story)
+        self.session.execute(
+            articles.update().where(articles.c.story_id == bindparam("absorbed")).values(story_id=bindparam("into")),
+            [{"absorbed": absorbed, "into": into} for absorbed, into, _ in merges],
+        )
+        for chunk in _chunks([absorbed for absorbed, _, _ in merges], 500):
+            self.session.execute(delete(StoryTerm).where(StoryTerm.story_id.in_(chunk)))
+        now = utcnow()
+        self.session.execute(
+            stories.update()
+            .where(stories.c.id == bindparam("absorbed"))
+            .values(
+                article_count=0,
+                original_count=0,
+                outlet_count=0,
+                merged_into_id=bindparam("into"),
+                merge_score=bindparam("score"),
+                updated_at=now,
+            ),
+            [{"absorbed": absorbed, "into": into, "score": score} for absorbed, into, score in merges],
+        )
+
+    def story_of(self, article_id: int) -> int:
+        return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
+
+    def stories_sharing(
+        self, weights: Mapping[str, float], weeks: Sequence[int], limit: int, have: Collection[int] = ()
+    ) -> tuple[list[tuple[int, float]], list[Candidate]]:
+        """The ``limit`` indexed stories that started in these weeks sharing the most weight with these
+        terms (sum of story weight × given weight): (story, weight) best first, ties: the older story. Summed
+        in the database (a common term's posting list can hold thousands of stories in a large corpus); the
+        stories' rows come back in the same round trip, except those in ``have`` (already read by the
+        caller: a batch meets the same stories again and again, and their centroids are the costly part)."""
+        if not weights:
+            return [], []
+        if self._postgres():  # one prepared statement; the terms as one array, joined
+            rows = self.session.execute(
+                _stories_sharing_pg(),
+                {
+                    "terms": _joined(weights),
+                    "weights": _joined(weights.values()),
+                    "weeks": _joined(weeks),
+                    "limit": limit,
+                    "have": _joined(sorted(have)),
+                },
+            ).all()
+        else:
+            stories, terms = _table(Story), _table(StoryTerm)
+            total = func.sum(terms.c.weight * case(dict(weights), value=terms.c.term, else_=0.0))
+            ranked = (
+                select(terms.c.story_id.label("story_id"), total.label("shared"))
+                .where(terms.c.term.in_(sorted(weights)), terms.c.week.in_(list(weeks)))
+                .group_by(terms.c.story_id)
+                .order_by(total.desc(), terms.c.story_id)
+                .limit(limit)
+                .subquery()
+            )
+            sid, centroid, *summary = _candidate_columns()
+            rows = self.session.execute(
+                select(ranked.c.shared, sid, case((stories.c.id.in_(sorted(have)), None), else_=centroid), *summary)
+                .join(ranked, ranked.c.story_id == stories.c.id)
+                .where(stories.c.article_count > 0)
+                .order_by(ranked.c.shared.desc(), stories.c.id)
+            ).all()
+        return [(row[1], float(row[0])) for row in rows], [Candidate(*row[1:]) for row in rows if row[1] not in have]
+
+    def stories_by_id(self, story_ids: Sequence[int]) -> list[Candidate]:
+        """Live stories' summaries as candidates (merged and empty ones left out), in id order."""
+        found: list[Candidate] = []
+        for chunk in _chunks(sorted(story_ids), 500):
+            rows = self.session.execute(
+                select(*_candidate_columns()).where(Story.id.in_(chunk), Story.article_count > 0).order_by(Story.id)
+            )
+            found.extend(Candidate(*row) for row in rows)
+        return found
+
+    def story_state(self, story_id: int, centroid: Mapping[str, float] | None = None) -> StoryState:
+        """A story with what its members say about it, to be updated as articles join it; ``centroid``: as
+        the caller read it already (not decoded again). One prebuilt statement: placement asks for each
+        story an article joins."""
+        rows = self.session.execute(_story_state_query(centroid is None), {"story_id": story_id}).all()
+        if not rows:
+            raise StorageError(f"story {story_id} does not exist")
+        title, stored = rows[0][:2]
+        members = [Member(*row[2:]) for row in rows if row[2] is not None]
+        return StoryState(story_id, title, dict(centroid if centroid is not None else stored or {}), members)
+
+    def member_terms(self, story_id: int) -> list[dict[str, float]]:
+        """The stored vectors of the story's original (not reprinted) articles."""
+        return [
+            dict(terms)
+            for terms in self.session.scalars(
+                select(Article.terms)
+                .where(Article.story_id == story_id, Article.duplicate_of_id.is_(None))
+                .order_by(Article.published_at, Article.id)
+            )
+        ]
+
+    def placed_members(self, story_ids: Sequence[int]) -> list[Placed]:
+        """The original (not reprinted) articles of these stories with their stored vectors, for refinement."""
+        found: list[Placed] = []
+        for chunk in _chunks(sorted(story_ids), 500):
+            rows = self.session.execute(
+                select(Article.id, Article.story_id, Article.published_at, Article.terms, Article.event_date)
+                .where(Article.story_id.in_(chunk), Article.duplicate_of_id.is_(None))
+                .order_by(Article.id)
+            )
+            found.extend(Placed(aid, sid, at, dict(terms or {}), event) for aid, sid, at, terms, event in rows)
+        return found
+
+    def move_articles(self, moves: Mapping[int, tuple[int, float]]) -> None:
+        """Move articles, and their reprints with them, to other stories: {article: (story, score)}. A moved
+        article's placement says so (method ``moved``, the score it has there, the story it matched)."""
+        if not moves:
+            return
+        articles = _table(Article)
+        self.session.execute(
+            articles.update()
+            .where(articles.c.id == bindparam("article"))
+            .values(
+                story_id=bindparam("story"),
+                placement_method="moved",
+                placement_score=bindparam("score"),
+                matched_story_id=bindparam("matched"),
+            ),
+            [
+                {"article": article_id, "story": story_id, "score": score, "matched": story_id}
+                for article_id, (story_id, score) in sorted(moves.items())
+            ],
+        )
+        for story_id, group in groupby(
+            sorted(moves.items(), key=lambda kv: (kv[1][0], kv[0])), key=lambda kv: kv[1][0]
+        ):
+            for chunk in _chunks([article_id for article_id, _ in group], 500):
+                self.session.execute(
+                    update(Article).where(Article.duplicate_of_id.in_(chunk)).values(story_id=story_id)
+                )
+
+    def save_stories(self, states: Sequence[StoryState], params: StoryParams) -> None:
+        """Write back the summaries of the stories a batch touched, and re-index their heaviest terms."""
+        if not states:
+            return
+        now = utcnow()
+        table = _table(Story)
+        self.session.execute(
+            table.update().where(table.c.id == bindparam("story_id")),
+            [
+                {
+                    "story_id": s.story_id,
+                    "title": s.headline,
+                    "first_published_at": s.first_published_at,
+                    "last_published_at": s.last_published_at,
+                    "article_count": len(s.members),
+                    "original_count": s.originals,
+                    "outlet_count": s.outlet_count,
+                    "event_date": s.event_date,
+                    "centroid": s.centroid,
+                    "updated_at": now,
+                }
+                for s in states
+            ],
+        )
+        rows = [
+            {"story_id": s.story_id, "term": term, "week": week_of(s.first_published_at), "weight": weight}
+            for s in states
+            for term, weight in s.index_terms(params)
+        ]
+        self._drop_terms_except(sorted({s.story_id for s in states}), rows)
+        self._insert_many(StoryTerm, rows, on_conflict="replace")
+
+    def _drop_terms_except(self, story_ids: Sequence[int], keep: Sequence[Mapping[str, Any]]) -> None:
+        """Delete these stories' index rows but those in ``keep``: the terms that left their 30 heaviest."""
+        table = _table(StoryTerm)
+        if self._postgres():
+            self.session.execute(
+                sql_text(
+                    f"DELETE FROM story_terms st WHERE st.story_id = ANY({_array('stories', 'INTEGER')})"
+                    f" AND NOT EXISTS (SELECT 1 FROM unnest({_array('keep_stories', 'INTEGER')},"
+                    f" {_array('keep_terms', 'VARCHAR(64)')}) AS k(story_id, term)"
+                    " WHERE k.story_id = st.story_id AND k.term = st.term)"
+                ),
+                {
+                    "stories": _joined(story_ids),
+                    "keep_stories": _joined(row["story_id"] for row in keep),
+                    "keep_terms": _joined(row["term"] for row in keep),
+                },
+            )
+            return
+        kept = {(row["story_id"], row["term"]) for row in keep}
+        for chunk in _chunks(story_ids, 100):
+            members = set(chunk)
+            pairs = sorted(pair for pair in kept if pair[0] in members)
+            condition = tuple_(table.c.story_id, table.c.term).not_in(pairs) if pairs else true()
+            self.session.execute(delete(table).where(table.c.story_id.in_(chunk), condition))
+
+    def story_count(self) -> int:
+        return int(self.session.scalar(select(func.count(Story.id)).where(Story.article_count > 0)) or 0)
+
+    def latest_stories(self, limit: int) -> list[tuple[Story, list[str]]]:
+        stories = list(
+            self.session.scalars(
+                select(Story)
+                .where(Story.article_count > 0)
+                .order_by(Story.last_published_at.desc(), Story.id.desc())
+                .limit(limit)
+            )
+        )
+        result = []
+        for story in stories:
+            outlets = self.session.scalars(
+                select(Article.source).where(Article.story_id == story.id).distinct().order_by(Article.source)
+            )
+            result.append((story, list(outlets)))
+        return result
+
+
+@lru_cache(maxsize=2)
+def _story_state_query(with_centroid: bool) -> Select[Any]:
+    """A story's title (and centroid) on every row of its members, or on one row of nulls if it has none."""
+    story, article = _table(Story), _table(Article)
+    return (
+        select(
+            story.c.title,
+            story.c.centroid if with_centroid else null(),
+            article.c.id,
+            article.c.published_at,
+            article.c.source,
+            article.c.title,
+            article.c.event_date,
+            article.c.duplicate_of_id.is_not(None),
+        )
+        .select_from(story.outerjoin(article, article.c.story_id == story.c.id))
+        .where(story.c.id == bindparam("story_id"))
+        .order_by(article.c.published_at, article.c.id)
+    )
+
+
+@lru_cache(maxsize=1)
+def _stories_sharing_pg() -> TextualSelect:
+    """Built once: the statement ``Repository.stories_sharing`` runs for every article placed."""
+    columns = _candidate_columns()
+    return sql_text(
+        "SELECT r.shared, s.id, CASE WHEN s.id = ANY(" + _array("have", "INTEGER") + ") THEN NULL ELSE s.centroid END,"
+        " s.first_published_at, s.last_published_at, s.event_date, s.original_count"
+        " FROM (SELECT st.story_id, SUM(st.weight * q.w) AS shared FROM story_terms st"
+        f" JOIN unnest({_array('terms', 'VARCHAR(64)')}, {_array('weights', 'FLOAT8')}) AS q(term, w)"
+        f" ON st.term = q.term WHERE st.week = ANY({_array('weeks', 'SMALLINT')})"
+        " GROUP BY st.story_id ORDER BY shared DESC, st.story_id LIMIT :limit) AS r"
+        " JOIN stories s ON s.id = r.story_id WHERE s.article_count > 0 ORDER BY r.shared DESC, s.id"
+    ).columns(column("shared", Float), *(column(c.name, c.type) for c in columns))
+
+
+def _candidate_columns() -> tuple[ColumnElement[Any], ...]:
+    """A story as a placement candidate (stories.Candidate's fields), in Core columns: no ORM row loading."""
+    c = _table(Story).c
+    return (c.id, c.centroid, c.first_published_at, c.last_published_at, c.event_date, c.original_count)
