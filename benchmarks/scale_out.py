@@ -57,7 +57,7 @@ from benchmarks.common import machine, postgres_database  # noqa: E402
 from monitor.errors import ExtractionError  # noqa: E402
 from monitor.evaluation import Scores, score  # noqa: E402
 from monitor.extraction import extract  # noqa: E402
-from monitor.urls import canonical_url  # noqa: E402
+from monitor.fetch.urls import canonical_url  # noqa: E402
 from tests.support import RPM2, SEEDS, LoopbackServer, article_page, rss, seed_title, text_units  # noqa: E402
 
 HOSTS = [f"127.0.2.{i}" for i in range(1, 21)]

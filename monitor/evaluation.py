@@ -15,12 +15,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from monitor.errors import ConfigError, ImportLineError
+from monitor.fetch.urls import canonical_url
 from monitor.importing import import_file, read_records
 from monitor.ingest import Ingestor
 from monitor.limits import MAX_IMPORT_LINE_BYTES
 from monitor.storage import Article, Storage
 from monitor.stories import StoryParams
-from monitor.urls import canonical_url
 
 
 @dataclass(frozen=True)

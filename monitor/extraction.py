@@ -16,7 +16,7 @@ from lxml import html as lxml_html
 from trafilatura.settings import Document
 
 from monitor.errors import ExtractionError
-from monitor.urls import canonical_url
+from monitor.fetch.urls import canonical_url
 
 MIN_TEXT_CHARS = 200
 

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 from monitor import dedup, stories
 from monitor.errors import InvalidURL
 from monitor.extraction import extract
+from monitor.fetch.urls import RefusedURL, canonical_link_refusal, canonical_url, host_of
 from monitor.limits import MAX_AUTHOR_CHARS, MAX_OUTLET_CHARS, MAX_SITE_NAME_CHARS, MAX_TITLE_CHARS, clip
 from monitor.storage import Article, NewArticle, NewRow, PlacementRecord, Repository, Storage
-from monitor.urls import RefusedURL, canonical_link_refusal, canonical_url, host_of
 
 
 @dataclass(frozen=True)

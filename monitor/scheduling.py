@@ -32,17 +32,10 @@ from apscheduler.triggers.cron import CronTrigger
 from monitor.config import Settings, load_digests, load_feeds
 from monitor.digests import Digester, scheduled_end, warn_unknown_outlets
 from monitor.errors import ExtractionError, FeedError, FetchError, InvalidURL, MonitorError, StorageError
-from monitor.fetching import (
-    FEED_TYPES,
-    PAGE_TYPES,
-    Fetcher,
-    ParsedFeed,
-    Response,
-    RobotsCache,
-    body_hash,
-    max_age_seconds,
-    parse_feed,
-)
+from monitor.fetch.client import FEED_TYPES, PAGE_TYPES, Fetcher, Response
+from monitor.fetch.feeds import ParsedFeed, body_hash, parse_feed
+from monitor.fetch.politeness import max_age_seconds
+from monitor.fetch.robots import RobotsCache
 from monitor.ingest import BATCH, Incoming, Ingestor, Outcome, Prepared, prepare
 from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, STORIES_MERGED, HealthServer, retention
 from monitor.storage import Feed, Repository, Storage

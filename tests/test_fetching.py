@@ -11,8 +11,9 @@ import pytest
 
 from monitor.config import Settings
 from monitor.errors import AddressRefused, FeedError, FetchError
-from monitor.fetching import FEED_TYPES, PAGE_TYPES, Fetcher, parse_feed
-from monitor.urls import canonical_url
+from monitor.fetch.client import FEED_TYPES, PAGE_TYPES, Fetcher
+from monitor.fetch.feeds import parse_feed
+from monitor.fetch.urls import canonical_url
 from tests.support import FEEDS_FR, LoopbackServer
 
 

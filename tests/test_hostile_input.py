@@ -17,9 +17,9 @@ import pytest
 
 from monitor import ingest
 from monitor.config import Settings
-from monitor.fetching import Fetcher
+from monitor.fetch.client import Fetcher
+from monitor.fetch.urls import RefusedURL, canonical_link_refusal, canonical_url
 from monitor.storage import Storage
-from monitor.urls import RefusedURL, canonical_link_refusal, canonical_url
 from tests.support import LoopbackServer, article_page, loopback_env, rss, seeds
 from tests.test_faults import FAST, cycle, query, write_feeds
 from tests.test_pipeline import run_cli
@@ -294,7 +294,7 @@ def test_a_taken_over_lease_cannot_be_settled_by_its_old_holder(database_url: st
     """Worker A's lease on an item runs out (it stalled); B takes the item over and stores it. A, waking
     up, can neither mark it done nor failed: B's result stands. A live worker's renewal keeps its lease."""
     from monitor.config import FeedConfig
-    from monitor.fetching import FeedEntry
+    from monitor.fetch.feeds import FeedEntry
 
     storage = Storage(database_url)
     storage.ensure_schema(upgrade=True)
