@@ -9,17 +9,17 @@ the pipeline (a million placements would take hours), with what placement reads 
 * articles spread over the 12 months of 2024, grouped into stories (60 % singletons, the rest 2-15 articles
   within a few days, about 1 in 5 of their later articles a reprint of an earlier one), every article cut from
   one of the 205 real French texts (rpm2-dev and the seeds, read from tests/data) with words dropped;
-* MinHash signatures derived from the real text's signature (monitor.dedup.signature): an original article has
+* MinHash signatures derived from the real text's signature (monitor.grouping.nearcopy.signature): an original article has
   90-100 % of its 128 values replaced by random ones (a lower share would make thousands of unrelated articles
   share LSH buckets with their template: 205 texts stand for a million), a reprint 5-35 % of its parent's; the
-  band keys are computed by monitor.dedup._band_key, 32 article_bands rows per article. Each real text also has
+  band keys are computed by monitor.grouping.nearcopy._band_key, 32 article_bands rows per article. Each real text also has
   one reprint cluster (its own signature, 0-10 % replaced), loaded once: new articles close to a real text find
   it as a near-copy at every size, through buckets of realistic size;
-* story centroids: 40-80 % of the terms of the text's real TF-IDF vector (monitor.stories.vectorize), weights
+* story centroids: 40-80 % of the terms of the text's real TF-IDF vector (monitor.grouping.features.vectorize), weights
   jittered, sometimes terms of a second text, and 2-7 named-entity-like terms from a Zipf vocabulary; the
-  story_terms rows are the centroid's top StoryParams().index_terms terms, week = stories.week_of(first);
+  story_terms rows are the centroid's top StoryParams().index_terms terms, week = grouping.week_of(first);
 * term_stats: the document frequencies of the 205 real texts scaled to the corpus (jittered), plus the entity
-  terms; meta document_count = corpus size, minhash_fingerprint = dedup.FINGERPRINT.
+  terms; meta document_count = corpus size, minhash_fingerprint = nearcopy.FINGERPRINT.
 The articles' secondary indexes (and those of article_bands, story_terms, stories) are dropped during a load and
 rebuilt after it; then VACUUM (ANALYZE) and CHECKPOINT. Stored text is a few hundred characters: placement never
 reads it; members of a story share their story's term vector (placement never reads articles.terms either).
@@ -66,7 +66,8 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from benchmarks.common import machine, postgres_database  # noqa: E402
-from monitor import dedup, stories  # noqa: E402
+from monitor import grouping  # noqa: E402
+from monitor.grouping import nearcopy  # noqa: E402
 from monitor.ingest import Incoming, Ingestor  # noqa: E402
 from monitor.storage import Storage  # noqa: E402
 from tests.support import RPM2, SEEDS  # noqa: E402
@@ -80,7 +81,7 @@ REPRINT_SHARE = 0.2  # of a story's later articles
 RUBRICS = ["Analyse", "Décryptage", "Le point", "En bref", "Éclairage", "Zoom", "Les faits"]
 CHUNK = 20_000  # articles generated, then copied, at a time
 WARMUP = 20
-PARAMS = stories.StoryParams()
+PARAMS = grouping.StoryParams()
 # Indexes dropped during a load and rebuilt after it (the primary keys of articles and stories stay).
 REBUILT_TABLES = ("articles", "article_bands", "story_terms", "stories")
 KEPT = ("articles_pkey", "stories_pkey")
@@ -115,12 +116,12 @@ def load_templates() -> list[Template]:
         text = path.read_text(encoding="utf-8").strip()
         first = re.sub(r"^date \d{4}-\d{2}\s+", "", text.splitlines()[0].strip())
         raw.append((first if len(first) <= 120 else " ".join(first.split()[:14]), text))
-    counts = [stories.term_counts(title, text, PARAMS) for title, text in raw]
+    counts = [grouping.term_counts(title, text, PARAMS) for title, text in raw]
     df = Counter(term for c in counts for term in c)
     templates = []
     for (title, text), c in zip(raw, counts, strict=True):
-        sig = dedup.signature(text)
-        vector = stories.vectorize(c, df, len(raw), PARAMS)
+        sig = nearcopy.signature(text)
+        vector = grouping.vectorize(c, df, len(raw), PARAMS)
         templates.append(
             Template(
                 title=title,
@@ -275,7 +276,7 @@ class Corpus:
     def _signature(self, parent: np.ndarray, low: float, high: float, shingles: int) -> np.ndarray:
         """The parent's signature with a random share in [low, high] of its values replaced by random ones."""
         values = parent.copy()
-        mask = self.np_rng.random(dedup.NUM_PERM) < self.rng.uniform(low, high)
+        mask = self.np_rng.random(nearcopy.NUM_PERM) < self.rng.uniform(low, high)
         values[mask] = self.np_rng.integers(0, 3 * 2**32 // max(shingles, 1), int(mask.sum()), dtype=np.uint64)
         return values
 
@@ -391,8 +392,8 @@ class Corpus:
                     )
                 )
             )
-            for band in range(dedup.BANDS):
-                chunk.band_keys.append(dedup._band_key(band, sig[band * dedup.ROWS : (band + 1) * dedup.ROWS]))
+            for band in range(nearcopy.BANDS):
+                chunk.band_keys.append(nearcopy._band_key(band, sig[band * nearcopy.ROWS : (band + 1) * nearcopy.ROWS]))
                 chunk.band_ids.append(article_id)
         centroid_all = {t: w * originals * rng.uniform(0.9, 1.1) for t, w in vector.items()}
         ranked = sorted(centroid_all.items(), key=lambda kv: (-kv[1], kv[0]))[: PARAMS.centroid_terms]
@@ -419,7 +420,7 @@ class Corpus:
                 )
             )
         )
-        week = stories.week_of(first)
+        week = grouping.week_of(first)
         for term, weight in ranked[: PARAMS.index_terms]:
             chunk.story_terms.append(f"{story_id}\t{_esc(term)}\t{week}\t{round(weight, 6)}")
         return size
@@ -467,7 +468,7 @@ class Corpus:
                 cur.execute(
                     "INSERT INTO meta (key, value) VALUES ('minhash_fingerprint', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (dedup.FINGERPRINT,),
+                    (nearcopy.FINGERPRINT,),
                 )
 
 

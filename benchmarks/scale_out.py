@@ -503,7 +503,7 @@ def main() -> None:
         workdir = Path(tmp)
         servers = [LoopbackServer(host) for host in HOSTS]  # bound now (the URLs need the ports), started later
         pages = build_pages(servers, args.articles)
-        gold = {canonical_url(page.url): page.story for page in pages}
+        gold = {str(canonical_url(page.url)): page.story for page in pages}  # the pages are well formed
         print(
             f"corpus: {len(pages)} pages from {len(sources())} real articles, {len(pages) // len(HOSTS)} per host, "
             f"mean page {sum(len(p.html) for p in pages) / len(pages) / 1024:.1f} KiB"

@@ -20,8 +20,8 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.errors import ConfigError
+from monitor.grouping.params import StoryParams
 from monitor.limits import MAX_IMPORT_LINE_BYTES, MAX_OUTLET_CHARS
-from monitor.stories import StoryParams
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None  # never shown: repr, logs and errors print ********
     smtp_from: str = "monitor@localhost"
     smtp_timeout: float = Field(default=30.0, gt=0)
-    # Overrides of StoryParams (monitor/stories.py); unset: the default.
+    # Overrides of StoryParams (monitor/grouping/params.py); unset: the default.
     story_threshold: float | None = Field(default=None, gt=0, le=1)
     story_window_days: float | None = Field(default=None, gt=0)
     story_max_span_days: float | None = Field(default=None, gt=0)
@@ -82,6 +82,25 @@ class Settings(BaseSettings):
     # waits for stories to gather coverage: merging every few minutes joins small stories on thin evidence.
     merge_schedule: str = "30 3 * * *"
     templates_dir: Path | None = None  # your own digest.html.j2 / digest.txt.j2 override the shipped ones
+    timezone: str = "Europe/Paris"  # times are stored in UTC and shown in this zone (web, CLI)
+    web_token: SecretStr | None = None  # `monitor web`: required on every request; needed off loopback
+    web_port: int | None = Field(default=None, ge=1, le=65535)  # `monitor web` port when --port is not given
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {value!r}") from e
+        return value
+
+    @field_validator("web_token")
+    @classmethod
+    def _check_web_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
 
     @field_validator("allow_private_addresses")
     @classmethod

@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from monitor.errors import ConfigError, ImportLineError
 from monitor.fetch.urls import canonical_url
+from monitor.grouping.params import StoryParams
 from monitor.importing import import_file, read_records
 from monitor.ingest import Ingestor
 from monitor.limits import MAX_IMPORT_LINE_BYTES
 from monitor.storage import Article, Storage
-from monitor.stories import StoryParams
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from monitor import dedup, stories
+from monitor import grouping
 from monitor.errors import InvalidURL
 from monitor.extraction import extract
 from monitor.fetch.urls import RefusedURL, canonical_link_refusal, canonical_url, host_of
+from monitor.grouping import nearcopy
 from monitor.limits import MAX_AUTHOR_CHARS, MAX_OUTLET_CHARS, MAX_SITE_NAME_CHARS, MAX_TITLE_CHARS, clip
 from monitor.storage import Article, NewArticle, NewRow, PlacementRecord, Repository, Storage
 
@@ -44,7 +45,7 @@ class Incoming:
 @dataclass(frozen=True)
 class Prepared:
     article: NewArticle
-    signature: dedup.Signature
+    signature: nearcopy.Signature
     counts: Counter[str]
     own_url: str  # the URL it was fetched or imported under; article.url differs when a canonical link was taken
 
@@ -58,7 +59,7 @@ class Outcome:
     score: float | None = None
 
 
-def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
+def prepare(incoming: Incoming, params: grouping.StoryParams) -> Prepared:
     """Extract (when given HTML) and compute everything placement needs; raises ExtractionError.
 
     Pure CPU and no database: it runs in a thread or in another process (MONITOR_EXTRACT_PROCESSES)."""
@@ -80,7 +81,7 @@ def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
         author, site, language = page.author, page.site_name, page.language or language
     text = (text or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
     title = clip((title or "").replace("\x00", "").strip(), MAX_TITLE_CHARS) or text.split("\n", 1)[0][:200]
-    signature = dedup.signature(text)
+    signature = nearcopy.signature(text)
     article = NewArticle(
         url=url,
         title=title,
@@ -91,23 +92,23 @@ def prepare(incoming: Incoming, params: stories.StoryParams) -> Prepared:
         author=clip(author, MAX_AUTHOR_CHARS),
         published_at=published or incoming.fetched_at,
         fetched_at=incoming.fetched_at,
-        event_date=stories.event_date(title, text, published or incoming.fetched_at, params),
+        event_date=grouping.event_date(title, text, published or incoming.fetched_at, params),
         language=language,
         feed_id=incoming.feed_id,
         raw_html=incoming.html,
         minhash=signature.minhash,
         shingle_count=signature.shingle_count,
     )
-    return Prepared(article, signature, stories.term_counts(title, text, params), own)
+    return Prepared(article, signature, grouping.term_counts(title, text, params), own)
 
 
 BATCH = 64  # articles placed per transaction, at most: placement's reads and writes are shared across them
 
 
 class Ingestor:
-    def __init__(self, storage: Storage, params: stories.StoryParams | None = None) -> None:
+    def __init__(self, storage: Storage, params: grouping.StoryParams | None = None) -> None:
         self.storage = storage
-        self.params = params or stories.StoryParams()
+        self.params = params or grouping.StoryParams()
         self._fingerprint_checked = False
         self._lock = threading.Lock()  # one placement at a time in this process
 
@@ -187,7 +188,7 @@ class Ingestor:
     def merge_young_stories(self, due: Callable[[datetime | None, datetime], bool] | None = None) -> list[Merge] | None:
         """The periodic merge pass: placement is greedy, one article at a time, so the coverage of one
         event can start as several stories before an article links them. The stories changed since the
-        last pass, with their neighbours from the story_terms index, go through ``stories.merge_plan``;
+        last pass, with their neighbours from the story_terms index, go through ``grouping.merge_plan``;
         a merged story's articles move to the surviving one. Runs if ``due(last pass or None, now)``, asked
         under the cluster-wide lock so that workers firing the same schedule run it once (None: runs).
         Returns the merges, or None if the pass was not due."""
@@ -207,7 +208,7 @@ class Ingestor:
             return [Merge(absorbed, into, score) for absorbed, (into, score) in sorted(plan.items())]
 
     def _prepared_from(self, article: Article) -> Prepared:
-        signature = dedup.signature(article.text)
+        signature = nearcopy.signature(article.text)
         new = NewArticle(
             url=article.url,
             title=article.title,
@@ -216,7 +217,7 @@ class Ingestor:
             author=article.author,
             published_at=article.published_at,
             fetched_at=article.fetched_at,
-            event_date=stories.event_date(article.title, article.text, article.published_at, self.params),
+            event_date=grouping.event_date(article.title, article.text, article.published_at, self.params),
             language=article.language,
             feed_id=article.feed_id,
             raw_html=None,
@@ -224,12 +225,12 @@ class Ingestor:
             shingle_count=signature.shingle_count,
         )
         article.event_date = new.event_date  # the rule that reads it may have been tuned too
-        return Prepared(new, signature, stories.term_counts(article.title, article.text, self.params), article.url)
+        return Prepared(new, signature, grouping.term_counts(article.title, article.text, self.params), article.url)
 
     def _check_fingerprint(self, repo: Repository) -> None:
         if not self._fingerprint_checked:
-            dedup.check_fingerprint(repo.get_meta("minhash_fingerprint"))
-            repo.set_meta("minhash_fingerprint", dedup.FINGERPRINT)
+            nearcopy.check_fingerprint(repo.get_meta("minhash_fingerprint"))
+            repo.set_meta("minhash_fingerprint", nearcopy.FINGERPRINT)
             self._fingerprint_checked = True
 
     def ingest(self, incoming: Incoming) -> Outcome:
@@ -252,10 +253,10 @@ def _unconfirmed(
     article_id = known[canonical]
     if article_id in rows:
         new = rows[article_id].new
-        stored = dedup.Stored(article_id, new.minhash, new.shingle_count)
+        stored = nearcopy.Stored(article_id, new.minhash, new.shingle_count)
     else:
-        stored = dedup.Stored(*repo.signature_of(article_id))
-    if dedup.best_near_copy(prepared.signature, [stored]) is None:
+        stored = nearcopy.Stored(*repo.signature_of(article_id))
+    if nearcopy.best_near_copy(prepared.signature, [stored]) is None:
         return f"canonical link {canonical} names a stored article whose text differs"
     return None
 
@@ -271,20 +272,20 @@ class _Placer:
     """Places a batch one article at a time, each seeing the ones before it: what the batch changes
     (document frequencies, LSH buckets, touched stories) is held here and written back by ``flush``."""
 
-    def __init__(self, repo: Repository, params: stories.StoryParams, batch: Sequence[Prepared]) -> None:
+    def __init__(self, repo: Repository, params: grouping.StoryParams, batch: Sequence[Prepared]) -> None:
         self.repo, self.params = repo, params
         self.documents = repo.document_count()
         self.df: Counter[str] = Counter(repo.document_frequencies(t for p in batch for t in p.counts))
         self.df_added: Counter[str] = Counter()
         self.placed = 0
-        self.buckets: dict[int, list[tuple[dedup.Stored, int]]] = {}
+        self.buckets: dict[int, list[tuple[nearcopy.Stored, int]]] = {}
         for c in repo.near_copy_candidates(k for p in batch for k in p.signature.band_keys):
             self.buckets.setdefault(c.band_key, []).append(
-                (dedup.Stored(c.article_id, c.minhash, c.shingle_count), c.story_id)
+                (nearcopy.Stored(c.article_id, c.minhash, c.shingle_count), c.story_id)
             )
         self.bands: list[tuple[int, int]] = []
-        self.touched: dict[int, stories.StoryState] = {}
-        self.read: dict[int, stories.Candidate] = {}  # stories as read from the database, untouched by the batch
+        self.touched: dict[int, grouping.StoryState] = {}
+        self.read: dict[int, grouping.Candidate] = {}  # stories as read from the database, untouched by the batch
         self.founded: set[int] = set()  # stories this batch created: not in the database's index yet
 
     def decide(self, prepared: Prepared) -> tuple[PlacementRecord, dict[str, float]]:
@@ -293,13 +294,13 @@ class _Placer:
         sharing = {
             stored.article_id: (stored, story) for key in sig.band_keys for stored, story in self.buckets.get(key, ())
         }
-        vector = stories.vectorize(prepared.counts, self.df, self.documents, self.params)
-        near = dedup.best_near_copy(sig, [stored for stored, _ in sharing.values()])
+        vector = grouping.vectorize(prepared.counts, self.df, self.documents, self.params)
+        near = nearcopy.best_near_copy(sig, [stored for stored, _ in sharing.values()])
         if near is not None:
             score = max(near.similarity, near.containment)
             story = sharing[near.article_id][1]
             return PlacementRecord("near_copy", score, story, near.article_id, near.similarity), vector
-        match = stories.best_story(
+        match = grouping.best_story(
             vector,
             article.published_at,
             self._candidates(vector, article.published_at),
@@ -312,13 +313,13 @@ class _Placer:
 
     def _candidates(
         self, vector: Mapping[str, float], first: datetime, last: datetime | None = None
-    ) -> list[stories.Candidate]:
+    ) -> list[grouping.Candidate]:
         """The stories sharing the most weight with the article (or story) published from ``first`` to
         ``last`` in the story_terms index, among those that started in the weeks that matter. The index as
         this batch has changed it: a story the batch touched is looked up by its terms held here, not by
         its rows in the database."""
-        weeks = stories.candidate_weeks(first, last or first, self.params)
-        terms = stories.query_terms(vector, self.params)
+        weeks = grouping.candidate_weeks(first, last or first, self.params)
+        terms = grouping.query_terms(vector, self.params)
         # The database ranks what it holds; the touched stories it ranks on stale terms are dropped, and
         # asking for as many more keeps the ranking of the others exact.
         ranked, read = self.repo.stories_sharing(
@@ -332,7 +333,7 @@ class _Placer:
         shared = {sid: score for sid, score in ranked if sid not in self.touched}
         wanted, week_set = set(terms), set(weeks)
         for story_id, state in self.touched.items():
-            if state.members and stories.week_of(state.first_published_at) in week_set:
+            if state.members and grouping.week_of(state.first_published_at) in week_set:
                 for term, weight in state.index_terms(self.params):
                     if term in wanted:
                         shared[story_id] = shared.get(story_id, 0.0) + weight * vector[term]
@@ -350,14 +351,14 @@ class _Placer:
         self.placed += 1
         self.df.update(prepared.counts.keys())
         self.df_added.update(prepared.counts.keys())
-        stored = dedup.Stored(article_id, prepared.signature.minhash, prepared.signature.shingle_count)
+        stored = nearcopy.Stored(article_id, prepared.signature.minhash, prepared.signature.shingle_count)
         for key in sorted(set(prepared.signature.band_keys)):
             self.buckets.setdefault(key, []).append((stored, story_id))
             self.bands.append((key, article_id))
         if placement.story_id is None:
             self.founded.add(story_id)
         state = self._state(story_id, joining=article_id)
-        member = stories.Member(
+        member = grouping.Member(
             article_id,
             article.published_at,
             article.source,
@@ -368,8 +369,8 @@ class _Placer:
         state.add(member, None if member.duplicate else vector, self.params)
 
     def merge(self, young: Sequence[int]) -> dict[int, tuple[int, float]]:
-        """Merge what ``stories.merge_plan`` says among these stories and their indexed neighbours."""
-        summaries: dict[int, stories.Candidate] = {}
+        """Merge what ``grouping.merge_plan`` says among these stories and their indexed neighbours."""
+        summaries: dict[int, grouping.Candidate] = {}
         neighbours: dict[int, list[int]] = {}
         for mine in self.repo.stories_by_id(young):  # read as stored: nothing is touched until the plan
             summaries[mine.story_id] = mine
@@ -377,7 +378,7 @@ class _Placer:
             for other in found:
                 summaries.setdefault(other.story_id, other)
             neighbours[mine.story_id] = [other.story_id for other in found]
-        plan = stories.merge_plan([summaries[sid] for sid in sorted(summaries)], self.params, neighbours)
+        plan = grouping.merge_plan([summaries[sid] for sid in sorted(summaries)], self.params, neighbours)
         self.repo.merge_stories([(absorbed, into, score) for absorbed, (into, score) in sorted(plan.items())])
         for absorbed in plan:
             self.touched.pop(absorbed, None)
@@ -398,7 +399,7 @@ class _Placer:
     def _refine(
         self, live: Sequence[int], neighbours: Mapping[int, Sequence[int]], merged: Mapping[int, tuple[int, float]]
     ) -> tuple[dict[int, tuple[int, float]], set[int]]:
-        """Move articles to the story they fit best now (``stories.refine_plan``) among the stories the merge
+        """Move articles to the story they fit best now (``grouping.refine_plan``) among the stories the merge
         pass looked at. Returns the stories left empty, recorded as merged into the one that took most of
         their articles, and the stories that gave or took articles."""
 
@@ -409,7 +410,7 @@ class _Placer:
         for story_id, others in neighbours.items():
             links.setdefault(survivor(story_id), set()).update(survivor(other) for other in others)
         placed = self.repo.placed_members(live)
-        moves = stories.refine_plan(placed, self.params, links)
+        moves = grouping.refine_plan(placed, self.params, links)
         if not moves:
             return {}, set()
         self.repo.move_articles(moves)
@@ -436,9 +437,9 @@ class _Placer:
         state = self._state(story_id)
         state.centroid = {}
         for terms in self.repo.member_terms(story_id):
-            state.centroid = stories.add_to_centroid(state.centroid, terms, self.params)
+            state.centroid = grouping.add_to_centroid(state.centroid, terms, self.params)
 
-    def _state(self, story_id: int, joining: int | None = None) -> stories.StoryState:
+    def _state(self, story_id: int, joining: int | None = None) -> grouping.StoryState:
         """The story as this batch has it, loaded on first use. Loaded after ``joining`` (an article being
         recorded) was written, it would list it already: left out, so that it joins once."""
         if story_id not in self.touched:

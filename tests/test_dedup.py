@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from monitor import dedup
 from monitor.errors import IndexMismatch
+from monitor.grouping import nearcopy as dedup
 from monitor.ingest import Incoming, Ingestor
 from monitor.storage import Article, Storage
 from tests.support import RPM2

@@ -13,23 +13,15 @@ from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from monitor.errors import StorageError
+from monitor.grouping.features import MAX_TERM_CHARS, _norm, event_date, week_of
+from monitor.grouping.merging import Placed, _Members, merge_plan, refine_plan
+from monitor.grouping.params import StoryParams
+from monitor.grouping.scoring import _mixed_score
+from monitor.grouping.state import Candidate
 from monitor.importing import import_file
 from monitor.ingest import Incoming, Ingestor
 from monitor.scheduling import schedule_fired
 from monitor.storage import Storage
-from monitor.stories import (
-    MAX_TERM_CHARS,
-    Candidate,
-    Placed,
-    StoryParams,
-    _Members,
-    _mixed_score,
-    _norm,
-    event_date,
-    merge_plan,
-    refine_plan,
-    week_of,
-)
 from tests.support import RPM2, labelled_incoming, place_online
 
 

@@ -27,10 +27,13 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from monitor.errors import StorageError
+from monitor.grouping.features import week_of
+from monitor.grouping.merging import Placed
+from monitor.grouping.params import StoryParams
+from monitor.grouping.state import Candidate, Member, StoryState
 from monitor.storage.corpus import Corpus
 from monitor.storage.dialect import _array, _chunks, _joined, _table
 from monitor.storage.schema import Article, ArticleBand, Story, StoryTerm, TermStat, utcnow
-from monitor.stories import Candidate, Member, Placed, StoryParams, StoryState, week_of
 
 
 class StoryIndex(Corpus):  # reclustering takes articles out of the corpus statistics
