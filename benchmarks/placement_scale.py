@@ -9,12 +9,13 @@ the pipeline (a million placements would take hours), with what placement reads 
 * articles spread over the 12 months of 2024, grouped into stories (60 % singletons, the rest 2-15 articles
   within a few days, about 1 in 5 of their later articles a reprint of an earlier one), every article cut from
   one of the 205 real French texts (rpm2-dev and the seeds, read from tests/data) with words dropped;
-* MinHash signatures derived from the real text's signature (monitor.grouping.nearcopy.signature): an original article has
-  90-100 % of its 128 values replaced by random ones (a lower share would make thousands of unrelated articles
-  share LSH buckets with their template: 205 texts stand for a million), a reprint 5-35 % of its parent's; the
-  band keys are computed by monitor.grouping.nearcopy._band_key, 32 article_bands rows per article. Each real text also has
-  one reprint cluster (its own signature, 0-10 % replaced), loaded once: new articles close to a real text find
-  it as a near-copy at every size, through buckets of realistic size;
+* MinHash signatures derived from the real text's signature (monitor.grouping.nearcopy.signature): an
+  original article has 90-100 % of its 128 values replaced by random ones (a lower share would make thousands
+  of unrelated articles share LSH buckets with their template: 205 texts stand for a million), a reprint
+  5-35 % of its parent's; the band keys are computed by monitor.grouping.nearcopy._band_key, 32 article_bands
+  rows per article. Each real text also has one reprint cluster (its own signature, 0-10 % replaced), loaded
+  once: new articles close to a real text find it as a near-copy at every size, through buckets of realistic
+  size;
 * story centroids: 40-80 % of the terms of the text's real TF-IDF vector (monitor.grouping.features.vectorize), weights
   jittered, sometimes terms of a second text, and 2-7 named-entity-like terms from a Zipf vocabulary; the
   story_terms rows are the centroid's top StoryParams().index_terms terms, week = grouping.week_of(first);
@@ -68,7 +69,8 @@ from sqlalchemy.orm import Session  # noqa: E402
 from benchmarks.common import machine, postgres_database  # noqa: E402
 from monitor import grouping  # noqa: E402
 from monitor.grouping import nearcopy  # noqa: E402
-from monitor.ingest import Incoming, Ingestor  # noqa: E402
+from monitor.pipeline.placement import Ingestor  # noqa: E402
+from monitor.pipeline.prepare import Incoming  # noqa: E402
 from monitor.storage import Storage  # noqa: E402
 from tests.support import RPM2, SEEDS  # noqa: E402
 

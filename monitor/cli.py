@@ -32,7 +32,7 @@ from rich.table import Table
 
 from monitor.config import Settings
 from monitor.errors import ConfigError, MonitorError
-from monitor.operations import configure_logging
+from monitor.ops.logs import configure_logging
 
 if _GUARDED:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main() reports it
@@ -71,7 +71,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the daemon: poll due feeds and ingest new articles until SIGTERM/SIGINT."""
-    from monitor.scheduling import run_forever, run_once
+    from monitor.daemon.service import run_forever, run_once
 
     settings = _settings()
     if not once:
@@ -102,8 +102,8 @@ def import_(
     ],
 ) -> None:
     """Backfill articles from a JSONL archive, through the same pipeline as fetched ones."""
-    from monitor.importing import count_lines, import_file
-    from monitor.ingest import Ingestor
+    from monitor.pipeline.importing import count_lines, import_file
+    from monitor.pipeline.placement import Ingestor
     from monitor.storage import Storage
 
     settings = _settings()
@@ -231,7 +231,10 @@ def digest(
 ) -> None:
     """Preview or send a digest e-mail now."""
     from monitor.config import load_digests
-    from monitor.digests import Digester, build, period_end, render
+    from monitor.digests.build import build
+    from monitor.digests.periods import period_end
+    from monitor.digests.render import render
+    from monitor.digests.runs import Digester
     from monitor.storage import Storage
 
     settings = _settings()
@@ -266,7 +269,7 @@ def recluster(
     until: Annotated[datetime | None, typer.Option(help="Redo articles published before this (default: all).")] = None,
 ) -> None:
     """Place articles again into stories with the current settings, from stored text (nothing is fetched)."""
-    from monitor.ingest import Ingestor
+    from monitor.pipeline.placement import Ingestor
     from monitor.storage import Storage
 
     settings = _settings()

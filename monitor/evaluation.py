@@ -17,9 +17,9 @@ from sqlalchemy import select
 from monitor.errors import ConfigError, ImportLineError
 from monitor.fetch.urls import canonical_url
 from monitor.grouping.params import StoryParams
-from monitor.importing import import_file, read_records
-from monitor.ingest import Ingestor
 from monitor.limits import MAX_IMPORT_LINE_BYTES
+from monitor.pipeline.importing import import_file, read_records
+from monitor.pipeline.placement import Ingestor
 from monitor.storage import Article, Storage
 
 

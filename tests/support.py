@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from monitor.ingest import Incoming, Ingestor
+from monitor.pipeline.placement import Ingestor
+from monitor.pipeline.prepare import Incoming
 
 DATA = Path(__file__).resolve().parent / "data"  # real text nobody on the team wrote; see data/README.md
 SEEDS = DATA / "seeds"

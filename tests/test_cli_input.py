@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from monitor.config import Settings
 from monitor.errors import StorageError
-from monitor.operations import HealthServer
+from monitor.ops.health import HealthServer
 from monitor.storage import Storage
 from tests.support import running_daemon, wait_until
 from tests.test_digests import _free_port

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from monitor.errors import IndexMismatch
 from monitor.grouping import nearcopy as dedup
-from monitor.ingest import Incoming, Ingestor
+from monitor.pipeline.placement import Ingestor
+from monitor.pipeline.prepare import Incoming
 from monitor.storage import Article, Storage
 from tests.support import RPM2
 

@@ -20,10 +20,13 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import String, bindparam, cast, create_engine, insert, literal, select, text
 
 from monitor.config import DigestConfig, FeedConfig, Settings, load_digests
-from monitor.digests import Digester, build, period_start, render, scheduled_end, warn_unknown_outlets
+from monitor.digests.build import build
+from monitor.digests.periods import period_start, scheduled_end
+from monitor.digests.render import render
+from monitor.digests.runs import Digester, warn_unknown_outlets
 from monitor.errors import ConfigError
-from monitor.importing import import_file
-from monitor.ingest import Ingestor
+from monitor.pipeline.importing import import_file
+from monitor.pipeline.placement import Ingestor
 from monitor.search import index_terms, parse_query
 from monitor.storage import Article, Storage
 from monitor.storage import Story as StoryRow

@@ -15,7 +15,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from monitor.config import Settings
-from monitor.scheduling import CycleReport, run_once
+from monitor.daemon.service import run_once
+from monitor.daemon.worker import CycleReport
 from tests.support import LoopbackServer, article_page, rss, seeds
 
 FAST = {

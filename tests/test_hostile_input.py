@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor import ingest
 from monitor.config import Settings
 from monitor.fetch.client import Fetcher
 from monitor.fetch.urls import RefusedURL, canonical_link_refusal, canonical_url
+from monitor.pipeline.prepare import Incoming, Prepared, prepare
 from monitor.storage import Storage
 from tests.support import LoopbackServer, article_page, loopback_env, rss, seeds
 from tests.test_faults import FAST, cycle, query, write_feeds
@@ -152,14 +152,14 @@ def test_an_unexpected_error_stays_with_its_item_and_stops_after_the_last_attemp
     """A bug that no input class foresaw (a stand-in for one: preparing one URL raises ZeroDivisionError)
     costs that item an attempt, never the cycle: the other articles are stored, and after
     MONITOR_ITEM_MAX_ATTEMPTS the item is failed with the reason."""
-    real = ingest.prepare
+    real = prepare
 
-    def poisoned(incoming: ingest.Incoming, params: object) -> ingest.Prepared:
+    def poisoned(incoming: Incoming, params: object) -> Prepared:
         if "poison" in incoming.url:
             raise ZeroDivisionError("division by zero")
         return real(incoming, params)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("monitor.scheduling.prepare", poisoned)
+    monkeypatch.setattr("monitor.daemon.worker.prepare", poisoned)
     with LoopbackServer("127.0.0.43") as server:
         links = [_page(server, 0, "/a/000.html"), _page(server, 4, "/a/poison.html"), _page(server, 2, "/a/002.html")]
         feed = server.add(

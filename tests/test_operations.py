@@ -18,8 +18,9 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from monitor.config import Settings
-from monitor.ingest import Ingestor
-from monitor.operations import HealthServer, retention
+from monitor.ops.health import HealthServer
+from monitor.ops.retention import retention
+from monitor.pipeline.placement import Ingestor
 from monitor.storage import Storage
 from tests.support import RPM2, LoopbackServer, loopback_env, place_online, running_daemon, wait_until
 from tests.test_pipeline import run_cli

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from monitor.daemon.policy import adaptive_interval, failure_delay, success_delay
 from monitor.fetch.politeness import max_age_seconds, retry_after_seconds
-from monitor.scheduling import adaptive_interval, failure_delay, success_delay
 from tests.support import LoopbackServer
 from tests.test_faults import cycle, good_site, query, write_feeds
 

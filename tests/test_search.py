@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from monitor.importing import import_file
-from monitor.ingest import Ingestor
+from monitor.pipeline.importing import import_file
+from monitor.pipeline.placement import Ingestor
 from monitor.search import parse_query
 from monitor.storage import Storage
 from tests.test_digests import _corpus

@@ -12,15 +12,16 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
+from monitor.daemon.service import schedule_fired
 from monitor.errors import StorageError
 from monitor.grouping.features import MAX_TERM_CHARS, _norm, event_date, week_of
 from monitor.grouping.merging import Placed, _Members, merge_plan, refine_plan
 from monitor.grouping.params import StoryParams
 from monitor.grouping.scoring import _mixed_score
 from monitor.grouping.state import Candidate
-from monitor.importing import import_file
-from monitor.ingest import Incoming, Ingestor
-from monitor.scheduling import schedule_fired
+from monitor.pipeline.importing import import_file
+from monitor.pipeline.placement import Ingestor
+from monitor.pipeline.prepare import Incoming
 from monitor.storage import Storage
 from tests.support import RPM2, labelled_incoming, place_online
 

@@ -1,55 +1,45 @@
-"""The daemon: poll due feeds, record their items, fetch and ingest the articles.
-
-Schedule state lives in the database (``feeds.next_fetch_at``, validators, failure counters;
-``feed_items`` for every item seen), so a restart continues where it was. APScheduler only
-ticks: each tick asks the database what is due.
-"""
+"""A worker: poll due feeds, record their items, fetch and ingest the articles. Every failure is
+recorded against its feed or item, and none stops the rest."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
 import multiprocessing
-import os
-import random
-import signal
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-
-from monitor.config import Settings, load_digests, load_feeds
-from monitor.digests import Digester, scheduled_end, warn_unknown_outlets
-from monitor.errors import ExtractionError, FeedError, FetchError, InvalidURL, MonitorError, StorageError
+from monitor.config import Settings
+from monitor.daemon.policy import ITEM_RETRY_BASE, adaptive_interval, failure_delay, success_delay
+from monitor.errors import ExtractionError, FeedError, FetchError, InvalidURL, MonitorError
 from monitor.fetch.client import FEED_TYPES, PAGE_TYPES, Fetcher, Response
 from monitor.fetch.feeds import ParsedFeed, body_hash, parse_feed
 from monitor.fetch.politeness import max_age_seconds
 from monitor.fetch.robots import RobotsCache
-from monitor.ingest import BATCH, Incoming, Ingestor, Outcome, Prepared, prepare
-from monitor.operations import ARTICLES, FETCH_SECONDS, FETCHES, STORIES_MERGED, HealthServer, retention
+from monitor.ops.metrics import ARTICLES, FETCH_SECONDS, FETCHES
+from monitor.pipeline.placement import BATCH, Ingestor, Outcome
+from monitor.pipeline.prepare import Incoming, Prepared, prepare
 from monitor.storage import Feed, Repository, Storage
 
 log = logging.getLogger(__name__)
 
-ITEM_RETRY_BASE = timedelta(minutes=5)
-MAX_FEED_BACKOFF = timedelta(days=1)
-MAX_RETRY_AFTER = timedelta(days=1)
 _PERMANENT_STATUSES = {404, 410, 451}
+
+
 _PERMANENT_KINDS = ("refused", "content_type", "too_large", "robots", "invalid")
+
+
 MAX_ERROR_CHARS = 2000  # an error message kept in last_error
+
+
 LEASE_RENEWALS = 3  # a live worker renews its leases this many times per lease
-GIL_SWITCH_SECONDS = 0.001
+
+
 # Placement waits this long for a batch to fill (unless one is full): reads, writes and the cluster lock are
 # paid once per batch, and batches of the few articles extracted during one placement cost about twice as
 # much CPU per article as batches of 20. One worker on the scale-out benchmark: 43 -> 57 articles/s.
@@ -498,18 +488,6 @@ class _Ready:
     future: asyncio.Future[Outcome]
 
 
-_T = TypeVar("_T")
-
-
-async def _in_thread(what: str, work: Callable[[], _T]) -> _T | None:
-    """A scheduled job's work, off the event loop; any error is logged in one line and the daemon goes on."""
-    try:
-        return await asyncio.to_thread(work)
-    except Exception as e:
-        log.error("%s failed: %s", what, e if isinstance(e, MonitorError) else _describe(e))
-        return None
-
-
 def _describe(error: BaseException) -> str:
     """An unexpected error in one line, for the log and the item's last_error: its type and message."""
     message = " ".join(str(error).split())
@@ -525,230 +503,3 @@ def _settle_future(
         future.set_result(outcome)
     else:
         future.set_exception(error or RuntimeError("placement gave no outcome"))
-
-
-def _jittered(delay: timedelta) -> timedelta:
-    """±10 % so feeds added together do not stay aligned."""
-    return delay * random.uniform(0.9, 1.1)
-
-
-def adaptive_interval(published: list[datetime | None], now: datetime, *, floor_s: int, ceiling_s: int) -> int:
-    """Poll about as often as the feed publishes: the time its recent items span, divided by their number.
-
-    Only the last week counts. Never more often than the feed's configured interval (the floor), never
-    less often than the ceiling.
-    """
-    recent = [moment for moment in published if moment is not None and now - timedelta(days=7) <= moment <= now]
-    rate_s = (now - min(recent)).total_seconds() / len(recent) if recent else float(ceiling_s)
-    return int(min(max(rate_s, floor_s), max(ceiling_s, floor_s)))
-
-
-def success_delay(interval_s: int, hints_s: list[float | None], *, cap_s: int) -> timedelta:
-    """The interval, stretched by what the server asks (Cache-Control max-age, RSS ttl), each capped."""
-    asked = [min(hint, cap_s) for hint in hints_s if hint]
-    return _jittered(timedelta(seconds=max([interval_s, *asked])))
-
-
-def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -> timedelta:
-    """Exponential backoff from the interval, capped at a day; a server's Retry-After (capped too) wins if longer."""
-    backoff = min(timedelta(seconds=interval_s) * 2 ** min(failures, 10), MAX_FEED_BACKOFF)
-    if retry_after_s is not None:
-        backoff = max(backoff, min(timedelta(seconds=retry_after_s), MAX_RETRY_AFTER))
-    return _jittered(backoff)
-
-
-@contextmanager
-def _single_sqlite_daemon(storage: Storage) -> Iterator[None]:
-    """SQLite is for one daemon: a second one on the same file is refused, with the reason."""
-    database = storage.engine.url.database
-    if storage.engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        yield
-        return
-    with open(f"{database}.daemon.lock", "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise StorageError(
-                f"another monitor daemon (pid {holder}) is already running on {database}; SQLite takes one daemon "
-                "at a time: use PostgreSQL (MONITOR_DATABASE_URL=postgresql+psycopg://...) to run several workers"
-            ) from e
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
-    """Validate feeds.yaml, hold the SQLite single-daemon lock, bring the schema up to date (or refuse),
-    and sync the feeds table."""
-    feeds = load_feeds(settings.feeds_file, settings.default_interval)
-    warn_unknown_outlets(load_digests(settings.feeds_file), feeds)  # a bad digest stops start-up too
-    # The placement thread makes many short database round trips while it holds the cluster-wide lock;
-    # after each it waits for the GIL behind the extraction thread, up to the switch interval (5 ms by
-    # default). A shorter one keeps the lock held for less time: two workers ran about 10 % faster.
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    storage = Storage(settings.database_url)
-    try:
-        with _single_sqlite_daemon(storage):
-            storage.ensure_schema(upgrade=settings.auto_upgrade)
-            with storage.repository() as repo:
-                repo.sync_feeds(feeds)
-                if storage.engine.dialect.name == "sqlite":
-                    repo.release_leases()  # we are the only daemon: leases left by a killed run are stale
-            yield storage, Ingestor(storage, settings.story_params())
-    finally:
-        storage.engine.dispose()
-
-
-async def run_once(settings: Settings) -> CycleReport:
-    with daemon(settings) as (storage, ingestor):
-        async with Fetcher(settings) as fetcher:
-            worker = Worker(settings, storage, fetcher, ingestor)
-            try:
-                report = await worker.cycle(only_due=False)
-                # Workers started together: the feeds this one could not claim are being polled by others;
-                # help with the items they record until every feed is back.
-                while await asyncio.to_thread(worker.others_polling):
-                    await asyncio.sleep(0.5)
-                    await worker.drain(report)
-                await worker.drain(report)
-            finally:
-                worker.close()
-        # From cron, --once is the whole service: the merge pass runs when the daemons' would have.
-        merges = await asyncio.to_thread(ingestor.merge_young_stories, schedule_fired(settings.merge_schedule))
-        report.stories_merged = len(merges or [])
-        return report
-
-
-def schedule_fired(schedule: str) -> Callable[[datetime | None, datetime], bool]:
-    """Whether a cron schedule has fired between a job's last run (None: never run) and now. Every worker
-    fires the schedule; asked under a cluster-wide lock, this lets the first run the job and the others
-    find it done for the period, even when their clocks differ by a few seconds."""
-    trigger = CronTrigger.from_crontab(schedule, timezone=UTC)
-
-    def due(last: datetime | None, now: datetime) -> bool:
-        if last is None:
-            return True
-        fires = trigger.get_next_fire_time(None, last)
-        return fires is not None and fires <= now
-
-    return due
-
-
-async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Tick every MONITOR_POLL_SECONDS until SIGTERM/SIGINT; the cycle in flight finishes first."""
-    with daemon(settings) as (storage, ingestor):
-        await _serve(settings, storage, ingestor, stop or asyncio.Event())
-    log.info("monitor stopped")
-
-
-async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with Fetcher(settings) as fetcher:
-        worker = Worker(settings, storage, fetcher, ingestor)
-        running: set[asyncio.Task[CycleReport]] = set()
-
-        async def tick() -> None:
-            if running or stop.is_set():
-                return
-            task = asyncio.create_task(worker.cycle(only_due=True))
-            running.add(task)
-            try:
-                report = await task
-                busy = report.items_new or report.feeds_failed or report.items_failed
-                log.log(
-                    logging.INFO if busy else logging.DEBUG,
-                    "cycle: %d feeds ok, %d failed, %d new items, %d articles added",
-                    report.feeds_ok,
-                    report.feeds_failed,
-                    report.items_new,
-                    report.articles_added,
-                )
-            except Exception as e:  # the database gone, say: logged in one line, the next tick tries again
-                log.error("cycle failed: %s", e if isinstance(e, MonitorError) else _describe(e))
-            finally:
-                running.discard(task)
-
-        digester = Digester(settings, storage, load_digests(settings.feeds_file))
-
-        async def send_digest(name: str) -> None:
-            # the run is named after the scheduled time, not when this worker got round to it
-            end = scheduled_end(digester.digests[name], _now())
-            await _in_thread(f"digest {name}", functools.partial(digester.run, name, end))
-
-        async def retry_digests() -> None:
-            await _in_thread("digest retries", digester.retry_due)
-
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        for config in digester.digests.values():
-            scheduler.add_job(
-                send_digest,
-                CronTrigger.from_crontab(config.schedule, timezone=config.timezone),
-                args=[config.name],
-                coalesce=True,
-                misfire_grace_time=3600,
-                max_instances=1,
-            )
-        scheduler.add_job(retry_digests, "interval", seconds=60, coalesce=True, max_instances=1)
-
-        async def prune() -> None:
-            await _in_thread(
-                "retention", functools.partial(retention, storage, timedelta(days=settings.retention_days))
-            )
-
-        scheduler.add_job(
-            prune, "interval", hours=1, next_run_time=_now() + timedelta(minutes=1), coalesce=True, max_instances=1
-        )
-
-        merge_due = schedule_fired(settings.merge_schedule)
-
-        async def merge() -> None:
-            merges = await _in_thread("story merge pass", functools.partial(ingestor.merge_young_stories, merge_due))
-            if merges:
-                STORIES_MERGED.inc(len(merges))
-                log.info("merge pass: %d stories merged into others", len(merges))
-
-        scheduler.add_job(
-            merge,
-            CronTrigger.from_crontab(settings.merge_schedule, timezone=UTC),
-            coalesce=True,
-            misfire_grace_time=3600,
-            max_instances=1,
-        )
-        health = HealthServer(storage, settings.http_host, settings.http_port) if settings.http_port else None
-        if health:
-            health.start()
-            log.info("health and metrics on http://%s:%d/metrics", settings.http_host, health.port)
-        scheduler.add_job(
-            tick,
-            "interval",
-            seconds=settings.poll_seconds,
-            next_run_time=_now(),
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-        scheduler.start()
-        log.info(
-            "monitor running on %s with %s; SIGTERM or Ctrl-C to stop",
-            storage.engine.url.render_as_string(),
-            settings.feeds_file,
-        )
-        await stop.wait()
-        scheduler.shutdown(wait=False)
-        if health:
-            health.stop()
-        if running:
-            _done, pending = await asyncio.wait(running, timeout=5)
-            for task in pending:  # unfinished items stay 'pending' in the database: released, not lost
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        worker.close()

@@ -18,8 +18,9 @@ from typing import Any, BinaryIO
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from monitor.errors import ExtractionError, ImportLineError, InvalidURL, StorageError
-from monitor.ingest import BATCH, Incoming, Ingestor, Prepared
 from monitor.limits import MAX_IMPORT_LINE_BYTES
+from monitor.pipeline.placement import BATCH, Ingestor
+from monitor.pipeline.prepare import Incoming, Prepared
 
 FUTURE_SLACK = timedelta(days=1)  # time zones and clock skew; anything later is a wrong date
 _BOM = b"\xef\xbb\xbf"
@@ -92,9 +93,7 @@ def _raw_lines(handle: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, byt
                 pass
             yield (
                 number,
-                ImportLineError(
-                    number, f"longer than {max_line_bytes} bytes (MONITOR_IMPORT_MAX_LINE_BYTES), skipped"
-                ),
+                ImportLineError(number, f"longer than {max_line_bytes} bytes (MONITOR_IMPORT_MAX_LINE_BYTES), skipped"),
             )
             continue
         yield number, raw

@@ -1,0 +1,1 @@
+"""Operating the service: ``metrics``, the ``health`` endpoint, ``logs`` and ``retention``."""
