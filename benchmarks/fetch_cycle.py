@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from benchmarks.common import Run, machine, run_cli  # noqa: E402
-from tests.support import RPM2, LoopbackServer, Reply, Route, article_page, rss  # noqa: E402
+from benchmarks.corpus import RPM2, LoopbackServer, Reply, Route, article_page, rss  # noqa: E402
 
 HOSTS = [f"127.0.1.{i}" for i in range(1, 51)]
 FEEDS_PER_HOST = 20

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from benchmarks.common import Run, machine, postgres_database, run_cli  # noqa: E402
-from tests.support import RPM2, LoopbackServer, article_page, rss  # noqa: E402
+from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss  # noqa: E402
 
 HOSTS = [f"127.0.0.{i}" for i in range(10, 20)]
 

@@ -67,12 +67,12 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from benchmarks.common import machine, postgres_database  # noqa: E402
+from benchmarks.corpus import RPM2, SEEDS  # noqa: E402
 from monitor import grouping  # noqa: E402
 from monitor.grouping import nearcopy  # noqa: E402
 from monitor.pipeline.placement import Ingestor  # noqa: E402
 from monitor.pipeline.prepare import Incoming  # noqa: E402
 from monitor.storage import Storage  # noqa: E402
-from tests.support import RPM2, SEEDS  # noqa: E402
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN_S = 366 * 86400  # the corpus covers 2024

@@ -4,7 +4,7 @@
 
 The pages are real French text (rpm2-dev and the seeds), about ten variants of each article: another 60 % of
 its paragraphs (or sentences) in a rotated order, interleaved with a few paragraphs of an article on another
-topic, under a unique headline, inside an outlet page (tests.support.article_page). 20 loopback hosts
+topic, under a unique headline, inside an outlet page (benchmarks.corpus.article_page). 20 loopback hosts
 (127.0.2.1-20) each serve about 100 of them, one RSS feed listing them and a robots.txt, from threads of this
 process: on a small machine the servers take CPU from the workers (reported with each run).
 
@@ -54,11 +54,11 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from benchmarks.common import machine, postgres_database  # noqa: E402
+from benchmarks.corpus import RPM2, SEEDS, LoopbackServer, article_page, rss, seed_title, text_units  # noqa: E402
 from monitor.errors import ExtractionError  # noqa: E402
 from monitor.evaluation import Scores, score  # noqa: E402
 from monitor.extraction import extract  # noqa: E402
 from monitor.fetch.urls import canonical_url  # noqa: E402
-from tests.support import RPM2, SEEDS, LoopbackServer, article_page, rss, seed_title, text_units  # noqa: E402
 
 HOSTS = [f"127.0.2.{i}" for i in range(1, 21)]
 ARTICLES = 2000

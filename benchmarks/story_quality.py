@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.corpus import RPM2, seeds, text_units  # noqa: E402
 from monitor.evaluation import Scores, evaluate  # noqa: E402
-from tests.support import RPM2, seeds, text_units  # noqa: E402
 
 FLOORS = json.loads((ROOT / "benchmarks" / "quality_floors.json").read_text(encoding="utf-8"))
 

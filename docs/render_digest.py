@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_digests import _corpus  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
+from tests.support import digest_corpus  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
 
 CHROMIUM = Path("/usr/bin/chromium")
 AT = "2024-11-07T06:00:00+00:00"  # 07:00 in Paris, as in tests/test_digests.py
@@ -83,7 +83,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="render-digest-") as tmp_name:
         tmp = Path(tmp_name)
-        _corpus(tmp)  # writes tmp/corpus.jsonl
+        digest_corpus(tmp)  # writes tmp/corpus.jsonl
         (tmp / "feeds.yaml").write_text(FEEDS_YAML, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}  # no stray settings
         env["MONITOR_DATABASE_URL"] = f"sqlite:///{tmp / 'digest.db'}"

@@ -1,8 +1,8 @@
 """monitor: French tech-news feeds in, stories out, stored in SQL.
 
-Data flow, one module per stage: config → fetching → extraction → text → dedup → stories
-→ storage, driven by ingest (shared by the daemon in scheduling and by importing), with
-the CLI on top.
+Data flow, one folder per concern: fetch (feeds and pages) → pipeline (extraction, then grouping:
+near-copies and stories) → storage (the SQL contract), driven by the daemon or by an import, with
+digests, search and ops reading what is stored, and the CLI on top.
 """
 
 __version__ = "0.1.0"

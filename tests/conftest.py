@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import LoopbackServer, article_page, rss, seeds
+from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
 
 POSTGRES_ADMIN = os.environ.get("MONITOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -1,211 +1,29 @@
-"""Test helpers: the real data in tests/data, realistic HTML/RSS around it, and loopback HTTP servers."""
+"""Test helpers: the monitor run as a user runs it (CLI, daemon, one cycle), and small corpora."""
 
 from __future__ import annotations
 
-import html
+import asyncio
 import json
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+from sqlalchemy import create_engine, text
+
+from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss, seeds
+from monitor.config import Settings
+from monitor.daemon.service import run_once
+from monitor.daemon.worker import CycleReport
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
-
-DATA = Path(__file__).resolve().parent / "data"  # real text nobody on the team wrote; see data/README.md
-SEEDS = DATA / "seeds"
-RPM2 = DATA / "rpm2-dev" / "rpm2-dev.jsonl"
-FEEDS_FR = DATA / "feeds-fr"
-
-
-@dataclass(frozen=True)
-class Seed:
-    name: str  # "000"
-    title: str
-    body: str
-    published: str  # YYYY-MM-DD
-    story: str
-
-
-def seed_title(text: str) -> str:
-    """A headline for a seed: its first line when it reads like one, else its first words."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    first = re.sub(r"^date \d{4}-\d{2}\s+", "", lines[0])
-    if len(first) <= 120:
-        return first
-    return " ".join(first.split()[:14]).rstrip(",;:")
-
-
-MIN_UNITS = 8  # fewer paragraphs than this: an article is cut into sentences instead
-_SENTENCE = re.compile(r"(?<=[.!?»])\s+(?=[A-ZÀ-ÖØ-Þ«\"“])")
-
-
-def text_units(body: str) -> list[str]:
-    """An article's paragraphs; its sentences when it has too few paragraphs to vary or cut."""
-    paragraphs = [p.strip() for p in body.splitlines() if p.strip()]
-    if len(paragraphs) >= MIN_UNITS:
-        return paragraphs
-    return [s.strip() for p in paragraphs for s in _SENTENCE.split(p) if s.strip()]
-
-
-def seeds() -> list[Seed]:
-    labels = json.loads((SEEDS / "labels.json").read_text(encoding="utf-8"))["articles"]
-    result = []
-    for path in sorted(SEEDS.glob("00*.txt")):
-        text = path.read_text(encoding="utf-8")
-        label = labels[path.name]
-        result.append(Seed(path.name[:3], seed_title(text), text.strip(), label["published"], label["story"]))
-    return result
-
-
-def article_page(
-    *, title: str, body: str, site: str, url: str, published: str, lang: str = "fr", charset: str = "utf-8"
-) -> str:
-    """A news page as outlets serve it: menus, share bar, related links, comments and footer around the text."""
-    paragraphs = "\n".join(f"<p>{html.escape(p.strip())}</p>" for p in body.splitlines() if p.strip())
-    related = "\n".join(
-        f'<li><a href="/actu/{i}.html">Les dix smartphones les plus attendus de l\'année, épisode {i}</a></li>'
-        for i in range(1, 7)
-    )
-    return f"""<!DOCTYPE html>
-<html lang="{lang}"><head><meta charset="{charset}">
-<title>{html.escape(title)} - {site}</title>
-<link rel="canonical" href="{url}">
-<meta property="og:site_name" content="{site}">
-<meta property="article:published_time" content="{published}T08:00:00+01:00">
-</head><body>
-<header><nav class="menu"><ul><li><a href="/">Accueil</a></li><li><a href="/tech">Tech</a></li>
-<li><a href="/mobiles">Smartphones</a></li><li><a href="/jeux">Jeux vidéo</a></li><li><a href="/abonnement">S'abonner à la newsletter</a></li></ul></nav>
-<div class="cookie-banner">Nous utilisons des cookies pour améliorer votre expérience de navigation. Accepter et fermer.</div></header>
-<main><article>
-<h1>{html.escape(title)}</h1>
-<div class="byline">Par <span class="author">Camille Durand</span> — publié le {published}</div>
-<div class="share">Partager sur Facebook · Partager sur X · Copier le lien</div>
-<div class="article-body">
-{paragraphs}
-</div>
-</article>
-<aside class="related"><h2>À lire aussi</h2><ul>
-{related}
-</ul></aside>
-<section id="comments"><h2>Commentaires</h2>
-<div class="comment"><p>Super article, merci ! Vivement la suite de ce dossier passionnant sur les promotions du Black Friday.</p></div>
-<div class="comment"><p>Je ne suis pas d'accord avec la conclusion, mon vieux téléphone marche encore très bien.</p></div>
-</section></main>
-<footer><p>© 2024 {site} — Tous droits réservés. Mentions légales · Politique de confidentialité · Gestion des cookies · Nous contacter</p></footer>
-</body></html>"""
-
-
-def rss(title: str, link: str, items: list[dict[str, Any]]) -> str:
-    entries = "\n".join(
-        f"""<item><title>{html.escape(i["title"])}</title><link>{html.escape(i["link"])}</link>
-<guid isPermaLink="true">{html.escape(i["link"])}</guid>
-<pubDate>{format_datetime(i["published"]) if isinstance(i["published"], datetime) else i["published"]}</pubDate>
-<description>{html.escape(i.get("summary", ""))}</description></item>"""
-        for i in items
-    )
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0"><channel><title>{html.escape(title)}</title><link>{link}</link>
-<description>Flux de test</description><language>fr</language>
-{entries}
-</channel></rss>"""
-
-
-Reply = tuple[int, dict[str, str], bytes]
-# A route is a fixed reply, or a function of the request giving one, or None when it answered by itself.
-Route = Reply | Callable[[BaseHTTPRequestHandler], Reply | None]
-
-
-class LoopbackServer:
-    """A real HTTP server on a loopback address (127.0.0.x), serving fixed routes; records every request."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.routes: dict[str, Route] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.lock = threading.Lock()
-        self.active = 0
-        self.max_active = 0
-        self.starts: list[float] = []  # monotonic start time of every request
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                started = time.monotonic()
-                server.requests.append((self.path, dict(self.headers)))
-                with server.lock:
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
-                    server.starts.append(started)
-                try:
-                    self._answer()
-                finally:
-                    with server.lock:
-                        server.active -= 1
-
-            def _answer(self) -> None:
-                route = server.routes.get(self.path)
-                if route is None:
-                    status, headers, body = 404, {"Content-Type": "text/plain"}, b"not found"
-                elif callable(route):
-                    reply = route(self)
-                    if reply is None:
-                        return
-                    status, headers, body = reply
-                else:
-                    status, headers, body = route
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]  # clients hang up on purpose
-        self.host = host
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def add(
-        self,
-        path: str,
-        body: str | bytes,
-        content_type: str = "text/html; charset=utf-8",
-        status: int = 200,
-        headers: dict[str, str] | None = None,
-    ) -> str:
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        self.routes[path] = (status, {"Content-Type": content_type, **(headers or {})}, data)
-        return self.base + path
-
-    def __enter__(self) -> LoopbackServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def loopback_env(database_url: str, feeds_file: Path, **settings: str) -> dict[str, str]:
@@ -270,3 +88,133 @@ def place_online(ingestor: Ingestor, path: Path) -> None:
     """Every line of a labelled JSONL placed on its own, as a live stream would (no merge pass after)."""
     for line in path.read_text(encoding="utf-8").splitlines():
         ingestor.ingest(labelled_incoming(json.loads(line)))
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+FAST = {
+    "allow_private_addresses": "127.0.0.0/8",
+    "host_min_interval": 0.0,
+    "read_timeout": 1.5,
+    "connect_timeout": 1.5,
+    "request_deadline": 3.0,
+    "max_body_bytes": 1_000_000,
+}
+
+
+def write_feeds(path: Path, feeds: dict[str, str], extra: str = "") -> Path:
+    lines = ["feeds:"] + [f'  - {{name: "{name}", url: "{url}"{extra}}}' for name, url in feeds.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def cycle(database_url: str, feeds_file: Path, **overrides: object) -> CycleReport:
+    settings = Settings(database_url=database_url, feeds_file=feeds_file, **{**FAST, **overrides})  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(run_once(settings), timeout=90))
+
+
+def query(database_url: str, sql: str) -> list:  # type: ignore[type-arg]
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        rows = list(db.execute(text(sql)).mappings())
+    engine.dispose()
+    return rows
+
+
+def good_site(server: LoopbackServer, seed_index: int = 0, path: str = "/good.xml") -> str:
+    seed = seeds()[seed_index]
+    page = server.add(
+        f"/article-{seed.name}.html",
+        article_page(
+            title=seed.title,
+            body=seed.body,
+            site="Bon site",
+            url=f"{server.base}/article-{seed.name}.html",
+            published=seed.published,
+        ),
+    )
+    item = {"title": seed.title, "link": page, "published": datetime.now(UTC) - timedelta(hours=1)}
+    return server.add(path, rss("Bon flux", server.base, [item]), "application/rss+xml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def digest_corpus(tmp_path: Path) -> Path:
+    """The seeds at their own dates, a wire reprint of 001 by another outlet, and two articles of another story."""
+    lines = []
+    for seed in seeds():
+        lines.append(
+            {
+                "url": f"https://outlet-{seed.name}.example.fr/{seed.name}",
+                "title": seed.title,
+                "text": seed.body,
+                "published_at": f"{seed.published}T10:00:00+01:00",
+                "source": f"Média {seed.name}",
+            }
+        )
+    copy = seeds()[1]
+    lines.append(
+        {
+            "url": "https://reprise.example.fr/depeche",
+            "title": "Meta ouvre Llama aux militaires (dépêche)",
+            "text": copy.body,
+            "published_at": "2024-11-05T15:00:00+01:00",
+            "source": "Agence Reprise",
+        }
+    )
+    rpm2 = [json.loads(line) for line in RPM2.read_text(encoding="utf-8").splitlines()[:40] if line.strip()]
+    other = [r for r in rpm2 if r["story"] == rpm2[0]["story"]][:2]
+    for n, row in enumerate(other):
+        lines.append(
+            {
+                "url": row["url"],
+                "title": row["title"],
+                "text": row["text"],
+                "published_at": f"2024-11-06T0{8 + n}:00:00+01:00",
+                "source": f"Journal {n}",
+            }
+        )
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_seeds(path: Path, *, same_day: bool, extra_lines: list[str] | None = None) -> None:
+    lines = []
+    for seed in seeds():
+        day = "2024-11-05" if same_day else seed.published
+        lines.append(
+            json.dumps(
+                {
+                    "url": f"https://outlet-{seed.name}.example.fr/article?utm_campaign=x",
+                    "title": seed.title,
+                    "text": seed.body,
+                    "published_at": f"{day}T10:00:00+01:00",
+                    "source": f"outlet-{seed.name}",
+                    "story": "never read by the product",
+                }
+            )
+        )
+    lines[2:2] = extra_lines or []
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def stories_of(database_url: str) -> dict[str, int]:
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        rows = db.execute(text("SELECT source, story_id FROM articles")).all()
+    engine.dispose()
+    return {source.removeprefix("outlet-"): story for source, story in rows}

@@ -26,10 +26,7 @@ from monitor.config import Settings
 from monitor.errors import StorageError
 from monitor.ops.health import HealthServer
 from monitor.storage import Storage
-from tests.support import running_daemon, wait_until
-from tests.test_digests import _free_port
-from tests.test_import import _stories, _write_seeds
-from tests.test_pipeline import run_cli
+from tests.support import free_port, run_cli, running_daemon, stories_of, wait_until, write_seeds
 
 MONITOR = Path(sys.executable).parent / "monitor"
 SECRET = "S3cretPW"
@@ -105,7 +102,7 @@ def test_a_bad_setting_stops_the_start_in_one_line(tmp_path: Path, variable: str
 
 def test_eval_with_unknown_label_names_it(tmp_path: Path) -> None:
     archive = tmp_path / "labelled.jsonl"
-    _write_seeds(archive, same_day=False)
+    write_seeds(archive, same_day=False)
     _one_error_line(run_cli("eval", str(archive), "--label", "sujet", env=_env(tmp_path)), "line 1", "'sujet'")
 
 
@@ -122,7 +119,7 @@ def test_eval_with_unknown_label_names_it(tmp_path: Path) -> None:
 )
 def test_eval_with_a_bad_line_names_it(tmp_path: Path, bad: bytes, words: tuple[str, ...]) -> None:
     archive = tmp_path / "labelled.jsonl"
-    _write_seeds(archive, same_day=False)
+    write_seeds(archive, same_day=False)
     lines = archive.read_bytes().splitlines()
     extra = [bad, b"[1, 2]"] if bad.startswith(b"{not") else [bad]
     archive.write_bytes(b"\n".join([*lines[:2], *extra, *lines[2:]]) + b"\n")
@@ -189,19 +186,19 @@ def _line(url: str, published_at: str = "2024-11-05T10:00:00+01:00", **extra: ob
 
 def test_import_reads_a_file_saved_with_a_bom(tmp_path: Path) -> None:
     archive = tmp_path / "bom.jsonl"
-    _write_seeds(archive, same_day=False)
+    write_seeds(archive, same_day=False)
     archive.write_bytes(b"\xef\xbb\xbf" + archive.read_bytes())
     env = _env(tmp_path)
     result = run_cli("import", str(archive), env=env)
     assert result.returncode == 0 and "5 articles added, 0 already known, 0 lines skipped" in result.stdout, result
-    assert len(_stories(env["MONITOR_DATABASE_URL"])) == 5
+    assert len(stories_of(env["MONITOR_DATABASE_URL"])) == 5
 
 
 def test_import_skips_an_over_long_line_in_bounded_memory(tmp_path: Path) -> None:
     """A 40 MB line (it once took 1.35 GB) is skipped with its number, read 5 MiB at most; the rest imports."""
     archive = tmp_path / "long.jsonl"
     huge = _line("https://a.example.fr/huge", text="x" * 40_000_000)
-    _write_seeds(archive, same_day=False, extra_lines=[huge])
+    write_seeds(archive, same_day=False, extra_lines=[huge])
     env = _env(tmp_path)
     result = subprocess.run(
         ["/usr/bin/time", "-f", "maxrss_kb=%M", sys.executable, "-m", "monitor", "import", str(archive)],
@@ -217,7 +214,7 @@ def test_import_skips_an_over_long_line_in_bounded_memory(tmp_path: Path) -> Non
     assert skipped == f"{archive}:line 3: longer than {5 * 1024 * 1024} bytes (MONITOR_IMPORT_MAX_LINE_BYTES), skipped"
     peak_mb = int(result.stderr.rsplit("maxrss_kb=", 1)[1].split()[0]) / 1024
     assert peak_mb < 600, peak_mb
-    assert len(_stories(env["MONITOR_DATABASE_URL"])) == 5
+    assert len(stories_of(env["MONITOR_DATABASE_URL"])) == 5
 
 
 def test_import_line_cap_is_a_setting(tmp_path: Path) -> None:
@@ -247,7 +244,7 @@ def test_import_refuses_dates_in_the_future(tmp_path: Path) -> None:
 
 def test_import_reads_standard_input(tmp_path: Path) -> None:
     archive = tmp_path / "stdin.jsonl"
-    _write_seeds(archive, same_day=False, extra_lines=["{not json"])
+    write_seeds(archive, same_day=False, extra_lines=["{not json"])
     env = _env(tmp_path)
     result = subprocess.run(
         [str(MONITOR), "import", "-"],
@@ -261,7 +258,7 @@ def test_import_reads_standard_input(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "5 articles added, 0 already known, 1 lines skipped" in result.stdout
     assert "stdin:line 3: not JSON" in result.stderr
-    assert len(_stories(env["MONITOR_DATABASE_URL"])) == 5
+    assert len(stories_of(env["MONITOR_DATABASE_URL"])) == 5
 
 
 def test_import_messages_name_fields_not_classes(tmp_path: Path) -> None:
@@ -308,7 +305,7 @@ def test_a_database_url_is_never_printed_with_its_password(tmp_path: Path, url: 
 def test_the_running_daemon_logs_its_database_without_the_password(tmp_path: Path, postgres_url: str) -> None:
     url = postgres_url.replace("://postgres@", f"://postgres:{SECRET}@", 1)  # trust auth: any password will do
     assert SECRET in url
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **_env(tmp_path, database_url=url, http_port=str(port), log_level="DEBUG")}
 
     def healthy() -> bool:
@@ -347,7 +344,7 @@ def test_smtp_password_is_still_used_to_log_in(tmp_path: Path) -> None:
             return "250 OK"
 
     controller = Controller(
-        Sink(), hostname="127.0.0.1", port=_free_port(), authenticator=authenticator, auth_require_tls=False
+        Sink(), hostname="127.0.0.1", port=free_port(), authenticator=authenticator, auth_require_tls=False
     )
     controller.start()
     try:

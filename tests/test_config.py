@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from monitor.config import Settings, load_digests, load_feeds
 from monitor.errors import ConfigError
-from tests.test_pipeline import run_cli
+from tests.support import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from benchmarks.corpus import RPM2
 from monitor.errors import IndexMismatch
 from monitor.grouping import nearcopy as dedup
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Article, Storage
-from tests.support import RPM2
 
 BOILERPLATE_TOP = (
     "Publié par la rédaction. Abonnez-vous à notre lettre quotidienne pour ne rien manquer de l'actualité."

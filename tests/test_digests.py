@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -30,7 +29,7 @@ from monitor.pipeline.placement import Ingestor
 from monitor.search import index_terms, parse_query
 from monitor.storage import Article, Storage
 from monitor.storage import Story as StoryRow
-from tests.support import RPM2, loopback_env, running_daemon, seeds, wait_until
+from tests.support import digest_corpus, free_port, loopback_env, running_daemon, wait_until
 
 END = datetime(2024, 11, 7, 6, 0, tzinfo=UTC)  # 07:00 in Paris
 
@@ -46,16 +45,10 @@ class Inbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         yield inbox, controller.port
@@ -63,50 +56,10 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
         controller.stop()
 
 
-def _corpus(tmp_path: Path) -> Path:
-    """The seeds at their own dates, a wire reprint of 001 by another outlet, and two articles of another story."""
-    lines = []
-    for seed in seeds():
-        lines.append(
-            {
-                "url": f"https://outlet-{seed.name}.example.fr/{seed.name}",
-                "title": seed.title,
-                "text": seed.body,
-                "published_at": f"{seed.published}T10:00:00+01:00",
-                "source": f"Média {seed.name}",
-            }
-        )
-    copy = seeds()[1]
-    lines.append(
-        {
-            "url": "https://reprise.example.fr/depeche",
-            "title": "Meta ouvre Llama aux militaires (dépêche)",
-            "text": copy.body,
-            "published_at": "2024-11-05T15:00:00+01:00",
-            "source": "Agence Reprise",
-        }
-    )
-    rpm2 = [json.loads(line) for line in RPM2.read_text(encoding="utf-8").splitlines()[:40] if line.strip()]
-    other = [r for r in rpm2 if r["story"] == rpm2[0]["story"]][:2]
-    for n, row in enumerate(other):
-        lines.append(
-            {
-                "url": row["url"],
-                "title": row["title"],
-                "text": row["text"],
-                "published_at": f"2024-11-06T0{8 + n}:00:00+01:00",
-                "source": f"Journal {n}",
-            }
-        )
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\n", encoding="utf-8")
-    return path
-
-
 def _setup(tmp_path: Path, database_url: str, port: int, **digest: object) -> tuple[Settings, Storage, DigestConfig]:
     storage = Storage(database_url)
     storage.upgrade()
-    report = import_file(_corpus(tmp_path), Ingestor(storage))
+    report = import_file(digest_corpus(tmp_path), Ingestor(storage))
     assert report.errors == []
     settings = Settings(
         database_url=database_url,
@@ -227,7 +180,7 @@ def test_no_double_send_across_restart_and_workers(tmp_path: Path, database_url:
 def test_failed_delivery_is_retried_then_reported(tmp_path: Path, smtp) -> None:  # type: ignore[no-untyped-def]
     inbox, port = smtp
     database_url = f"sqlite:///{tmp_path}/retry.db"
-    settings, storage, config = _setup(tmp_path, database_url, _free_port())  # nobody listens there
+    settings, storage, config = _setup(tmp_path, database_url, free_port())  # nobody listens there
     digester = Digester(settings, storage, [config])
     assert digester.run("matin", END) == "pending"
     engine = create_engine(database_url)
@@ -272,7 +225,7 @@ def test_a_crash_mid_delivery_is_reported_not_resent(tmp_path: Path, smtp) -> No
 def test_daemon_sends_digests_on_their_schedule(tmp_path: Path, smtp) -> None:  # type: ignore[no-untyped-def]
     """A digest due every minute: the running daemon sends it once for that minute, by itself."""
 
-    from tests.support import LoopbackServer, rss
+    from benchmarks.corpus import LoopbackServer, rss
 
     inbox, port = smtp
     with LoopbackServer("127.0.0.50") as server:
@@ -299,7 +252,7 @@ def test_daemon_sends_digests_on_their_schedule(tmp_path: Path, smtp) -> None:  
 
 
 def test_cli_preview_send_and_user_templates(tmp_path: Path, smtp) -> None:  # type: ignore[no-untyped-def]
-    from tests.test_pipeline import run_cli
+    from tests.support import run_cli
 
     inbox, port = smtp
     feeds_file = tmp_path / "feeds.yaml"
@@ -321,7 +274,7 @@ def test_cli_preview_send_and_user_templates(tmp_path: Path, smtp) -> None:  # t
         "MONITOR_SMTP_SECURITY": "none",
         "MONITOR_TEMPLATES_DIR": str(templates),
     }
-    assert run_cli("import", str(_corpus(tmp_path)), env=env).returncode == 0
+    assert run_cli("import", str(digest_corpus(tmp_path)), env=env).returncode == 0
     preview = run_cli(
         "digest", "matin", "--preview", str(tmp_path / "out.html"), "--at", "2024-11-07T06:00:00", env=env
     )
@@ -573,7 +526,7 @@ def test_a_query_without_a_searchable_word_is_refused_at_start(tmp_path: Path, q
 
 
 def test_outlet_filters_ignore_case_and_accents(tmp_path: Path, database_url: str) -> None:
-    _settings, storage, config = _setup(tmp_path, database_url, _free_port())
+    _settings, storage, config = _setup(tmp_path, database_url, free_port())
 
     def counts(*outlets: str) -> list[int]:
         digest = build(storage, DigestConfig(**{**config.__dict__, "outlets": outlets}), END)

@@ -5,63 +5,14 @@ All servers are real HTTP servers on loopback addresses; every test is bounded i
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
-from monitor.config import Settings
-from monitor.daemon.service import run_once
-from monitor.daemon.worker import CycleReport
-from tests.support import LoopbackServer, article_page, rss, seeds
-
-FAST = {
-    "allow_private_addresses": "127.0.0.0/8",
-    "host_min_interval": 0.0,
-    "read_timeout": 1.5,
-    "connect_timeout": 1.5,
-    "request_deadline": 3.0,
-    "max_body_bytes": 1_000_000,
-}
-
-
-def write_feeds(path: Path, feeds: dict[str, str], extra: str = "") -> Path:
-    lines = ["feeds:"] + [f'  - {{name: "{name}", url: "{url}"{extra}}}' for name, url in feeds.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def cycle(database_url: str, feeds_file: Path, **overrides: object) -> CycleReport:
-    settings = Settings(database_url=database_url, feeds_file=feeds_file, **{**FAST, **overrides})  # type: ignore[arg-type]
-    return asyncio.run(asyncio.wait_for(run_once(settings), timeout=90))
-
-
-def query(database_url: str, sql: str) -> list:  # type: ignore[type-arg]
-    engine = create_engine(database_url)
-    with engine.connect() as db:
-        rows = list(db.execute(text(sql)).mappings())
-    engine.dispose()
-    return rows
-
-
-def good_site(server: LoopbackServer, seed_index: int = 0, path: str = "/good.xml") -> str:
-    seed = seeds()[seed_index]
-    page = server.add(
-        f"/article-{seed.name}.html",
-        article_page(
-            title=seed.title,
-            body=seed.body,
-            site="Bon site",
-            url=f"{server.base}/article-{seed.name}.html",
-            published=seed.published,
-        ),
-    )
-    item = {"title": seed.title, "link": page, "published": datetime.now(UTC) - timedelta(hours=1)}
-    return server.add(path, rss("Bon flux", server.base, [item]), "application/rss+xml")
+from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
+from tests.support import cycle, good_site, query, write_feeds
 
 
 def drip(handler: BaseHTTPRequestHandler) -> None:
@@ -315,7 +266,7 @@ def test_real_section_feeds_with_overlap_store_each_article_once(tmp_path: Path)
     import json
     import re
 
-    from tests.support import FEEDS_FR, RPM2
+    from benchmarks.corpus import FEEDS_FR, RPM2
 
     texts = [json.loads(line)["text"] for line in RPM2.read_text(encoding="utf-8").splitlines() if line.strip()]
     origins = [

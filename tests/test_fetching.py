@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from benchmarks.corpus import FEEDS_FR, LoopbackServer
 from monitor.config import Settings
 from monitor.errors import AddressRefused, FeedError, FetchError
 from monitor.fetch.client import FEED_TYPES, PAGE_TYPES, Fetcher
 from monitor.fetch.feeds import parse_feed
 from monitor.fetch.urls import canonical_url
-from tests.support import FEEDS_FR, LoopbackServer
 
 
 def _settings(**overrides: object) -> Settings:

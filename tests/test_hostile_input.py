@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
 from monitor.config import Settings
 from monitor.fetch.client import Fetcher
 from monitor.fetch.urls import RefusedURL, canonical_link_refusal, canonical_url
 from monitor.pipeline.prepare import Incoming, Prepared, prepare
 from monitor.storage import Storage
-from tests.support import LoopbackServer, article_page, loopback_env, rss, seeds
-from tests.test_faults import FAST, cycle, query, write_feeds
-from tests.test_pipeline import run_cli
+from tests.support import FAST, cycle, loopback_env, query, run_cli, write_feeds
 
 
 def _page(

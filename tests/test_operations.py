@@ -17,18 +17,18 @@ from pathlib import Path
 import yaml
 from sqlalchemy import create_engine, text
 
+from benchmarks.corpus import RPM2, LoopbackServer
 from monitor.config import Settings
 from monitor.ops.health import HealthServer
 from monitor.ops.retention import retention
 from monitor.pipeline.placement import Ingestor
 from monitor.storage import Storage
-from tests.support import RPM2, LoopbackServer, loopback_env, place_online, running_daemon, wait_until
-from tests.test_pipeline import run_cli
+from tests.support import loopback_env, place_online, run_cli, running_daemon, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -50,7 +50,7 @@ def test_running_daemon_serves_health_metrics_and_json_logs(seed_sites, tmp_path
             feeds_file.read_text(encoding="utf-8") + f'  - {{name: "Cassé", url: "{broken.base}/feed.xml"}}\n',
             encoding="utf-8",
         )
-        port = _free_port()
+        port = free_port()
         env = loopback_env(
             f"sqlite:///{tmp_path}/ops.db",
             feeds_file,
@@ -103,10 +103,10 @@ def test_readyz_says_why_it_is_not_ready(tmp_path: Path) -> None:
 
 
 def test_retention_prunes_raw_html_and_history_once_per_period(tmp_path: Path, database_url: str) -> None:
-    from tests.test_import import _write_seeds
+    from tests.support import write_seeds
 
     archive = tmp_path / "seeds.jsonl"
-    _write_seeds(archive, same_day=False)
+    write_seeds(archive, same_day=False)
     lines = [json.loads(line) for line in archive.read_text(encoding="utf-8").splitlines()]
     for line in lines:  # archive pages as HTML, so raw_html is kept
         line["html"] = f"<html><body><article><h1>{line['title']}</h1><p>{line.pop('text')}</p></article></body></html>"
@@ -166,7 +166,7 @@ def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) 
     storage.engine.dispose()
     feeds_file = tmp_path / "feeds.yaml"
     feeds_file.write_text("feeds: []\n", encoding="utf-8")
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
 
     def merged_total() -> list[float]:
         totals = []

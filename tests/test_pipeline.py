@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,18 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import LoopbackServer, loopback_env, rss, running_daemon, seeds, wait_until
-
-
-def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from benchmarks.corpus import LoopbackServer, rss, seeds
+from tests.support import loopback_env, run_cli, running_daemon, wait_until
 
 
 @pytest.mark.parametrize("extract_processes", ["0", "1"])  # extraction in a thread, or in a process

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.support import RPM2
-from tests.test_pipeline import run_cli
+from benchmarks.corpus import RPM2
+from tests.support import run_cli
 
 
 def _grouping(database_url: str) -> tuple[set[frozenset[str]], int, int]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.support import RPM2, LoopbackServer, article_page, rss
-from tests.test_faults import write_feeds
+from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss
+from tests.support import write_feeds
 
 TOPICS = ["T01_C1", "T03_C1", "T06_C1", "T07_C1", "T09_C1", "T11_C1", "T14_C1"]  # unrelated events
 PER_GROUP = 20

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from benchmarks.corpus import LoopbackServer
 from monitor.daemon.policy import adaptive_interval, failure_delay, success_delay
 from monitor.fetch.politeness import max_age_seconds, retry_after_seconds
-from tests.support import LoopbackServer
-from tests.test_faults import cycle, good_site, query, write_feeds
+from tests.support import cycle, good_site, query, write_feeds
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -11,8 +11,7 @@ from monitor.pipeline.importing import import_file
 from monitor.pipeline.placement import Ingestor
 from monitor.search import parse_query
 from monitor.storage import Storage
-from tests.test_digests import _corpus
-from tests.test_pipeline import run_cli
+from tests.support import digest_corpus, run_cli
 
 # Expected sets checked with grep on the texts (Reprise is the wire copy of 001, Journal 0/1 two rpm2 articles).
 QUERIES = {
@@ -29,7 +28,7 @@ QUERIES = {
 def _answers(database_url: str, tmp_path: Path) -> dict[str, set[str]]:
     storage = Storage(database_url)
     storage.upgrade()
-    assert import_file(_corpus(tmp_path), Ingestor(storage)).errors == []
+    assert import_file(digest_corpus(tmp_path), Ingestor(storage)).errors == []
     answers = {}
     with storage.repository() as repo:
         sources = {a.id: a.source for story in repo.latest_stories(50) for a in repo.story_articles(story[0].id)}
@@ -69,7 +68,7 @@ def test_postgresql_search_uses_the_french_index(tmp_path: Path, postgres_url: s
 
 def test_search_command(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path}/cli.db"
-    assert run_cli("import", str(_corpus(tmp_path)), env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
+    assert run_cli("import", str(digest_corpus(tmp_path)), env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
     result = run_cli("search", '"Nick Clegg" militaires', env={"MONITOR_DATABASE_URL": database_url})
     assert result.returncode == 0, result.stderr
     assert "1 stories match" in result.stdout

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.test_import import _write_seeds
-from tests.test_pipeline import run_cli
+from tests.support import run_cli, write_seeds
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -20,7 +19,7 @@ def _readme_queries() -> list[str]:
 
 def test_readme_queries_run(tmp_path: Path, database_url: str) -> None:
     archive = tmp_path / "seeds.jsonl"
-    _write_seeds(archive, same_day=False)
+    write_seeds(archive, same_day=False)
     assert run_cli("import", str(archive), env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
     queries = _readme_queries()
     assert len(queries) == 7

@@ -12,6 +12,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
+from benchmarks.corpus import RPM2
 from monitor.daemon.service import schedule_fired
 from monitor.errors import StorageError
 from monitor.grouping.features import MAX_TERM_CHARS, _norm, event_date, week_of
@@ -23,7 +24,7 @@ from monitor.pipeline.importing import import_file
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Storage
-from tests.support import RPM2, labelled_incoming, place_online
+from tests.support import labelled_incoming, place_online
 
 
 def _placements(database_url: str) -> list[tuple[str, str, str, str | None, float | None]]:
