@@ -71,7 +71,7 @@ def test_search_command(tmp_path: Path) -> None:
     assert run_cli("import", str(digest_corpus(tmp_path)), env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
     result = run_cli("search", '"Nick Clegg" militaires', env={"MONITOR_DATABASE_URL": database_url})
     assert result.returncode == 0, result.stderr
-    assert "1 stories match" in result.stdout
+    assert "1 story matches" in result.stdout
     empty = run_cli("search", "le la les", env={"MONITOR_DATABASE_URL": database_url})
     assert empty.returncode == 2 and "no searchable word" in empty.stderr
 
