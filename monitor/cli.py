@@ -22,7 +22,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -34,6 +34,10 @@ from monitor.config import Settings
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
 
+if TYPE_CHECKING:
+    from monitor.search import Query
+    from monitor.views import ArticleRow, Desk
+
 if _GUARDED:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main() reports it
 
@@ -41,11 +45,31 @@ app = typer.Typer(
     help="Media monitoring: French tech-news feeds in, stories out, stored in SQL.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+feeds_app = typer.Typer(help="Feed health, and feed lists in and out (OPML).", invoke_without_command=True)
+app.add_typer(feeds_app, name="feeds")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from monitor import __version__
+
+        console.print(f"monitor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Show the version and exit.", is_eager=True, callback=_show_version)
+    ] = False,
+) -> None:
+    """Media monitoring: French tech-news feeds in, stories out, stored in SQL."""
 
 
 def _settings() -> Settings:
@@ -78,9 +102,14 @@ def run(
         asyncio.run(run_forever(settings))
         return
     report = asyncio.run(run_once(settings))
+    from monitor.views import Desk
+
+    desk = Desk(settings.database_url, timezone=settings.timezone)
+    pending = desk.pending_items()
+    desk.close()
     console.print(
         f"{report.feeds_ok} feeds fetched, {report.feeds_failed} failed; {report.items_new} new items, "
-        f"{report.articles_added} articles added, {report.items_failed} items failed; "
+        f"{report.articles_added} articles added, {report.items_failed} items failed, {pending} left pending; "
         f"{report.stories_merged} stories merged"
     )
     for line in report.errors[:50]:
@@ -139,46 +168,260 @@ def import_(
     )
 
 
-@app.command()
-def stories(limit: Annotated[int, typer.Option(help="How many stories.")] = 20) -> None:
-    """Show the latest stories with their article counts and outlets."""
-    from monitor.storage import Storage
+def _desk(settings: Settings) -> Desk:
+    """The read model, read-only; refuses an out-of-date schema (upgrading it would be a write)."""
+    from monitor.views import Desk
 
-    storage = Storage(_settings().database_url)
-    storage.ensure_schema(upgrade=False)
-    table = Table("story", "first published (UTC)", "articles", "outlets", "title")
-    with storage.repository() as repo:
-        for story, outlets in repo.latest_stories(limit):
-            table.add_row(
-                str(story.id),
-                f"{story.first_published_at:%Y-%m-%d %H:%M}",
-                str(story.article_count),
-                ", ".join(outlets),
-                story.title,
-            )
+    desk = Desk(settings.database_url, timezone=settings.timezone)
+    desk.check_schema()
+    return desk
+
+
+def _moment(option: str, value: str | None, settings: Settings, *, end_of_day: bool = False) -> datetime | None:
+    from monitor.views import parse_moment
+
+    if value is None:
+        return None
+    try:
+        return parse_moment(value, datetime.now(UTC), settings.timezone, end_of_day=end_of_day)
+    except ValueError as e:
+        raise ConfigError(f"{option}: {e}") from e
+
+
+def _query(value: str, option: str) -> Query:
+    from monitor.views import check_query
+
+    try:
+        return check_query(value)
+    except ValueError as e:
+        raise ConfigError(f"{option}: {e}") from e
+
+
+def _print_json(value: object) -> None:
+    from monitor.views import to_json
+
+    sys.stdout.write(to_json(value) + "\n")
+
+
+def _matches(total: int, shown: int, noun: tuple[str, str], what: str) -> str:
+    """The true total, not the page: "1 story matches …", "12 stories match …; showing 5 (--limit)"."""
+    text = f"{total} {noun[0]} matches{what}" if total == 1 else f"{total} {noun[1]} match{what}"
+    return text + (f"; showing {shown} (--limit)" if shown < total else "")
+
+
+Since = Annotated[str | None, typer.Option(help="Coverage since: 2d, 6h, 30m ago, or an ISO 8601 date or time.")]
+Until = Annotated[str | None, typer.Option(help="Coverage before: 2d, 6h ago, or ISO 8601 (a date includes that day).")]
+Limit = Annotated[int, typer.Option(min=1, help="How many to show (at least 1).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (field names as in the SQL schema).")]
+
+
+@app.command()
+def stories(
+    limit: Limit = 20,
+    since: Since = None,
+    until: Until = None,
+    query: Annotated[str | None, typer.Option("--query", "-q", help='Watch query: words and "phrases".')] = None,
+    outlet: Annotated[str | None, typer.Option(help="Only stories this outlet covered.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only stories with an article from a feed with this tag.")] = None,
+    min_outlets: Annotated[int, typer.Option(min=1, help="Only stories covered by this many outlets.")] = 1,
+    as_json: AsJson = False,
+) -> None:
+    """Show stories ranked as in digests (distinct outlets, then recency), with article counts and outlets."""
+    from monitor.views import StoryFilter, local
+
+    settings = _settings()
+    where = StoryFilter(
+        _moment("--since", since, settings),
+        _moment("--until", until, settings, end_of_day=True),
+        _query(query, "--query") if query else None,
+        outlet,
+        tag,
+        min_outlets,
+    )
+    page = _desk(settings).stories(where, limit=limit)
+    if as_json:
+        _print_json(page)
+        return
+    table = Table("story", f"last published ({settings.timezone})", "articles", "outlets", "title")
+    for row in page.items:
+        outlets = f"{row.outlet_count}: {', '.join(row.outlets)}"
+        table.add_row(
+            str(row.id), local(row.last_published_at, settings.timezone), str(row.article_count), outlets, row.title
+        )
+    console.print(table)
+    console.print(_matches(page.total, len(page.items), ("story", "stories"), ""), markup=False, highlight=False)
+
+
+@app.command()
+def story(
+    story_id: Annotated[int, typer.Argument(help="A story's id (monitor stories).")], as_json: AsJson = False
+) -> None:
+    """Show one story: its coverage in time order, near-copies under their original, and why each is there."""
+    from monitor.views import local
+
+    settings = _settings()
+    detail = _desk(settings).story(story_id)
+    if detail is None:
+        raise ConfigError(f"no story {story_id}")
+    if as_json:
+        _print_json(detail)
+        return
+    zone = settings.timezone
+    out = [f"story {detail.id}: {detail.title}"]
+    out.append(
+        f"{detail.outlet_count} outlet{'s' if detail.outlet_count != 1 else ''}, "
+        f"{detail.article_count} article{'s' if detail.article_count != 1 else ''}, "
+        f"{local(detail.first_published_at, zone)} → {local(detail.last_published_at, zone)} ({zone})"
+    )
+    if detail.merged_into_id:
+        out.append(f"merged into story {detail.merged_into_id} (score {detail.merge_score:.2f})")
+    if detail.lead:
+        out += ["", detail.lead]
+    out += ["", "coverage:"]
+    for item in detail.coverage():
+        a = item.article
+        out += [
+            f"  {local(a.published_at, zone)}  {a.source} [{a.id}]: {a.title}",
+            f"      {a.url}",
+            f"      why: {_why(a)}",
+        ]
+        for copy in item.copies:
+            out += [f"      ↳ copied by {copy.source} [{copy.id}] {local(copy.published_at, zone)}: {copy.url}"]
+            out += [f"        why: {_why(copy)}"]
+    for merged in detail.merged_from:
+        score = f"{merged.merge_score:.2f}" if merged.merge_score is not None else "?"
+        out.append(f"merged here: story {merged.id} {merged.title!r} (score {score}, {local(merged.updated_at, zone)})")
+    console.print("\n".join(out), markup=False, highlight=False)
+
+
+def _why(article: ArticleRow) -> str:
+    """How the article was placed, in words: its method, score, and what it matched."""
+    score = f" (score {article.placement_score:.2f})" if article.placement_score is not None else ""
+    if article.placement_method == "near_copy":
+        similarity = (
+            f" (similarity {article.duplicate_similarity:.2f})" if article.duplicate_similarity is not None else ""
+        )
+        return f"near-copy of article {article.duplicate_of_id}{similarity}"
+    if article.placement_method == "story_match":
+        closest = f", closest to article {article.matched_article_id}" if article.matched_article_id else ""
+        return f"matched story {article.matched_story_id}{score}{closest}"
+    if article.placement_method == "new_story":
+        return "founded the story"
+    if article.placement_method == "moved":
+        return f"moved here by refinement{score}"
+    return article.placement_method
+
+
+@app.command()
+def items(
+    pending: Annotated[bool, typer.Option("--pending", help="Only items still waiting to be fetched.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only items given up, with the reason.")] = False,
+    feed: Annotated[str | None, typer.Option(help="Only this feed's items (its name).")] = None,
+    limit: Limit = 200,
+    as_json: AsJson = False,
+) -> None:
+    """List stuck work: feed items pending or failed, with attempts and the reason."""
+    from monitor.views import local, relative
+
+    settings = _settings()
+    states = [s for s, wanted in (("pending", pending), ("failed", failed)) if wanted] or ["pending", "failed"]
+    page = _desk(settings).items(states=states, feed=feed, limit=limit)
+    if as_json:
+        _print_json(page)
+        return
+    now = datetime.now(UTC)
+    table = Table("feed", "state", "tries", f"seen ({settings.timezone})", "next try", "url", "reason")
+    for item in page.items:
+        next_try = relative(item.next_attempt_at, now, french=False) if item.state == "pending" else ""
+        table.add_row(
+            item.feed,
+            item.state,
+            str(item.attempts),
+            local(item.seen_at, settings.timezone),
+            next_try,
+            item.url or item.guid,
+            item.last_error or "",
+        )
+    console.print(table)
+    shown = f"; showing {len(page.items)} (--limit)" if len(page.items) < page.total else ""
+    noun = "item" if page.total == 1 else "items"
+    console.print(f"{page.total} {noun} {' or '.join(states)}{shown}", markup=False, highlight=False)
+
+
+@feeds_app.callback()
+def feeds(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """Show every feed's health: state, last success, next fetch and why then, pending and failed items."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from monitor.views import duration, local, relative
+
+    settings = _settings()
+    rows = _desk(settings).feeds()
+    if as_json:
+        _print_json(rows)
+        return
+    now, zone = datetime.now(UTC), settings.timezone
+    table = Table(
+        "feed", "state", f"last success ({zone})", "next fetch", "why then", "pending", "failed", "last error"
+    )
+    for f in rows:
+        when = {
+            "disabled": f"disabled: {f.disabled_reason or ''}",
+            "backoff": f"backoff after {f.consecutive_failures} failure{'s' if f.consecutive_failures != 1 else ''}",
+            "adaptive": f"adaptive interval {duration(f.current_interval_s or 0, french=False)} "
+            f"(configured {duration(f.interval_s, french=False)}: the feed publishes rarely)",
+            "interval": f"every {duration(f.interval_s, french=False)}",
+        }[f.next_fetch_reason]
+        last = (
+            f"{local(f.last_success_at, zone)} ({relative(f.last_success_at, now, french=False)})"
+            if f.last_success_at
+            else "never"
+        )
+        upcoming = (
+            f"{local(f.next_fetch_at, zone)} ({relative(f.next_fetch_at, now, french=False)})" if f.enabled else "—"
+        )
+        table.add_row(
+            f.name,
+            f.state,
+            last,
+            upcoming,
+            when,
+            str(f.pending_items),
+            str(f.failed_items),
+            f"{f.last_error_kind}: {f.last_error}" if f.last_error else "",
+        )
     console.print(table)
 
 
-@app.command()
-def feeds() -> None:
-    """Show every feed's health: last success, failures, last error, next fetch."""
-    from monitor.storage import Storage
+@feeds_app.command("import-opml")
+def feeds_import_opml(
+    path: Annotated[
+        Path, typer.Argument(help="An OPML file (exported by a feed reader).", exists=True, dir_okay=False)
+    ],
+    append: Annotated[bool, typer.Option("--append", help="Append the new feeds to MONITOR_FEEDS_FILE.")] = False,
+) -> None:
+    """Turn an OPML file's feeds into feeds.yaml entries: printed, or appended (checked before writing)."""
+    from monitor.opml import append_feeds, entries_yaml, read_opml
 
-    storage = Storage(_settings().database_url)
-    storage.ensure_schema(upgrade=False)
-    table = Table("feed", "state", "last success", "failures", "next fetch", "last error")
-    with storage.repository() as repo:
-        for feed in repo.feeds():
-            state = "disabled" if not feed.enabled else ("failing" if feed.consecutive_failures else "ok")
-            table.add_row(
-                feed.name,
-                state,
-                f"{feed.last_success_at:%Y-%m-%d %H:%M}" if feed.last_success_at else "never",
-                str(feed.consecutive_failures),
-                f"{feed.next_fetch_at:%Y-%m-%d %H:%M}",
-                feed.disabled_reason or feed.last_error or "",
-            )
-    console.print(table)
+    entries, skipped = read_opml(path)
+    for line in skipped:
+        errors.print(f"{path}: skipped {line}", markup=False, highlight=False)
+    if not append:
+        sys.stdout.write(entries_yaml(entries))
+        return
+    settings = _settings()
+    added, known = append_feeds(settings.feeds_file, entries)
+    console.print(f"{added} feeds added to {settings.feeds_file}, {known} already there, {len(skipped)} skipped")
+
+
+@feeds_app.command("export-opml")
+def feeds_export_opml() -> None:
+    """Print the feeds of MONITOR_FEEDS_FILE as OPML 2.0, tags as categories."""
+    from monitor.config import load_feeds
+    from monitor.opml import write_opml
+
+    settings = _settings()
+    sys.stdout.write(write_opml(load_feeds(settings.feeds_file, settings.default_interval)))
 
 
 @app.command()
@@ -186,38 +429,60 @@ def search(
     query: Annotated[
         str, typer.Argument(help='Words and "quoted phrases"; all must match (accents and endings do not matter).')
     ],
-    limit: Annotated[int, typer.Option(help="How many stories.")] = 20,
+    limit: Limit = 20,
+    since: Since = None,
+    until: Until = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Show the stories whose coverage matches a watch query (French full-text search)."""
-    from monitor.search import parse_query
-    from monitor.storage import Storage
+    """Show the stories whose coverage matches a watch query (French full-text search), with a snippet."""
+    from monitor.views import StoryFilter, local
 
-    storage = Storage(_settings().database_url)
-    storage.ensure_schema(upgrade=False)
-    try:
-        parsed = parse_query(query)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    table = Table("story", "last published (UTC)", "articles", "outlets", "title")
-    with storage.repository() as repo:
-        stories = repo.stories_for_digest(
-            datetime.min.replace(tzinfo=UTC),
-            datetime.max.replace(tzinfo=UTC),
-            query=parsed,
-            outlets=(),
-            min_outlets=1,
-            limit=limit,
+    settings = _settings()
+    parsed = _query(query, "query")
+    where = StoryFilter(_moment("--since", since, settings), _moment("--until", until, settings, end_of_day=True))
+    page = _desk(settings).search(parsed, where, limit=limit)
+    if as_json:
+        _print_json(page)
+        return
+    table = Table("story", f"last published ({settings.timezone})", "articles", "outlets", "title", "snippet")
+    for hit in page.items:
+        row = hit.story
+        snippet = "".join(s.text.upper() if s.match else s.text for s in hit.snippet)
+        table.add_row(
+            str(row.id),
+            local(row.last_published_at, settings.timezone),
+            str(row.article_count),
+            str(row.outlet_count),
+            row.title,
+            snippet,
         )
-        for story in stories:
-            table.add_row(
-                str(story.id),
-                f"{story.last_published_at:%Y-%m-%d %H:%M}",
-                str(story.article_count),
-                str(story.outlet_count),
-                story.title,
-            )
     console.print(table)
-    console.print(f"{len(stories)} stories match {parsed}")
+    console.print(
+        _matches(page.total, len(page.items), ("story", "stories"), f" {parsed}"), markup=False, highlight=False
+    )
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to serve on; off loopback MONITOR_WEB_TOKEN is required.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: MONITOR_WEB_PORT, else 8000).")
+    ] = None,
+) -> None:
+    """Serve the analyst's desk: read-only pages (stories, search, feeds, digests) and the JSON API under /api/."""
+    from monitor.web import check_bind, create_app
+
+    settings = _settings()
+    check_bind(host, settings)  # before anything listens
+    desk = _desk(settings)
+    import uvicorn
+
+    chosen = port or settings.web_port or 8000
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"monitor web: http://{shown}:{chosen}/ (read-only; Ctrl-C stops)", markup=False, highlight=False)
+    uvicorn.run(create_app(settings, desk), host=host, port=chosen, log_level="warning", server_header=False)
 
 
 @app.command()

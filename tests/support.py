@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss, seeds
 from monitor.config import Settings
+from monitor.daemon.report import CycleReport
 from monitor.daemon.service import run_once
-from monitor.daemon.worker import CycleReport
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
 

@@ -158,7 +158,7 @@ def test_an_unexpected_error_stays_with_its_item_and_stops_after_the_last_attemp
             raise ZeroDivisionError("division by zero")
         return real(incoming, params)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("monitor.daemon.worker.prepare", poisoned)
+    monkeypatch.setattr("monitor.daemon.extractor.prepare", poisoned)
     with LoopbackServer("127.0.0.43") as server:
         links = [_page(server, 0, "/a/000.html"), _page(server, 4, "/a/poison.html"), _page(server, 2, "/a/002.html")]
         feed = server.add(

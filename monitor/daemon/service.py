@@ -14,13 +14,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from monitor.config import Settings, load_digests, load_feeds
-from monitor.daemon.worker import CycleReport, Worker, _describe, _now
+from monitor.daemon.report import CycleReport, describe, now_utc
+from monitor.daemon.worker import Worker
 from monitor.digests.periods import scheduled_end
 from monitor.digests.runs import Digester, warn_unknown_outlets
 from monitor.errors import MonitorError, StorageError
@@ -30,6 +31,9 @@ from monitor.ops.metrics import STORIES_MERGED
 from monitor.ops.retention import retention
 from monitor.pipeline.placement import Ingestor
 from monitor.storage import Storage
+
+if TYPE_CHECKING:
+    from monitor.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ async def _in_thread(what: str, work: Callable[[], _T]) -> _T | None:
     try:
         return await asyncio.to_thread(work)
     except Exception as e:
-        log.error("%s failed: %s", what, e if isinstance(e, MonitorError) else _describe(e))
+        log.error("%s failed: %s", what, e if isinstance(e, MonitorError) else describe(e))
         return None
 
 
@@ -117,6 +121,13 @@ async def run_once(settings: Settings) -> CycleReport:
         return report
 
 
+def _web_server(settings: Settings) -> WebServer:
+    from monitor.web import WebServer  # the web stack is imported only by daemons that serve it
+
+    assert settings.web_port is not None
+    return WebServer(settings, settings.http_host, settings.web_port)
+
+
 def schedule_fired(schedule: str) -> Callable[[datetime | None, datetime], bool]:
     """Whether a cron schedule has fired between a job's last run (None: never run) and now. Every worker
     fires the schedule; asked under a cluster-wide lock, this lets the first run the job and the others
@@ -164,7 +175,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
                     report.articles_added,
                 )
             except Exception as e:  # the database gone, say: logged in one line, the next tick tries again
-                log.error("cycle failed: %s", e if isinstance(e, MonitorError) else _describe(e))
+                log.error("cycle failed: %s", e if isinstance(e, MonitorError) else describe(e))
             finally:
                 running.discard(task)
 
@@ -172,7 +183,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
 
         async def send_digest(name: str) -> None:
             # the run is named after the scheduled time, not when this worker got round to it
-            end = scheduled_end(digester.digests[name], _now())
+            end = scheduled_end(digester.digests[name], now_utc())
             await _in_thread(f"digest {name}", functools.partial(digester.run, name, end))
 
         async def retry_digests() -> None:
@@ -196,7 +207,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
             )
 
         scheduler.add_job(
-            prune, "interval", hours=1, next_run_time=_now() + timedelta(minutes=1), coalesce=True, max_instances=1
+            prune, "interval", hours=1, next_run_time=now_utc() + timedelta(minutes=1), coalesce=True, max_instances=1
         )
 
         merge_due = schedule_fired(settings.merge_schedule)
@@ -218,11 +229,15 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
         if health:
             health.start()
             log.info("health and metrics on http://%s:%d/metrics", settings.http_host, health.port)
+        web = _web_server(settings) if settings.web_port else None
+        if web:
+            web.start()
+            log.info("the analyst's desk on http://%s:%d/", settings.http_host, settings.web_port)
         scheduler.add_job(
             tick,
             "interval",
             seconds=settings.poll_seconds,
-            next_run_time=_now(),
+            next_run_time=now_utc(),
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
@@ -237,6 +252,8 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
         scheduler.shutdown(wait=False)
         if health:
             health.stop()
+        if web:
+            web.stop()
         if running:
             _done, pending = await asyncio.wait(running, timeout=5)
             for task in pending:  # unfinished items stay 'pending' in the database: released, not lost

@@ -55,7 +55,7 @@ def lead_of(text: str, sentences: int = 3, max_chars: int = 420) -> str:
     return lead if len(lead) <= max_chars else lead[: max_chars - 1].rsplit(" ", 1)[0] + "…"
 
 
-def _representative(articles: Sequence[Article], centroid: dict[str, float]) -> Article:
+def representative(articles: Sequence[Article], centroid: dict[str, float]) -> Article:
     """The original article closest to the story's centroid: the best summary of the whole coverage."""
 
     def closeness(article: Article) -> float:
@@ -93,7 +93,7 @@ def _story(
         )
         seen_outlets.add(article.source)
     return DigestStory(
-        story_id, title, broke_at, outlets, lead_of(_representative(articles, centroid).text), tuple(coverage)
+        story_id, title, broke_at, outlets, lead_of(representative(articles, centroid).text), tuple(coverage)
     )
 
 

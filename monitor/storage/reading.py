@@ -24,7 +24,7 @@ from monitor.storage.schema import Article, DigestRun, Story, utcnow
 class DigestQueries(Unit):
     """Watch queries over the corpus, stories for a digest period, and digest runs."""
 
-    def _matching(self, query: Query) -> list[ColumnElement[bool]]:
+    def matching(self, query: Query) -> list[ColumnElement[bool]]:
         """Conditions on Article for a watch query, composed into the caller's statement: matches are never
         fetched and bound one by one (tens of thousands would pass the engines' parameter limits)."""
         if not self._postgres():
@@ -49,7 +49,7 @@ class DigestQueries(Unit):
 
     def search_article_ids(self, query: Query) -> set[int]:
         """Every article matching a watch query (digests compose the same conditions into their own query)."""
-        return set(self.session.scalars(select(Article.id).where(*self._matching(query))))
+        return set(self.session.scalars(select(Article.id).where(*self.matching(query))))
 
     def stories_for_digest(
         self,
@@ -72,7 +72,7 @@ class DigestQueries(Unit):
         )
         if query is not None:
             in_period = (Article.published_at >= start, Article.published_at < end)
-            stories = stories.where(Story.id.in_(select(Article.story_id).where(*in_period, *self._matching(query))))
+            stories = stories.where(Story.id.in_(select(Article.story_id).where(*in_period, *self.matching(query))))
         if outlets:
             wanted = {fold_name(outlet) for outlet in outlets}
             covering = select(Article.source).where(Article.story_id.in_(stories.with_only_columns(Story.id)))

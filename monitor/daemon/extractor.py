@@ -1,0 +1,53 @@
+"""Extraction off the event loop, bounded in time: one pathological page cannot stall a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+from monitor.errors import ExtractionError, FetchError
+from monitor.grouping import StoryParams
+from monitor.pipeline.prepare import Incoming, Prepared, prepare
+
+
+class Extractor:
+    """Extraction is CPU-bound: one thread for it keeps the event loop responsive (GIL). With
+    MONITOR_EXTRACT_PROCESSES it runs in that many processes instead, so one worker uses more cores."""
+
+    def __init__(self, processes: int, timeout: float, params: StoryParams) -> None:
+        self.processes, self.timeout, self.params = processes, timeout, params
+        self._executor = self._new_executor()
+
+    async def prepare(self, incoming: Incoming) -> Prepared:
+        """Within MONITOR_EXTRACT_TIMEOUT: a page that takes longer fails (extract_timeout) and the executor
+        is replaced. A process pool whose process died is rebuilt, and the item tried again later."""
+        executor = self._executor
+        future = asyncio.get_running_loop().run_in_executor(executor, prepare, incoming, self.params)
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError as e:
+            self._replace(executor)
+            raise ExtractionError(incoming.url, f"extract_timeout: extraction took over {self.timeout:g} s") from e
+        except BrokenExecutor as e:
+            self._replace(executor)
+            raise FetchError(incoming.url, "extract_crashed", "the extraction process died; retried later") from e
+
+    def _replace(self, broken: Executor) -> None:
+        """A new executor for what comes next. Processes of the old one are ended; a thread cannot be, so a
+        stuck one is left to finish on its own while a fresh thread serves the rest."""
+        if self._executor is not broken:  # replaced already by another item's timeout
+            return
+        self._executor = self._new_executor()
+        if isinstance(broken, ProcessPoolExecutor):
+            for process in list(getattr(broken, "_processes", {}).values()):  # no public way to end a stuck task
+                process.kill()
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _new_executor(self) -> Executor:
+        if self.processes:
+            return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

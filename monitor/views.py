@@ -1,0 +1,706 @@
+"""The read model behind the analyst's desk: every query the web pages, the JSON API and the CLI show.
+
+Read-only by construction: ``Desk`` opens its own engine with writes refused by the database itself
+(SQLite ``PRAGMA query_only``, PostgreSQL ``default_transaction_read_only``), so a page can never change
+what the pipeline stores. Rows come back as plain dataclasses whose field names are the SQL contract's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, Select, create_engine, event, func, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, load_only
+
+from monitor.digests.build import lead_of, representative
+from monitor.errors import ConfigError, StorageError
+from monitor.search import Query, fold_name, index_terms, parse_query
+from monitor.storage import Article, DigestRun, Feed, FeedItem, Repository, Storage, Story
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|h|d|j|w)\s*$", re.IGNORECASE)
+_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "j": 86400, "w": 7 * 86400}
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+ITEM_STATES = ("pending", "done", "failed")
+T = TypeVar("T")
+
+
+# --- parameters --------------------------------------------------------------------------------------
+
+
+def parse_moment(text: str, now: datetime, zone: str, *, end_of_day: bool = False) -> datetime:
+    """``2d``, ``6h``, ``30m`` (that long before now), an ISO 8601 date (midnight in ``zone``; with
+    ``end_of_day``, the next midnight, so ``--until 2024-11-05`` includes that day) or an ISO 8601 time
+    (``zone`` when it has no offset). ValueError says what is accepted."""
+    text = text.strip()
+    relative = _RELATIVE.match(text)
+    if relative:
+        return now - timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2).lower()])
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
+            return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: use 2d, 6h, 30m, 2024-11-05 or 2024-11-05T09:30+01:00") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))).astimezone(UTC)
+
+
+def check_query(text: str) -> Query:
+    """A watch query as digests read it, or ValueError in one line: the syntax is words and "phrases",
+    all required, so ``OR``, ``-word`` and an unclosed quote (which would silently mean something else)
+    are refused."""
+    if text.count('"') % 2:
+        raise ValueError('unclosed quote: a phrase is written "like this"')
+    outside = re.sub(r'"[^"]*"', " ", text).split()
+    if "OR" in outside:
+        raise ValueError("OR is not supported: every word must match (run one search per alternative)")
+    excluded = [w for w in outside if w.startswith("-") and len(w) > 1]
+    if excluded:
+        raise ValueError(f"excluding words ({excluded[0]}) is not supported: every word must match")
+    return parse_query(text)
+
+
+@dataclass(frozen=True)
+class StoryFilter:
+    """Which stories to list: the digest language (period, watch query, outlets, minimum outlets) plus a
+    feed tag."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    query: Query | None = None
+    outlet: str | None = None
+    tag: str | None = None
+    min_outlets: int = 1
+
+
+# --- rows (field names as in the SQL schema) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoryRow:
+    id: int
+    title: str
+    first_published_at: datetime
+    last_published_at: datetime
+    article_count: int
+    original_count: int
+    outlet_count: int
+    outlets: list[str]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a search snippet; ``match`` when it is a word of the query."""
+
+    text: str
+    match: bool
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    story: StoryRow
+    article_id: int
+    source: str
+    title: list[Segment]
+    snippet: list[Segment]
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def next_offset(self) -> int | None:
+        return self.offset + self.limit if self.offset + self.limit < self.total else None
+
+
+@dataclass(frozen=True)
+class ArticleRow:
+    id: int
+    url: str
+    title: str
+    source: str
+    published_at: datetime
+    story_id: int
+    duplicate_of_id: int | None
+    duplicate_similarity: float | None
+    placement_method: str
+    placement_score: float | None
+    matched_story_id: int | None
+    matched_article_id: int | None
+    feed_id: int | None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """An original article and the near-copies collapsed under it."""
+
+    article: ArticleRow
+    copies: list[ArticleRow]
+
+
+@dataclass(frozen=True)
+class MergedStory:
+    id: int
+    title: str
+    merged_into_id: int
+    merge_score: float | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class StoryDetail:
+    id: int
+    title: str
+    lead: str
+    first_published_at: datetime
+    last_published_at: datetime
+    article_count: int
+    original_count: int
+    outlet_count: int
+    merged_into_id: int | None
+    merge_score: float | None
+    articles: list[ArticleRow]
+    merged_from: list[MergedStory]
+
+    def coverage(self) -> list[Coverage]:
+        """Originals in publication order, each near-copy under the original it copies (a copy of a copy
+        under the first original)."""
+        by_id = {a.id: a for a in self.articles}
+
+        def root(article: ArticleRow) -> int:
+            seen = {article.id}
+            while article.duplicate_of_id is not None and article.duplicate_of_id in by_id:
+                article = by_id[article.duplicate_of_id]
+                if article.id in seen:
+                    break
+                seen.add(article.id)
+            return article.id
+
+        copies: dict[int, list[ArticleRow]] = {}
+        for article in self.articles:
+            if article.duplicate_of_id is not None:
+                copies.setdefault(root(article), []).append(article)
+        originals = [a for a in self.articles if a.duplicate_of_id is None or a.duplicate_of_id not in by_id]
+        return [Coverage(a, copies.get(a.id, [])) for a in originals]
+
+    @property
+    def moved(self) -> list[ArticleRow]:
+        """Articles refinement moved here from another story (where from is not recorded)."""
+        return [a for a in self.articles if a.placement_method == "moved"]
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    id: int
+    name: str
+    url: str
+    outlet: str | None
+    tags: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    interval_s: int
+    current_interval_s: int | None
+    next_fetch_at: datetime
+    consecutive_failures: int
+    failing_since: datetime | None
+    last_error: str | None
+    last_error_kind: str | None
+    last_success_at: datetime | None
+    pending_items: int
+    failed_items: int
+    state: str  # ok, failing, disabled
+    next_fetch_reason: str  # disabled, backoff (after failures), adaptive (stretched interval), interval
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    id: int
+    feed_id: int
+    feed: str
+    guid: str
+    url: str | None
+    title: str | None
+    published_at: datetime | None
+    seen_at: datetime
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    article_id: int | None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    digest: str
+    period_start: datetime
+    period_end: datetime
+    state: str
+    attempts: int
+    last_error: str | None
+    story_count: int | None
+    message_id: str | None
+    sent_at: datetime | None
+
+
+# --- JSON -------------------------------------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses to JSON-ready values: ISO 8601 times with their offset, field names unchanged."""
+    if isinstance(value, Page):
+        return {
+            "items": plain(value.items),
+            "total": value.total,
+            "offset": value.offset,
+            "limit": value.limit,
+            "next_offset": value.next_offset,
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(plain(value), ensure_ascii=False, indent=2)
+
+
+# --- the read model -----------------------------------------------------------------------------------------
+
+
+def _read_only_engine(url: str) -> Engine:
+    """An engine on which the database itself refuses writes; a SQLite file that does not exist is an
+    error (opening it would create it)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise StorageError(f"bad MONITOR_DATABASE_URL: {e}") from e
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).is_file():
+            raise StorageError(f"no database at {path}: run `monitor run` or `monitor import` first")
+        engine = create_engine(url, hide_parameters=True)
+
+        @event.listens_for(engine, "connect")
+        def _query_only(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA query_only=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    options = {"options": "-c default_transaction_read_only=on"} if parsed.get_backend_name() == "postgresql" else {}
+    try:
+        return create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        raise StorageError(f"bad MONITOR_DATABASE_URL {parsed.render_as_string(hide_password=True)!r}: {e}") from e
+
+
+class Desk:
+    """Read-only queries over the stored stories, feeds and digest runs."""
+
+    def __init__(self, url: str, *, timezone: str = "Europe/Paris") -> None:
+        self.url, self.timezone = url, timezone
+        self.engine = _read_only_engine(url)
+
+    def check_schema(self) -> None:
+        """Refuse an out-of-date schema (upgrading is a write: `monitor db upgrade` does it)."""
+        current, head = Storage(self.url).schema_status()
+        if current != head:
+            raise StorageError(
+                f"database schema is at {current or 'nothing'}, this version needs {head}: run `monitor db upgrade`"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        session = Session(self.engine)
+        try:
+            yield session
+        except SQLAlchemyError as e:
+            raise StorageError(f"database error: {' '.join(str(e).split())}") from e
+        finally:
+            session.rollback()
+            session.close()
+
+    # --- stories ---------------------------------------------------------------------------------------
+
+    def _filtered(self, session: Session, where: StoryFilter) -> Select[Any]:
+        """Ids of the stories the filter keeps (the digest selection, plus tag and an open-ended period)."""
+        stories = select(Story.id).where(Story.article_count > 0, Story.outlet_count >= where.min_outlets)
+        in_period: list[ColumnElement[bool]] = []
+        if where.since is not None:
+            stories = stories.where(Story.last_published_at >= where.since)
+            in_period.append(Article.published_at >= where.since)
+        if where.until is not None:
+            stories = stories.where(Story.first_published_at < where.until)
+            in_period.append(Article.published_at < where.until)
+        if where.query is not None:
+            matching = Repository(session).matching(where.query)
+            stories = stories.where(Story.id.in_(select(Article.story_id).where(*in_period, *matching)))
+        if where.outlet:
+            wanted = fold_name(where.outlet)
+            names = [n for n in session.scalars(select(Article.source).distinct()) if fold_name(n) == wanted]
+            stories = stories.where(Story.id.in_(select(Article.story_id).where(Article.source.in_(names))))
+        if where.tag:
+            feeds = [f for f, tags in session.execute(select(Feed.id, Feed.tags)) if where.tag in (tags or [])]
+            stories = stories.where(Story.id.in_(select(Article.story_id).where(Article.feed_id.in_(feeds))))
+        return stories
+
+    def _story_rows(self, session: Session, ids: Sequence[int]) -> list[StoryRow]:
+        """Rows for these stories, in the given order, each with its outlets."""
+        if not ids:
+            return []
+        outlets: dict[int, list[str]] = {}
+        for story_id, source in session.execute(
+            select(Article.story_id, Article.source).where(Article.story_id.in_(ids)).distinct()
+        ):
+            outlets.setdefault(story_id, []).append(source)
+        by_id = {s.id: s for s in session.scalars(select(Story).where(Story.id.in_(ids)))}
+        return [
+            StoryRow(
+                s.id,
+                s.title,
+                s.first_published_at,
+                s.last_published_at,
+                s.article_count,
+                s.original_count,
+                s.outlet_count,
+                sorted(outlets.get(s.id, []), key=fold_name),
+            )
+            for s in (by_id[i] for i in ids)
+        ]
+
+    def _page_ids(self, session: Session, where: StoryFilter, offset: int, limit: int) -> tuple[list[int], int]:
+        kept = self._filtered(session, where).subquery()
+        total = session.scalar(select(func.count()).select_from(kept)) or 0
+        ranked = (
+            select(Story.id)
+            .where(Story.id.in_(select(kept.c.id)))
+            .order_by(Story.outlet_count.desc(), Story.last_published_at.desc(), Story.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return list(session.scalars(ranked)), total
+
+    def stories(self, where: StoryFilter, *, offset: int = 0, limit: int = 20) -> Page[StoryRow]:
+        """Stories ranked as in digests: by distinct outlets, then most recent coverage."""
+        with self._session() as session:
+            ids, total = self._page_ids(session, where, offset, limit)
+            return Page(self._story_rows(session, ids), total, offset, limit)
+
+    def search(self, query: Query, where: StoryFilter, *, offset: int = 0, limit: int = 20) -> Page[SearchHit]:
+        """Stories whose coverage matches the query, ranked as stories are, each with a highlighted snippet
+        from its first matching article."""
+        where = dataclasses.replace(where, query=query)
+        stems = {stem for part in (*query.terms, *query.phrases) for stem in index_terms(part)}
+        with self._session() as session:
+            ids, total = self._page_ids(session, where, offset, limit)
+            rows = self._story_rows(session, ids)
+            matching = Repository(session).matching(query)
+            first: dict[int, Any] = {}
+            for found in session.execute(
+                select(Article.id, Article.story_id, Article.source, Article.title, Article.text)
+                .where(Article.story_id.in_(ids), *matching)
+                .order_by(Article.published_at, Article.id)
+            ):
+                first.setdefault(found.story_id, found)
+            hits = []
+            for row in rows:
+                article = first.get(row.id)
+                if article is None:  # matched only outside the period: show the story's own title
+                    hits.append(SearchHit(row, 0, "", [Segment(row.title, False)], []))
+                    continue
+                hits.append(
+                    SearchHit(
+                        row,
+                        article.id,
+                        article.source,
+                        highlight(article.title, stems),
+                        snippet(article.text, stems),
+                    )
+                )
+            return Page(hits, total, offset, limit)
+
+    def story(self, story_id: int) -> StoryDetail | None:
+        with self._session() as session:
+            story = session.get(Story, story_id)
+            if story is None:
+                return None
+            loaded = list(
+                session.scalars(
+                    select(Article)
+                    .options(load_only(*_ARTICLE_COLUMNS, Article.terms, Article.text))
+                    .where(Article.story_id == story_id)
+                    .order_by(Article.published_at, Article.id)
+                )
+            )
+            merged = session.scalars(
+                select(Story).where(Story.merged_into_id == story_id).order_by(Story.updated_at, Story.id)
+            )
+            return StoryDetail(
+                story.id,
+                story.title,
+                lead_of(representative(loaded, story.centroid or {}).text) if loaded else "",
+                story.first_published_at,
+                story.last_published_at,
+                story.article_count,
+                story.original_count,
+                story.outlet_count,
+                story.merged_into_id,
+                story.merge_score,
+                [_article_row(a) for a in loaded],
+                [MergedStory(m.id, m.title, story_id, m.merge_score, m.updated_at) for m in merged],
+            )
+
+    def outlets(self) -> list[str]:
+        with self._session() as session:
+            return sorted(session.scalars(select(Article.source).distinct()), key=fold_name)
+
+    def tags(self) -> list[str]:
+        with self._session() as session:
+            return sorted({t for tags in session.scalars(select(Feed.tags).where(Feed.in_config)) for t in tags or []})
+
+    # --- feeds, items, digests ---------------------------------------------------------------------------
+
+    def feeds(self) -> list[FeedRow]:
+        """The feeds of feeds.yaml, worst first, with how many items each has pending and given up."""
+        with self._session() as session:
+            counts: dict[tuple[int, str], int] = {
+                (feed_id, state): n
+                for feed_id, state, n in session.execute(
+                    select(FeedItem.feed_id, FeedItem.state, func.count())
+                    .where(FeedItem.state.in_(("pending", "failed")))
+                    .group_by(FeedItem.feed_id, FeedItem.state)
+                )
+            }
+            feeds = session.scalars(
+                select(Feed).where(Feed.in_config).order_by(Feed.consecutive_failures.desc(), Feed.name)
+            )
+            return [_feed_row(f, counts.get((f.id, "pending"), 0), counts.get((f.id, "failed"), 0)) for f in feeds]
+
+    def feed(self, feed_id: int) -> FeedRow | None:
+        return next((f for f in self.feeds() if f.id == feed_id), None)
+
+    def items(
+        self, *, states: Sequence[str] = ("pending", "failed"), feed: str | int | None = None, limit: int = 200
+    ) -> Page[ItemRow]:
+        """Items in these states (stuck work first: most attempts, then oldest), optionally of one feed (by
+        id, or by name without case or accents); ConfigError for an unknown feed."""
+        with self._session() as session:
+            conditions: list[ColumnElement[bool]] = [FeedItem.state.in_(list(states))]
+            if feed is not None:
+                feeds: dict[int, str] = {i: n for i, n in session.execute(select(Feed.id, Feed.name))}
+                ids = [i for i, n in feeds.items() if feed in (i, n) or fold_name(n) == fold_name(str(feed))]
+                if not ids:
+                    raise ConfigError(f"no feed {feed!r} (known: {', '.join(sorted(feeds.values())) or 'none'})")
+                conditions.append(FeedItem.feed_id.in_(ids))
+            total = session.scalar(select(func.count()).select_from(FeedItem).where(*conditions)) or 0
+            rows = session.execute(
+                select(FeedItem, Feed.name)
+                .join(Feed, Feed.id == FeedItem.feed_id)
+                .where(*conditions)
+                .order_by(FeedItem.state, FeedItem.attempts.desc(), FeedItem.seen_at, FeedItem.id)
+                .limit(limit)
+            ).tuples()
+            items = [
+                ItemRow(
+                    i.id,
+                    i.feed_id,
+                    name,
+                    i.guid,
+                    i.url,
+                    i.title,
+                    i.published_at,
+                    i.seen_at,
+                    i.state,
+                    i.attempts,
+                    i.next_attempt_at,
+                    i.last_error,
+                    i.article_id,
+                )
+                for i, name in rows
+            ]
+            return Page(items, total, 0, limit)
+
+    def pending_items(self) -> int:
+        with self._session() as session:
+            return session.scalar(select(func.count()).select_from(FeedItem).where(FeedItem.state == "pending")) or 0
+
+    def digest_runs(self, *, limit: int = 50) -> list[RunRow]:
+        with self._session() as session:
+            runs = session.scalars(select(DigestRun).order_by(DigestRun.period_end.desc(), DigestRun.id).limit(limit))
+            return [
+                RunRow(
+                    r.id,
+                    r.digest,
+                    r.period_start,
+                    r.period_end,
+                    r.state,
+                    r.attempts,
+                    r.last_error,
+                    r.story_count,
+                    r.message_id,
+                    r.sent_at,
+                )
+                for r in runs
+            ]
+
+
+_ARTICLE_COLUMNS = (
+    Article.id,
+    Article.url,
+    Article.title,
+    Article.source,
+    Article.published_at,
+    Article.story_id,
+    Article.duplicate_of_id,
+    Article.duplicate_similarity,
+    Article.placement_method,
+    Article.placement_score,
+    Article.matched_story_id,
+    Article.matched_article_id,
+    Article.feed_id,
+)
+
+
+def _article_row(a: Article) -> ArticleRow:
+    return ArticleRow(
+        a.id,
+        a.url,
+        a.title,
+        a.source,
+        a.published_at,
+        a.story_id,
+        a.duplicate_of_id,
+        a.duplicate_similarity,
+        a.placement_method,
+        a.placement_score,
+        a.matched_story_id,
+        a.matched_article_id,
+        a.feed_id,
+    )
+
+
+def _feed_row(f: Feed, pending: int, failed: int) -> FeedRow:
+    if not f.enabled:
+        state = reason = "disabled"
+    elif f.consecutive_failures:
+        state, reason = "failing", "backoff"
+    else:
+        state = "ok"
+        reason = "adaptive" if f.current_interval_s and f.current_interval_s > f.interval_s else "interval"
+    return FeedRow(
+        f.id,
+        f.name,
+        f.url,
+        f.outlet,
+        list(f.tags or []),
+        f.enabled,
+        f.disabled_reason,
+        f.interval_s,
+        f.current_interval_s,
+        f.next_fetch_at,
+        f.consecutive_failures,
+        f.failing_since,
+        f.last_error,
+        f.last_error_kind,
+        f.last_success_at,
+        pending,
+        failed,
+        state,
+        reason,
+    )
+
+
+# --- snippets -----------------------------------------------------------------------------------------------
+
+
+def _is_match(word: str, stems: set[str]) -> bool:
+    found = index_terms(word)
+    return bool(found) and found[0] in stems
+
+
+def highlight(text: str, stems: set[str]) -> list[Segment]:
+    """The text cut into segments, the words of the query (same stems as the search) marked."""
+    segments: list[Segment] = []
+    position = 0
+    for token in _TOKEN.finditer(text):
+        if _is_match(token.group(), stems):
+            if token.start() > position:
+                segments.append(Segment(text[position : token.start()], False))
+            segments.append(Segment(token.group(), True))
+            position = token.end()
+    if position < len(text):
+        segments.append(Segment(text[position:], False))
+    return segments
+
+
+def snippet(text: str, stems: set[str], *, before: int = 12, after: int = 28) -> list[Segment]:
+    """About forty words around the first match (the opening when the match is only in the title)."""
+    tokens = list(_TOKEN.finditer(text))
+    if not tokens:
+        return []
+    first = next((n for n, t in enumerate(tokens) if _is_match(t.group(), stems)), 0)
+    start_token, end_token = max(0, first - before), min(len(tokens), first + after)
+    start, end = tokens[start_token].start(), tokens[end_token - 1].end()
+    segments = highlight(" ".join(text[start:end].split()), stems)
+    if start_token > 0:
+        segments.insert(0, Segment("… ", False))
+    if end_token < len(tokens):
+        segments.append(Segment(" …", False))
+    return segments
+
+
+# --- times --------------------------------------------------------------------------------------------------
+
+
+def local(moment: datetime | None, zone: str) -> str:
+    """A stored UTC time on the analyst's wall clock."""
+    return "" if moment is None else f"{moment.astimezone(ZoneInfo(zone)):%d/%m/%Y %H:%M}"
+
+
+def duration(seconds: float, *, french: bool = True) -> str:
+    """12 min, 3 h, 2 j: the coarsest unit that still says something."""
+    seconds = abs(seconds)
+    if seconds < 60:
+        return "moins d'1 min" if french else "under 1 min"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 48 * 3600:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} {'j' if french else 'd'}"
+
+
+def relative(moment: datetime | None, now: datetime, *, french: bool = True) -> str:
+    """French "dans 12 min", "il y a 3 h", or English "in 12 min", "3 h ago"."""
+    if moment is None:
+        return "jamais" if french else "never"
+    delta = (moment - now).total_seconds()
+    span = duration(delta, french=french)
+    if delta >= 0:
+        return f"dans {span}" if french else f"in {span}"
+    return f"il y a {span}" if french else f"{span} ago"

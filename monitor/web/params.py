@@ -1,0 +1,41 @@
+"""Request parameters shared by the pages and the API: each bad value becomes a 422 naming its field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from monitor.search import Query
+from monitor.views import StoryFilter, check_query, parse_moment
+from monitor.web.app import field_error
+
+
+def moment(name: str, value: str | None, now: datetime, zone: str, *, end_of_day: bool = False) -> datetime | None:
+    if not value or not value.strip():
+        return None
+    try:
+        return parse_moment(value, now, zone, end_of_day=end_of_day)
+    except ValueError as e:
+        raise field_error(name, str(e)) from e
+
+
+def query(name: str, value: str | None) -> Query | None:
+    if not value or not value.strip():
+        return None
+    try:
+        return check_query(value)
+    except ValueError as e:
+        raise field_error(name, str(e)) from e
+
+
+def story_filter(
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    q: Query | None,
+    outlet: str | None,
+    tag: str | None,
+    min_outlets: int,
+) -> StoryFilter:
+    if since is not None and until is not None and until <= since:
+        raise field_error("until", "must be after the start of the period")
+    return StoryFilter(since, until, q, (outlet or "").strip() or None, (tag or "").strip() or None, min_outlets)

@@ -1,0 +1,262 @@
+"""The JSON API of `monitor web`, through real HTTP against the real command, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support import RPM2, free_port, loopback_env, run_cli, write_seeds
+
+XSS_TITLE = "<script>alert(1)</script> Tibet"
+
+
+def seed_database(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The five seeds at their own dates (stories {000-003} and {004}) plus a story titled with a script tag,
+    imported through the real CLI; the environment of a `monitor` process reading it."""
+    archive = tmp_path / "seeds.jsonl"
+    write_seeds(archive, same_day=False)
+    other = json.loads(RPM2.read_text(encoding="utf-8").splitlines()[0])
+    line = {
+        "url": "https://hostile.example.fr/a",
+        "title": XSS_TITLE,
+        "text": other["text"],
+        "published_at": "2024-11-06T08:00:00+01:00",
+        "source": "Hostile",
+    }
+    with archive.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        "feeds:\n  - {name: Exemple, url: 'https://www.example.fr/feed/', tags: [tech]}\n"
+        "digests:\n  - {name: matin, recipients: [veille@example.fr], schedule: '0 7 * * *'}\n",
+        encoding="utf-8",
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")},
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_FEEDS_FILE": str(feeds),
+        "COLUMNS": "200",
+    }
+    result = run_cli("import", str(archive), env=env)
+    assert result.returncode == 0 and "6 articles added" in result.stdout, result.stdout + result.stderr
+    return env
+
+
+def story_ids(database_url: str) -> dict[str, int]:
+    """Each seed's (000…004) and the hostile article's story."""
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        rows = db.execute(text("SELECT source, story_id FROM articles")).all()
+    engine.dispose()
+    return {source.removeprefix("outlet-"): story for source, story in rows}
+
+
+@contextmanager
+def serving(env: dict[str, str], token: str | None = None) -> Iterator[str]:
+    """`monitor web` on a free loopback port; its base URL once it answers. Stopped with SIGTERM."""
+    port = free_port()
+    env = {**env, **({"MONITOR_WEB_TOKEN": token} if token else {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "web", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()
+            try:
+                if httpx.get(f"{base}/api/feeds", headers=headers, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "monitor web did not answer"
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+@pytest.fixture
+def seeded(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], dict[str, int]]]:
+    env = seed_database(database_url, tmp_path)
+    with serving(env) as base:
+        yield base, env, story_ids(database_url)
+
+
+def test_stories_search_and_story(seeded: tuple[str, dict[str, str], dict[str, int]]) -> None:
+    base, _env, story = seeded
+    assert story["000"] == story["001"] == story["002"] == story["003"] != story["004"]
+    page = httpx.get(f"{base}/api/stories").json()
+    assert page["total"] == 3 and page["offset"] == 0 and page["next_offset"] is None
+    first = page["items"][0]  # the most outlets first, as in digests
+    assert first["id"] == story["000"] and first["outlet_count"] == 4 and first["article_count"] == 4
+    assert sorted(first["outlets"]) == ["outlet-000", "outlet-001", "outlet-002", "outlet-003"]
+    for moment in (first["first_published_at"], first["last_published_at"]):
+        assert datetime.fromisoformat(moment).utcoffset() is not None  # ISO 8601 with an offset
+
+    paged = httpx.get(f"{base}/api/stories", params={"limit": 1, "offset": 1}).json()
+    assert paged["total"] == 3 and len(paged["items"]) == 1 and paged["next_offset"] == 2
+    assert paged["items"][0]["id"] == page["items"][1]["id"]
+    narrow = httpx.get(f"{base}/api/stories", params={"min_outlets": 2}).json()
+    assert [s["id"] for s in narrow["items"]] == [story["000"]]
+    by_outlet = httpx.get(f"{base}/api/stories", params={"outlet": "OUTLET-004"}).json()
+    assert [s["id"] for s in by_outlet["items"]] == [story["004"]]
+    in_range = httpx.get(f"{base}/api/stories", params={"since": "2024-11-06", "until": "2024-11-06"}).json()
+    assert story["004"] not in [s["id"] for s in in_range["items"]]
+    assert httpx.get(f"{base}/api/stories", params={"tag": "nothing"}).json()["total"] == 0
+
+    detail = httpx.get(f"{base}/api/stories/{story['000']}").json()
+    assert detail["id"] == story["000"] and detail["lead"]
+    assert sorted(a["source"] for a in detail["articles"]) == [f"outlet-00{n}" for n in range(4)]
+    for article in detail["articles"]:
+        assert article["placement_method"] in ("new_story", "story_match", "near_copy", "moved")
+        assert {"url", "published_at", "duplicate_of_id", "placement_score", "matched_story_id"} <= set(article)
+    assert httpx.get(f"{base}/api/stories/999999").status_code == 404
+
+    found = httpx.get(f"{base}/api/search", params={"q": "militaires", "limit": 1}).json()
+    assert found["total"] >= 1 and len(found["items"]) == 1  # total is the true count, not the limit
+    hit = found["items"][0]
+    assert any(s["match"] for s in hit["snippet"] + hit["title"])
+    marked = [s["text"].lower() for s in hit["snippet"] + hit["title"] if s["match"]]
+    assert all(word.startswith("milit") for word in marked)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/api/stories", {"limit": "0"}, "limit"),
+        ("/api/stories", {"offset": "-1"}, "offset"),
+        ("/api/stories", {"min_outlets": "x"}, "min_outlets"),
+        ("/api/stories", {"since": "hier"}, "since"),
+        ("/api/stories", {"since": "2024-11-06", "until": "2024-11-01"}, "until"),
+        ("/api/stories", {"q": "Meta OR Google"}, "q"),
+        ("/api/search", {"q": '"open source'}, "q"),
+        ("/api/search", {"q": "Meta -Google"}, "q"),
+        ("/api/search", {}, "q"),
+    ],
+)
+def test_bad_parameters_are_422_naming_the_field(
+    seeded: tuple[str, dict[str, str], dict[str, int]], path: str, params: dict[str, str], field: str
+) -> None:
+    base, _env, _story = seeded
+    response = httpx.get(base + path, params=params)
+    assert response.status_code == 422, response.text
+    assert [e["loc"][-1] for e in response.json()["detail"]] == [field]
+
+
+def test_openapi_feeds_digests_and_read_only(seeded: tuple[str, dict[str, str], dict[str, int]]) -> None:
+    base, _env, _story = seeded
+    schema = httpx.get(f"{base}/openapi.json").json()
+    assert {"/api/stories", "/api/stories/{story_id}", "/api/search", "/api/feeds", "/api/digests"} <= set(
+        schema["paths"]
+    )
+    digests = httpx.get(f"{base}/api/digests").json()
+    assert [d["name"] for d in digests["digests"]] == ["matin"] and digests["runs"] == []
+    assert httpx.get(f"{base}/api/feeds").json() == []  # the import ran no feed
+    for method in ("POST", "PUT", "DELETE"):
+        response = httpx.request(method, f"{base}/api/stories")
+        assert response.status_code == 405
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_feeds_show_pending_and_failed_items(seed_sites, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """After a real `run --once` over the loopback outlets: every feed fetched, nothing stuck; a failed item
+    put in the database shows with its reason."""
+    feeds_file, _servers = seed_sites
+    env = loopback_env(database_url, feeds_file, host_min_interval="0")
+    result = run_cli("run", "--once", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "0 items failed, 0 left pending" in result.stdout
+    engine = create_engine(database_url)
+    with engine.begin() as db:
+        db.execute(
+            text("UPDATE feed_items SET state = 'failed', attempts = 5, last_error = 'http: 503' WHERE id = :id"),
+            {"id": db.execute(text("SELECT min(id) FROM feed_items")).scalar()},
+        )
+    engine.dispose()
+    with serving(env) as base:
+        feeds = httpx.get(f"{base}/api/feeds").json()
+        assert len(feeds) == 6 and all(f["last_success_at"] and f["state"] == "ok" for f in feeds)
+        failing = [f for f in feeds if f["failed_items"]]
+        assert len(failing) == 1 and failing[0]["failed_items"] == 1
+        assert sum(f["pending_items"] for f in feeds) == 0
+        items = httpx.get(f"{base}/api/feeds/{failing[0]['id']}/items", params={"state": "failed"}).json()
+        assert items["total"] == 1 and items["items"][0]["last_error"] == "http: 503"
+
+
+def test_token_is_required_on_every_route(tmp_path: Path) -> None:
+    env = seed_database(f"sqlite:///{tmp_path}/monitor.db", tmp_path)
+    token = "s3cret-jeton"
+    with serving(env, token=token) as base:
+        routes = ["/", "/stories/1", "/search?q=Meta", "/feeds", "/digests", "/static/style.css", "/openapi.json"]
+        routes += ["/api/stories", "/api/stories/1", "/api/search?q=Meta", "/api/feeds", "/api/digests", "/nowhere"]
+        basic = base64.b64encode(f"analyste:{token}".encode()).decode()
+        wrong = base64.b64encode(b"analyste:nope").decode()
+        for route in routes:
+            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {wrong}"}):
+                response = httpx.get(base + route, headers=headers)
+                assert response.status_code == 401, (route, headers)
+                assert response.headers["www-authenticate"].startswith("Basic")
+                assert "default-src 'self'" in response.headers["content-security-policy"]
+            for headers in ({"Authorization": f"Bearer {token}"}, {"Authorization": f"Basic {basic}"}):
+                response = httpx.get(base + route, headers=headers)
+                assert response.status_code == (404 if route == "/nowhere" else 200), (route, response.text)
+                assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "monitor.example.fr"])
+def test_non_loopback_host_is_refused_before_binding(tmp_path: Path, host: str) -> None:
+    """Refused by the check that runs before any socket is opened (no database even needed)."""
+    env = {**os.environ, "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/absent.db"}
+    env.pop("MONITOR_WEB_TOKEN", None)
+    result = run_cli("web", "--host", host, "--port", str(free_port()), env=env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("monitor: error: --host") and "MONITOR_WEB_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "absent.db").exists()
+
+
+def test_missing_database_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/absent.db"}
+    result = run_cli("web", "--port", str(free_port()), env=env, timeout=60)
+    assert result.returncode == 2 and "no database at" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "absent.db").exists()  # opening it read-only did not create it
+
+
+def test_the_daemon_serves_the_desk_when_its_port_is_set(tmp_path: Path) -> None:
+    """MONITOR_WEB_PORT starts the desk inside `monitor run`, next to the scheduler; SIGTERM stops both."""
+    from tests.support import running_daemon, wait_until
+
+    database_url = f"sqlite:///{tmp_path}/desk.db"
+    env = seed_database(database_url, tmp_path)
+    port = free_port()
+    env = {**env, "MONITOR_WEB_PORT": str(port), "MONITOR_POLL_SECONDS": "3600"}
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/stories", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with running_daemon(env) as daemon:
+        assert wait_until(answers, 30, 0.2), "the daemon never served the desk"
+        stories = httpx.get(f"http://127.0.0.1:{port}/api/stories", timeout=5).json()
+    assert daemon.process.returncode == 0 and "Traceback" not in daemon.stderr, daemon.stderr
+    assert stories["total"] == 3  # the seeds' two stories and the hostile one

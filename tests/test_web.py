@@ -1,0 +1,120 @@
+"""The pages of `monitor web` in a real headless Chromium against the real server, on SQLite and PostgreSQL.
+
+Chromium (Debian's ``chromium``: ``apt-get install -y chromium``) loads each page, which must render
+without a single console message (a CSP violation or a script error would log one); assertions read the
+DOM it dumps after rendering.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_api import XSS_TITLE, seed_database, serving, story_ids
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.is_file() and not os.environ.get("CI"),  # in CI, a missing browser fails the tests
+    reason="needs chromium (apt-get install -y chromium)",
+)
+
+
+def browse(url: str, *, screenshot: Path | None = None) -> str:
+    """The DOM Chromium builds for the page; fails on any console message."""
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        mode = [f"--screenshot={screenshot}", "--window-size=390,900"] if screenshot else ["--dump-dom"]
+        done = subprocess.run(
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--v=0",
+                *mode,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console
+    return done.stdout
+
+
+def links(dom: str) -> list[tuple[str, str]]:
+    return [
+        (href, html.unescape(re.sub(r"<[^>]+>", "", text)))
+        for href, text in re.findall(r'<a[^>]*href="([^"]+)"[^>]*>(.*?)</a>', dom, re.S)
+    ]
+
+
+@pytest.fixture
+def site(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    env = seed_database(database_url, tmp_path)
+    with serving(env) as base:
+        yield base, story_ids(database_url)
+
+
+def test_stories_page_lists_the_seed_stories_and_filters_narrow_it(site: tuple[str, dict[str, int]]) -> None:
+    base, story = site
+    dom = browse(f"{base}/")
+    listed = [int(n) for n in re.findall(r'data-story="(\d+)"', dom)]
+    assert listed[0] == story["000"] and story["004"] in listed and len(listed) == 3
+    assert "3 sujets" in dom and "4 médias" in dom
+    assert 'lang="fr"' in dom and "Europe/Paris" in dom
+
+    narrowed = browse(f"{base}/?min_outlets=2")
+    assert [int(n) for n in re.findall(r'data-story="(\d+)"', narrowed)] == [story["000"]]
+    assert "1 sujet correspond aux filtres" in narrowed
+    by_outlet = browse(f"{base}/?outlet=outlet-004&period=")
+    assert [int(n) for n in re.findall(r'data-story="(\d+)"', by_outlet)] == [story["004"]]
+    bad = browse(f"{base}/?q=Meta%20OR%20Google")
+    assert "Paramètre invalide" in bad and "q :" in bad
+
+
+def test_story_page_lists_the_coverage_with_links_and_why(site: tuple[str, dict[str, int]]) -> None:
+    base, story = site
+    dom = browse(f"{base}/stories/{story['000']}")
+    found = {href for href, _text in links(dom)}
+    for seed in ("000", "001", "002", "003"):
+        assert f"https://outlet-{seed}.example.fr/article" in found, seed
+    assert "https://outlet-004.example.fr/article" not in found
+    assert dom.count('class="article"') == 4
+    assert "Pourquoi ici : a ouvert le sujet" in dom and "rapproché du sujet" in dom
+    assert "Erreur" not in browse(f"{base}/feeds") and "Lettres de veille" in browse(f"{base}/digests")
+    assert "Erreur 404" in browse(f"{base}/stories/999999")
+
+
+def test_a_script_title_is_text_everywhere(site: tuple[str, dict[str, int]]) -> None:
+    """The title is shown as typed, no script runs (browse fails on any console message), on every page."""
+    base, story = site
+    escaped = html.escape(XSS_TITLE, quote=False)
+    for path in ("/", f"/stories/{story['Hostile']}", "/search?q=Tibet"):
+        dom = browse(base + path)
+        assert "<script>alert" not in dom, path
+        assert escaped in dom or "&lt;script&gt;" in dom, path
+    search = browse(f"{base}/search?q=militaires")
+    assert "<mark>" in search and "sujet" in search
+
+
+def test_readable_on_a_phone(site: tuple[str, dict[str, int]], tmp_path: Path) -> None:
+    base, story = site
+    shot = tmp_path / "phone.png"
+    browse(f"{base}/stories/{story['000']}", screenshot=shot)
+    assert shot.stat().st_size > 5000
