@@ -21,9 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import digest_corpus  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
+from tests.support import CHROMIUM, chromium, digest_corpus  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
 
-CHROMIUM = Path("/usr/bin/chromium")
 AT = "2024-11-07T06:00:00+00:00"  # 07:00 in Paris, as in tests/test_digests.py
 WIDTH = 720
 HEIGHT = 760  # the whole digest (two stories, ends near y=735 with these fonts) plus the 16 px page margin
@@ -49,24 +48,7 @@ def _monitor(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 def _screenshot(html: Path, out: Path, height: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        command = [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--hide-scrollbars",
-            f"--window-size={WIDTH},{height}",
-            f"--screenshot={out}",
-            html.as_uri(),
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    done = chromium("--hide-scrollbars", f"--window-size={WIDTH},{height}", f"--screenshot={out}", html.as_uri())
     if done.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
         sys.exit(f"render_digest: chromium failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 

@@ -25,31 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from tests.support import digest_corpus, free_port  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
+from tests.support import CHROMIUM, chromium, digest_corpus, free_port  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
 
-CHROMIUM = Path("/usr/bin/chromium")
 WIDTH = 480
 SHOTS = {"desk-stories.png": ("/", 760), "desk-story.png": ("/stories/{story}", 1000)}
 
 
 def _screenshot(url: str, out: Path, height: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        command = [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--hide-scrollbars",
-            f"--window-size={WIDTH},{height}",
-            f"--screenshot={out}",
-            url,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    done = chromium("--hide-scrollbars", f"--window-size={WIDTH},{height}", f"--screenshot={out}", url)
     if done.returncode != 0 or not out.is_file():
         sys.exit(f"render_screens: chromium failed ({done.returncode}):\n{done.stderr}")
 

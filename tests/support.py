@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 
 from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss, seeds
@@ -218,3 +220,91 @@ def stories_of(database_url: str) -> dict[str, int]:
         rows = db.execute(text("SELECT source, story_id FROM articles")).all()
     engine.dispose()
     return {source.removeprefix("outlet-"): story for source, story in rows}
+
+
+XSS_TITLE = "<script>alert(1)</script> Tibet"
+
+
+def seed_database(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The five seeds at their own dates (stories {000-003} and {004}) plus a story titled with a script tag,
+    imported through the real CLI; the environment of a `monitor` process reading it."""
+    archive = tmp_path / "seeds.jsonl"
+    write_seeds(archive, same_day=False)
+    other = json.loads(RPM2.read_text(encoding="utf-8").splitlines()[0])
+    line = {
+        "url": "https://hostile.example.fr/a",
+        "title": XSS_TITLE,
+        "text": other["text"],
+        "published_at": "2024-11-06T08:00:00+01:00",
+        "source": "Hostile",
+    }
+    with archive.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        "feeds:\n  - {name: Exemple, url: 'https://www.example.fr/feed/', tags: [tech]}\n"
+        "digests:\n  - {name: matin, recipients: [veille@example.fr], schedule: '0 7 * * *'}\n",
+        encoding="utf-8",
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")},
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_FEEDS_FILE": str(feeds),
+        "COLUMNS": "200",
+    }
+    result = run_cli("import", str(archive), env=env)
+    assert result.returncode == 0 and "6 articles added" in result.stdout, result.stdout + result.stderr
+    return env
+
+
+@contextmanager
+def serving(env: dict[str, str], token: str | None = None) -> Iterator[str]:
+    """`monitor web` on a free loopback port; its base URL once it answers. Stopped with SIGTERM."""
+    port = free_port()
+    env = {**env, **({"MONITOR_WEB_TOKEN": token} if token else {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "web", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()
+            try:
+                if httpx.get(f"{base}/api/feeds", headers=headers, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "monitor web did not answer"
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's: apt-get install -y chromium
+
+
+def chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on a throwaway profile, with nothing that reaches outside (updates, sync, QUIC)."""
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        command = [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -17,88 +12,14 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import RPM2, free_port, loopback_env, run_cli, write_seeds
-
-XSS_TITLE = "<script>alert(1)</script> Tibet"
-
-
-def seed_database(database_url: str, tmp_path: Path) -> dict[str, str]:
-    """The five seeds at their own dates (stories {000-003} and {004}) plus a story titled with a script tag,
-    imported through the real CLI; the environment of a `monitor` process reading it."""
-    archive = tmp_path / "seeds.jsonl"
-    write_seeds(archive, same_day=False)
-    other = json.loads(RPM2.read_text(encoding="utf-8").splitlines()[0])
-    line = {
-        "url": "https://hostile.example.fr/a",
-        "title": XSS_TITLE,
-        "text": other["text"],
-        "published_at": "2024-11-06T08:00:00+01:00",
-        "source": "Hostile",
-    }
-    with archive.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(line) + "\n")
-    feeds = tmp_path / "feeds.yaml"
-    feeds.write_text(
-        "feeds:\n  - {name: Exemple, url: 'https://www.example.fr/feed/', tags: [tech]}\n"
-        "digests:\n  - {name: matin, recipients: [veille@example.fr], schedule: '0 7 * * *'}\n",
-        encoding="utf-8",
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")},
-        "MONITOR_DATABASE_URL": database_url,
-        "MONITOR_FEEDS_FILE": str(feeds),
-        "COLUMNS": "200",
-    }
-    result = run_cli("import", str(archive), env=env)
-    assert result.returncode == 0 and "6 articles added" in result.stdout, result.stdout + result.stderr
-    return env
-
-
-def story_ids(database_url: str) -> dict[str, int]:
-    """Each seed's (000…004) and the hostile article's story."""
-    engine = create_engine(database_url)
-    with engine.connect() as db:
-        rows = db.execute(text("SELECT source, story_id FROM articles")).all()
-    engine.dispose()
-    return {source.removeprefix("outlet-"): story for source, story in rows}
-
-
-@contextmanager
-def serving(env: dict[str, str], token: str | None = None) -> Iterator[str]:
-    """`monitor web` on a free loopback port; its base URL once it answers. Stopped with SIGTERM."""
-    port = free_port()
-    env = {**env, **({"MONITOR_WEB_TOKEN": token} if token else {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "web", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()
-            try:
-                if httpx.get(f"{base}/api/feeds", headers=headers, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "monitor web did not answer"
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
+from tests.support import free_port, loopback_env, run_cli, seed_database, serving, stories_of
 
 
 @pytest.fixture
 def seeded(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], dict[str, int]]]:
     env = seed_database(database_url, tmp_path)
     with serving(env) as base:
-        yield base, env, story_ids(database_url)
+        yield base, env, stories_of(database_url)
 
 
 def test_stories_search_and_story(seeded: tuple[str, dict[str, str], dict[str, int]]) -> None:

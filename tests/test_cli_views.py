@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import run_cli
-from tests.test_api import seed_database, story_ids
+from tests.support import run_cli, seed_database, stories_of
 
 
 @pytest.fixture
 def seeded(database_url: str, tmp_path: Path) -> tuple[dict[str, str], dict[str, int]]:
     env = seed_database(database_url, tmp_path)
-    return env, story_ids(database_url)
+    return env, stories_of(database_url)
 
 
 def _ok(*args: str, env: dict[str, str]) -> str:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import html
 import os
 import re
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_api import XSS_TITLE, seed_database, serving, story_ids
+from tests.support import CHROMIUM, XSS_TITLE, chromium, seed_database, serving, stories_of
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file() and not os.environ.get("CI"),  # in CI, a missing browser fails the tests
     reason="needs chromium (apt-get install -y chromium)",
@@ -28,29 +25,8 @@ pytestmark = pytest.mark.skipif(
 
 def browse(url: str, *, screenshot: Path | None = None) -> str:
     """The DOM Chromium builds for the page; fails on any console message."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        mode = [f"--screenshot={screenshot}", "--window-size=390,900"] if screenshot else ["--dump-dom"]
-        done = subprocess.run(
-            [
-                str(CHROMIUM),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--enable-logging=stderr",
-                "--v=0",
-                *mode,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    mode = [f"--screenshot={screenshot}", "--window-size=390,900"] if screenshot else ["--dump-dom"]
+    done = chromium("--enable-logging=stderr", "--v=0", *mode, url)
     assert done.returncode == 0, done.stderr[-2000:]
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
@@ -68,7 +44,7 @@ def links(dom: str) -> list[tuple[str, str]]:
 def site(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
     env = seed_database(database_url, tmp_path)
     with serving(env) as base:
-        yield base, story_ids(database_url)
+        yield base, stories_of(database_url)
 
 
 def test_stories_page_lists_the_seed_stories_and_filters_narrow_it(site: tuple[str, dict[str, int]]) -> None:

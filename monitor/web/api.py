@@ -7,8 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from monitor.config import load_digests
-from monitor.errors import ConfigError
 from monitor.views import Desk, FeedRow, ItemRow, Page, SearchHit, StoryDetail, StoryRow, plain
 from monitor.web import params
 from monitor.web.app import field_error, now
@@ -114,10 +112,5 @@ def items(
 @router.get("/digests")
 def digests(request: Request) -> JSONResponse:
     """The digests configured in feeds.yaml and the latest runs (digest_runs)."""
-    settings = request.app.state.settings
-    try:
-        configured: list[Any] = load_digests(settings.feeds_file)
-        error = None
-    except ConfigError as e:
-        configured, error = [], str(e)
+    configured, error = params.configured_digests(request.app.state.settings.feeds_file)
     return _json({"digests": configured, "config_error": error, "runs": _desk(request).digest_runs()})

@@ -11,8 +11,6 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from monitor.config import load_digests
-from monitor.errors import ConfigError
 from monitor.views import Desk, StoryFilter, duration, local, relative
 from monitor.web import params
 from monitor.web.app import HERE, now
@@ -163,11 +161,6 @@ def items(
 
 @router.get("/digests")
 def digests(request: Request) -> Response:
-    settings = request.app.state.settings
-    try:
-        configured: list[Any] = load_digests(settings.feeds_file)
-        error = None
-    except ConfigError as e:
-        configured, error = [], str(e)
+    configured, error = params.configured_digests(request.app.state.settings.feeds_file)
     runs = request.app.state.desk.digest_runs()
     return _page(request, "digests.html.j2", {"digests": configured, "config_error": error, "runs": runs})

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
+from monitor.config import load_digests
+from monitor.errors import ConfigError
 from monitor.search import Query
 from monitor.views import StoryFilter, check_query, parse_moment
 from monitor.web.app import field_error
@@ -39,3 +43,11 @@ def story_filter(
     if since is not None and until is not None and until <= since:
         raise field_error("until", "must be after the start of the period")
     return StoryFilter(since, until, q, (outlet or "").strip() or None, (tag or "").strip() or None, min_outlets)
+
+
+def configured_digests(feeds_file: Path) -> tuple[list[Any], str | None]:
+    """The digests of feeds.yaml, or none and the reason: a broken file is shown, not a failed page."""
+    try:
+        return list(load_digests(feeds_file)), None
+    except ConfigError as e:
+        return [], str(e)
