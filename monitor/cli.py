@@ -592,6 +592,16 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def _interrupted(error: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def main() -> None:
     """Whatever goes wrong reaches the user as one line and an exit code, never as a traceback."""
     try:
@@ -602,6 +612,12 @@ def main() -> None:
     except KeyboardInterrupt:  # before typer took over
         errors.print("monitor: interrupted", markup=False, highlight=False)
         sys.exit(130)
+    except Exception as e:  # not ours: still one line, with the type that names it
+        if _interrupted(e):  # Ctrl-C while a module loaded: C extensions turn it into ImportError
+            errors.print("monitor: interrupted", markup=False, highlight=False)
+            sys.exit(130)
+        errors.print(f"monitor: internal error: {type(e).__name__}: {_one_line(e)}", markup=False, highlight=False)
+        sys.exit(70)
     except SystemExit as e:
         if e.code == 130:  # typer's silent exit for Ctrl-C inside a command
             errors.print("monitor: interrupted", markup=False, highlight=False)

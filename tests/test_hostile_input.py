@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -439,3 +440,38 @@ def test_a_killed_workers_items_are_taken_over_within_its_lease(tmp_path: Path, 
     rows = query(postgres_url, "SELECT attempts, lease_owner FROM feed_items")
     assert [r["attempts"] for r in rows] == [2, 2, 2, 2] and all(r["lease_owner"] is None for r in rows)
     assert len(query(postgres_url, "SELECT id FROM articles")) == 4
+
+
+def test_a_pathological_page_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    """A page whose extraction takes seconds (860 KB of paragraphs) fails with extract_timeout; the pages
+    that arrive while it is being extracted wait for a free extractor, not for it, and are all stored."""
+    database = f"sqlite:///{tmp_path}/m.db"
+    paragraphs = "".join(
+        f'<div class="c{i}"><p>Paragraphe numéro {i} avec quelques mots de texte français pour remplir la page. '
+        f'<a href="/x{i}">lien {i}</a></p></div>'
+        for i in range(6000)
+    )
+    with LoopbackServer("127.0.0.51") as server:
+        slow = server.add("/slow.html", f"<html><body><article>{paragraphs}</article></body></html>")
+        links = [slow]
+        for i in range(3):
+            link = _page(server, i, f"/{i}.html")
+            page = server.routes[f"/{i}.html"]
+
+            def late(_h: BaseHTTPRequestHandler, page: Any = page) -> Any:
+                time.sleep(0.5)  # the pathological page reaches the extractor first
+                return page
+
+            server.routes[f"/{i}.html"] = late
+            links.append(link)
+        feed = server.add(
+            "/feed.xml",
+            rss("F", server.base, [{"title": "t", "link": u, "published": datetime.now(UTC)} for u in links]),
+            "application/rss+xml",
+        )
+        report = cycle(
+            database, write_feeds(tmp_path / "feeds.yaml", {"f": feed}), extract_timeout=2.0, max_body_bytes=2_000_000
+        )
+    assert report.articles_added == 3 and report.items_failed == 1, report.errors
+    (failed,) = query(database, "SELECT url, last_error FROM feed_items WHERE state = 'failed'")
+    assert failed["url"] == slow and "extract_timeout" in failed["last_error"]

@@ -18,20 +18,24 @@ class Extractor:
     def __init__(self, processes: int, timeout: float, params: StoryParams) -> None:
         self.processes, self.timeout, self.params = processes, timeout, params
         self._executor = self._new_executor()
+        # One page per thread or process at a time: pages wait here, not in the executor's queue, so the
+        # time limit counts extraction only, and replacing an executor leaves no other page queued in it.
+        self._slots = asyncio.Semaphore(max(1, processes))
 
     async def prepare(self, incoming: Incoming) -> Prepared:
         """Within MONITOR_EXTRACT_TIMEOUT: a page that takes longer fails (extract_timeout) and the executor
         is replaced. A process pool whose process died is rebuilt, and the item tried again later."""
-        executor = self._executor
-        future = asyncio.get_running_loop().run_in_executor(executor, prepare, incoming, self.params)
-        try:
-            return await asyncio.wait_for(future, self.timeout)
-        except TimeoutError as e:
-            self._replace(executor)
-            raise ExtractionError(incoming.url, f"extract_timeout: extraction took over {self.timeout:g} s") from e
-        except BrokenExecutor as e:
-            self._replace(executor)
-            raise FetchError(incoming.url, "extract_crashed", "the extraction process died; retried later") from e
+        async with self._slots:
+            executor = self._executor
+            future = asyncio.get_running_loop().run_in_executor(executor, prepare, incoming, self.params)
+            try:
+                return await asyncio.wait_for(future, self.timeout)
+            except TimeoutError as e:
+                self._replace(executor)
+                raise ExtractionError(incoming.url, f"extract_timeout: extraction took over {self.timeout:g} s") from e
+            except BrokenExecutor as e:
+                self._replace(executor)
+                raise FetchError(incoming.url, "extract_crashed", "the extraction process died; retried later") from e
 
     def _replace(self, broken: Executor) -> None:
         """A new executor for what comes next. Processes of the old one are ended; a thread cannot be, so a
