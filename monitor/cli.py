@@ -291,6 +291,8 @@ def story(
     for merged in detail.merged_from:
         score = f"{merged.merge_score:.2f}" if merged.merge_score is not None else "?"
         out.append(f"merged here: story {merged.id} {merged.title!r} (score {score}, {local(merged.updated_at, zone)})")
+    for mention in detail.digests:
+        out.append(f"in digest {mention.digest!r} of {local(mention.period_end, zone)}, at position {mention.rank}")
     console.print("\n".join(out), markup=False, highlight=False)
 
 

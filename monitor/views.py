@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, load_only
 from monitor.digests.build import lead_of, representative
 from monitor.errors import ConfigError, StorageError
 from monitor.search import Query, fold_name, index_terms, parse_query
-from monitor.storage import Article, DigestRun, Feed, FeedItem, Repository, Storage, Story
+from monitor.storage import Article, DigestRun, DigestRunStory, Feed, FeedItem, Repository, Storage, Story
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|h|d|j|w)\s*$", re.IGNORECASE)
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "j": 86400, "w": 7 * 86400}
@@ -163,6 +163,16 @@ class MergedStory:
 
 
 @dataclass(frozen=True)
+class DigestMention:
+    """A sent digest that carried the story (digest_run_stories), and where in it."""
+
+    digest: str
+    period_end: datetime
+    sent_at: datetime | None
+    rank: int
+
+
+@dataclass(frozen=True)
 class StoryDetail:
     id: int
     title: str
@@ -176,6 +186,7 @@ class StoryDetail:
     merge_score: float | None
     articles: list[ArticleRow]
     merged_from: list[MergedStory]
+    digests: list[DigestMention]
 
     def coverage(self) -> list[Coverage]:
         """Originals in publication order, each near-copy under the original it copies (a copy of a copy
@@ -474,6 +485,15 @@ class Desk:
                 story.merge_score,
                 [_article_row(a) for a in loaded],
                 [MergedStory(m.id, m.title, story_id, m.merge_score, m.updated_at) for m in merged],
+                [
+                    DigestMention(run.digest, run.period_end, run.sent_at, rank)
+                    for run, rank in session.execute(
+                        select(DigestRun, DigestRunStory.rank)
+                        .join(DigestRunStory, DigestRunStory.run_id == DigestRun.id)
+                        .where(DigestRunStory.story_id == story_id)
+                        .order_by(DigestRun.period_end.desc(), DigestRun.id)
+                    )
+                ],
             )
 
     def outlets(self) -> list[str]:

@@ -556,3 +556,30 @@ def test_unknown_outlets_are_warned_at_start(caplog: pytest.LogCaptureFixture) -
         "digest 'soir', field 'outlets': no feed has the outlet 'Numerma'",
         "digest 'soir', field 'outlets': no feed has the outlet 'Next (flux)'",
     ]
+
+
+def test_a_sent_digest_records_the_stories_it_carried(tmp_path: Path, database_url: str, smtp) -> None:  # type: ignore[no-untyped-def]
+    """digest_run_stories names each story a sent digest carried, at its rank; the desk's read model shows
+    it on the story, and a digest that was not sent records nothing."""
+    from monitor.views import Desk
+
+    inbox, port = smtp
+    settings, storage, config = _setup(tmp_path, database_url, port)
+    silent = Settings(**{**settings.model_dump(), "smtp_port": free_port()})  # nobody listens: not sent
+    assert Digester(silent, storage, [config]).run("matin", END - timedelta(days=1)) == "pending"
+    assert Digester(settings, storage, [config]).run("matin", END) == "sent"
+    engine = create_engine(database_url)
+    with engine.connect() as db:
+        rows = db.execute(
+            text(
+                "SELECT r.period_end, s.story_id, s.rank, st.outlet_count FROM digest_run_stories s "
+                "JOIN digest_runs r ON r.id = s.run_id JOIN stories st ON st.id = s.story_id ORDER BY s.rank"
+            )
+        ).all()
+    engine.dispose()
+    assert [(rank, outlets) for _end, _story, rank, outlets in rows] == [(1, 5), (2, 2)]  # the e-mail's order
+    desk = Desk(database_url)
+    detail = desk.story(rows[0][1])
+    desk.close()
+    assert detail is not None and [(d.digest, d.rank) for d in detail.digests] == [("matin", 1)]
+    assert len(inbox.messages) == 1

@@ -107,4 +107,5 @@ class Digester:
             run.state = state
             if state == "sent":
                 run.message_id, run.sent_at = message_id, datetime.now(UTC)
+                repo.record_digest_stories(run_id, [story.id for story in digest.stories])
         return state

@@ -18,7 +18,7 @@ from sqlalchemy import text as sql_text
 
 from monitor.search import Query, fold_name, fts5_match, index_terms
 from monitor.storage.dialect import Unit
-from monitor.storage.schema import Article, DigestRun, Story, utcnow
+from monitor.storage.schema import Article, DigestRun, DigestRunStory, Story, utcnow
 
 
 class DigestQueries(Unit):
@@ -118,6 +118,12 @@ class DigestQueries(Unit):
 
     def digest_run(self, run_id: int) -> DigestRun:
         return self.session.get_one(DigestRun, run_id)
+
+    def record_digest_stories(self, run_id: int, story_ids: Sequence[int]) -> None:
+        """The stories a sent digest carried, in the order it showed them."""
+        self.session.add_all(
+            DigestRunStory(run_id=run_id, story_id=story_id, rank=rank) for rank, story_id in enumerate(story_ids, 1)
+        )
 
     def digest_runs(self, *, states: Sequence[str]) -> list[DigestRun]:
         return list(

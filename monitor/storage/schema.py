@@ -192,7 +192,7 @@ class TermStat(Base):
 
 
 class DigestRun(Base):
-    """One digest for one period, recorded before it is sent: the key to sending it exactly once."""
+    """One digest for one period, recorded before it is sent: the key to sending it at most once."""
 
     __tablename__ = "digest_runs"
     __table_args__ = (UniqueConstraint("digest", "period_end"),)
@@ -210,6 +210,15 @@ class DigestRun(Base):
     message_id: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DigestRunStory(Base):
+    """A story a sent digest carried, at its rank: which e-mail told a reader about it."""
+
+    __tablename__ = "digest_run_stories"
+    run_id: Mapped[int] = mapped_column(ForeignKey("digest_runs.id", ondelete="CASCADE"), primary_key=True)
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True, index=True)
+    rank: Mapped[int] = mapped_column(Integer)
 
 
 class Meta(Base):
