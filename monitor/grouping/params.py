@@ -18,7 +18,6 @@ class StoryParams:
     entity_weight: float = 1.5  # multiplier for capitalised words not at a sentence start (names)
     vector_terms: int = 100  # terms kept per article vector
     centroid_terms: int = 200  # terms kept per story centroid
-    time_decay_days: float = 0.0  # when > 0, score *= exp(-gap in days / this)
     date_lead_chars: int = 300  # dates written this early in an article say when its event happened
     date_gap_days: int = 60  # an article whose event date is further than this from the story's...
     date_penalty: float = 0.5  # ...has its score multiplied by this

@@ -3,7 +3,6 @@ the story's members (the cosine alone favours loose stories), within the story's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -56,10 +55,7 @@ def best_story(
     for candidate in candidates:
         if published_at - candidate.first_published_at > span or candidate.last_published_at - published_at > span:
             continue
-        gap = max(timedelta(0), published_at - candidate.last_published_at, candidate.first_published_at - published_at)
         score = _article_score(vector, candidate, params)
-        if params.time_decay_days > 0:
-            score *= math.exp(-gap.total_seconds() / 86400 / params.time_decay_days)
         if event and candidate.event_date and abs((event - candidate.event_date).days) > params.date_gap_days:
             score *= params.date_penalty  # same names, another moment: likely another event
         if score >= params.threshold and (best is None or score > best.score):

@@ -17,7 +17,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 
 from monitor.search import index_terms
-from monitor.storage.dialect import Unit, _array, _chunks, _joined, _table
+from monitor.storage.dialect import BAND_KEYS_IN_LIST, Unit, _array, _chunks, _joined, _table
 from monitor.storage.records import NearCopyCandidate, NewRow, PlacementRecord
 from monitor.storage.schema import Article, ArticleBand, Meta, TermStat, utcnow
 
@@ -43,7 +43,7 @@ class Corpus(Unit):
             )
             return {term: df for term, df in rows}
         found: dict[str, int] = {}
-        for chunk in _chunks(wanted, 500):
+        for chunk in _chunks(wanted):
             found.update(self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).all())
         return found
 
@@ -62,7 +62,7 @@ class Corpus(Unit):
 
     def article_ids_by_url(self, urls: Iterable[str]) -> dict[str, int]:
         found: dict[str, int] = {}
-        for chunk in _chunks(sorted(set(urls)), 500):
+        for chunk in _chunks(sorted(set(urls))):
             found.update(self.session.execute(select(Article.url, Article.id).where(Article.url.in_(chunk))).all())
         return found
 
@@ -76,7 +76,7 @@ class Corpus(Unit):
     def near_copy_candidates(self, band_keys: Iterable[int]) -> list[NearCopyCandidate]:
         """Stored articles sharing an LSH bucket with any of these keys, one row per (bucket, article)."""
         found: list[NearCopyCandidate] = []
-        for chunk in _chunks(sorted(set(band_keys)), 1000):
+        for chunk in _chunks(sorted(set(band_keys)), BAND_KEYS_IN_LIST):
             rows = self.session.execute(
                 select(ArticleBand.band_key, Article.id, Article.story_id, Article.minhash, Article.shingle_count)
                 .join(Article, Article.id == ArticleBand.article_id)

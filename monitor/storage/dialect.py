@@ -129,6 +129,11 @@ def _lock_key(job: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"monitor:{job}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+IN_LIST = 500  # values bound in one IN (...) list: well under SQLite's historical 999-parameter limit
+BAND_KEYS_IN_LIST = 1000  # band keys are single integers: one list may take more of them
+STORY_PAIRS_IN_LIST = 100  # stories per delete of (story, term) pairs: each story brings up to 30 pairs
+
+
+def _chunks(items: Sequence[Any], size: int = IN_LIST) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -65,7 +65,7 @@ class FeedQueue(Unit):
         made of both. An item with an ``error`` (an unusable link) is recorded as failed, with the reason."""
         keys = [item.guid for item in items] + [_item_key(item.guid, item.url) for item in items]
         known: dict[str, str | None] = {}
-        for chunk in _chunks(sorted(set(keys)), 500):
+        for chunk in _chunks(sorted(set(keys))):
             rows = self.session.execute(
                 select(FeedItem.guid, FeedItem.url).where(FeedItem.feed_id == feed_id, FeedItem.guid.in_(chunk))
             )

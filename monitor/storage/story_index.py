@@ -32,7 +32,7 @@ from monitor.grouping.merging import Placed
 from monitor.grouping.params import StoryParams
 from monitor.grouping.state import Candidate, Member, StoryState
 from monitor.storage.corpus import Corpus
-from monitor.storage.dialect import _array, _chunks, _joined, _table
+from monitor.storage.dialect import STORY_PAIRS_IN_LIST, _array, _chunks, _joined, _table
 from monitor.storage.schema import Article, ArticleBand, Story, StoryTerm, TermStat, utcnow
 
 
@@ -75,7 +75,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         holding = self.insert_story("(reclustering)", utcnow())
         ids = [a.id for a in articles]
         touched = {a.story_id for a in articles}
-        for chunk in _chunks(ids, 500):
+        for chunk in _chunks(ids):
             self.session.execute(delete(ArticleBand).where(ArticleBand.article_id.in_(chunk)))
             self.session.execute(
                 update(Article)
@@ -86,7 +86,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         for terms in term_sets:
             removed.update(set(terms))
         for n, group in groupby(sorted(removed.items(), key=lambda kv: kv[1]), key=lambda kv: kv[1]):
-            for chunk in _chunks([term for term, _ in group], 500):
+            for chunk in _chunks([term for term, _ in group]):
                 self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df - n))
         self.session.execute(delete(TermStat).where(TermStat.df <= 0))
         self.set_meta("document_count", str(max(0, self.document_count() - len(articles))))
@@ -127,7 +127,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
             articles.update().where(articles.c.story_id == bindparam("absorbed")).values(story_id=bindparam("into")),
             [{"absorbed": absorbed, "into": into} for absorbed, into, _ in merges],
         )
-        for chunk in _chunks([absorbed for absorbed, _, _ in merges], 500):
+        for chunk in _chunks([absorbed for absorbed, _, _ in merges]):
             self.session.execute(delete(StoryTerm).where(StoryTerm.story_id.in_(chunk)))
         now = utcnow()
         self.session.execute(
@@ -191,7 +191,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
     def stories_by_id(self, story_ids: Sequence[int]) -> list[Candidate]:
         """Live stories' summaries as candidates (merged and empty ones left out), in id order."""
         found: list[Candidate] = []
-        for chunk in _chunks(sorted(story_ids), 500):
+        for chunk in _chunks(sorted(story_ids)):
             rows = self.session.execute(
                 select(*_candidate_columns()).where(Story.id.in_(chunk), Story.article_count > 0).order_by(Story.id)
             )
@@ -223,7 +223,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
     def placed_members(self, story_ids: Sequence[int]) -> list[Placed]:
         """The original (not reprinted) articles of these stories with their stored vectors, for refinement."""
         found: list[Placed] = []
-        for chunk in _chunks(sorted(story_ids), 500):
+        for chunk in _chunks(sorted(story_ids)):
             rows = self.session.execute(
                 select(Article.id, Article.story_id, Article.published_at, Article.terms, Article.event_date)
                 .where(Article.story_id.in_(chunk), Article.duplicate_of_id.is_(None))
@@ -255,7 +255,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         for story_id, group in groupby(
             sorted(moves.items(), key=lambda kv: (kv[1][0], kv[0])), key=lambda kv: kv[1][0]
         ):
-            for chunk in _chunks([article_id for article_id, _ in group], 500):
+            for chunk in _chunks([article_id for article_id, _ in group]):
                 self.session.execute(
                     update(Article).where(Article.duplicate_of_id.in_(chunk)).values(story_id=story_id)
                 )
@@ -311,7 +311,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
             )
             return
         kept = {(row["story_id"], row["term"]) for row in keep}
-        for chunk in _chunks(story_ids, 100):
+        for chunk in _chunks(story_ids, STORY_PAIRS_IN_LIST):
             members = set(chunk)
             pairs = sorted(pair for pair in kept if pair[0] in members)
             condition = tuple_(table.c.story_id, table.c.term).not_in(pairs) if pairs else true()
