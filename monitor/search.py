@@ -12,10 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-import Stemmer
-from stop_words import get_stop_words
-
-from monitor.text import normalize, words
+from monitor.text import fold, stemmer, stop_words, words
 
 _PHRASE = re.compile(r'"([^"]+)"')
 
@@ -42,27 +39,18 @@ def parse_query(text: str) -> Query:
 
 @lru_cache(maxsize=1)
 def _stop() -> frozenset[str]:
-    return frozenset(_fold(normalize(w)) for w in get_stop_words("french"))
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Stemmer.Stemmer:
-    return Stemmer.Stemmer("french")
-
-
-def _fold(word: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
+    return frozenset(fold(w) for w in stop_words())
 
 
 def fold_name(name: str) -> str:
     """A name compared without case, accents or spacing: "numerama" is the outlet "Numérama" or "NUMERAMA"."""
-    return " ".join(_fold(unicodedata.normalize("NFKC", name)).casefold().split())
+    return " ".join(fold(unicodedata.normalize("NFKC", name)).casefold().split())
 
 
 def index_terms(text: str) -> list[str]:
     """Accent-folded Snowball French stems of the non-stop words, in order (what SQLite's FTS5 indexes)."""
-    folded = [_fold(w) for w in words(text)]
-    return _stemmer().stemWords([w for w in folded if w not in _stop()])  # type: ignore[no-any-return]
+    folded = [fold(w) for w in words(text)]
+    return stemmer().stemWords([w for w in folded if w not in _stop()])  # type: ignore[no-any-return]
 
 
 def fts5_match(query: Query) -> str:

@@ -1,10 +1,18 @@
-"""French text normalisation shared by near-copy detection and story matching."""
+"""French text normalisation, one for all: near-copies, story terms and watch queries read words alike.
+
+The one stemmer (Snowball French), the one accent folding and the one French stop-word list are here;
+story terms add to that list words that say nothing of an event (days, months, elisions).
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 from datetime import date, timedelta
+from functools import lru_cache
+
+import Stemmer
+from stop_words import get_stop_words
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'"})
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -14,6 +22,22 @@ _WORD_OR_BREAK = re.compile(r"[^\W_]+|[.!?:;\n\"«»]", re.UNICODE)
 def normalize(text: str) -> str:
     """NFKC, one apostrophe, lower case."""
     return unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+
+
+@lru_cache(maxsize=1)
+def stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("french")
+
+
+def fold(word: str) -> str:
+    """Diacritics off: 'Etat' and 'État' meet."""
+    return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
+
+
+@lru_cache(maxsize=1)
+def stop_words() -> frozenset[str]:
+    """French stop words, normalised (not folded)."""
+    return frozenset(normalize(w) for w in get_stop_words("french"))
 
 
 def words(text: str) -> list[str]:

@@ -4,24 +4,15 @@ weighted, stop words out), its event date, and the week buckets a story is index
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
-import Stemmer
-from stop_words import get_stop_words
-
 from monitor.grouping.params import StoryParams
-from monitor.text import mentioned_dates, normalize, tokens
+from monitor.text import fold, mentioned_dates, stemmer, stop_words, tokens
 
 MAX_TERM_CHARS = 40  # longer "words" are hashes, base64 or run-together text, not vocabulary
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Stemmer.Stemmer:
-    return Stemmer.Stemmer("french")
 
 
 _CALENDAR = (
@@ -33,12 +24,7 @@ _CALENDAR = (
 @lru_cache(maxsize=1)
 def _stop_words() -> frozenset[str]:
     extra = "a à c d j l m n s t qu jusqu lorsqu puisqu quoiqu été être fait faire dont selon déjà également depuis"
-    return frozenset(normalize(w) for w in get_stop_words("french")) | frozenset((extra + " " + _CALENDAR).split())
-
-
-def _fold(stem: str) -> str:
-    """Diacritics off after stemming, so 'Etat' and 'État' meet."""
-    return "".join(c for c in unicodedata.normalize("NFD", stem) if not unicodedata.combining(c))
+    return stop_words() | frozenset((extra + " " + _CALENDAR).split())
 
 
 def term_counts(title: str, text: str, params: StoryParams) -> Counter[str]:
@@ -60,7 +46,7 @@ def _term(word: str) -> str | None:
     text reuses a small vocabulary, and stemming and folding were a tenth of a worker's time."""
     if word in _stop_words() or not 2 <= len(word) <= MAX_TERM_CHARS or word.isdigit():
         return None
-    return _fold(_stemmer().stemWord(word))
+    return fold(stemmer().stemWord(word))  # folded after stemming: the stemmer knows accents
 
 
 def vectorize(counts: Mapping[str, float], df: Mapping[str, int], n_docs: int, params: StoryParams) -> dict[str, float]:
