@@ -35,8 +35,9 @@ from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
 
 if TYPE_CHECKING:
+    from monitor.desk.read import Desk
+    from monitor.desk.rows import ArticleRow
     from monitor.search import Query
-    from monitor.views import ArticleRow, Desk
 
 if _GUARDED:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main() reports it
@@ -102,7 +103,7 @@ def run(
         asyncio.run(run_forever(settings))
         return
     report = asyncio.run(run_once(settings))
-    from monitor.views import Desk
+    from monitor.desk.read import Desk
 
     desk = Desk(settings.database_url, timezone=settings.timezone)
     pending = desk.pending_items()
@@ -170,7 +171,7 @@ def import_(
 
 def _desk(settings: Settings) -> Desk:
     """The read model, read-only; refuses an out-of-date schema (upgrading it would be a write)."""
-    from monitor.views import Desk
+    from monitor.desk.read import Desk
 
     desk = Desk(settings.database_url, timezone=settings.timezone)
     desk.check_schema()
@@ -178,7 +179,7 @@ def _desk(settings: Settings) -> Desk:
 
 
 def _moment(option: str, value: str | None, settings: Settings, *, end_of_day: bool = False) -> datetime | None:
-    from monitor.views import parse_moment
+    from monitor.desk.params import parse_moment
 
     if value is None:
         return None
@@ -189,7 +190,7 @@ def _moment(option: str, value: str | None, settings: Settings, *, end_of_day: b
 
 
 def _query(value: str, option: str) -> Query:
-    from monitor.views import check_query
+    from monitor.desk.params import check_query
 
     try:
         return check_query(value)
@@ -198,7 +199,7 @@ def _query(value: str, option: str) -> Query:
 
 
 def _print_json(value: object) -> None:
-    from monitor.views import to_json
+    from monitor.desk.rows import to_json
 
     sys.stdout.write(to_json(value) + "\n")
 
@@ -227,7 +228,8 @@ def stories(
     as_json: AsJson = False,
 ) -> None:
     """Show stories ranked as in digests (distinct outlets, then recency), with article counts and outlets."""
-    from monitor.views import StoryFilter, local
+    from monitor.desk.params import StoryFilter
+    from monitor.desk.times import local
 
     settings = _settings()
     where = StoryFilter(
@@ -257,7 +259,7 @@ def story(
     story_id: Annotated[int, typer.Argument(help="A story's id (monitor stories).")], as_json: AsJson = False
 ) -> None:
     """Show one story: its coverage in time order, near-copies under their original, and why each is there."""
-    from monitor.views import local
+    from monitor.desk.times import local
 
     settings = _settings()
     detail = _desk(settings).story(story_id)
@@ -323,7 +325,7 @@ def items(
     as_json: AsJson = False,
 ) -> None:
     """List stuck work: feed items pending or failed, with attempts and the reason."""
-    from monitor.views import local, relative
+    from monitor.desk.times import local, relative
 
     settings = _settings()
     states = [s for s, wanted in (("pending", pending), ("failed", failed)) if wanted] or ["pending", "failed"]
@@ -355,7 +357,7 @@ def feeds(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Show every feed's health: state, last success, next fetch and why then, pending and failed items."""
     if ctx.invoked_subcommand is not None:
         return
-    from monitor.views import duration, local, relative
+    from monitor.desk.times import duration, local, relative
 
     settings = _settings()
     rows = _desk(settings).feeds()
@@ -437,7 +439,8 @@ def search(
     as_json: AsJson = False,
 ) -> None:
     """Show the stories whose coverage matches a watch query (French full-text search), with a snippet."""
-    from monitor.views import StoryFilter, local
+    from monitor.desk.params import StoryFilter
+    from monitor.desk.times import local
 
     settings = _settings()
     parsed = _query(query, "query")

@@ -561,7 +561,7 @@ def test_unknown_outlets_are_warned_at_start(caplog: pytest.LogCaptureFixture) -
 def test_a_sent_digest_records_the_stories_it_carried(tmp_path: Path, database_url: str, smtp) -> None:  # type: ignore[no-untyped-def]
     """digest_run_stories names each story a sent digest carried, at its rank; the desk's read model shows
     it on the story, and a digest that was not sent records nothing."""
-    from monitor.views import Desk
+    from monitor.desk.read import Desk
 
     inbox, port = smtp
     settings, storage, config = _setup(tmp_path, database_url, port)

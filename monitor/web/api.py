@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from monitor.views import Desk, FeedRow, ItemRow, Page, SearchHit, StoryDetail, StoryRow, plain
+from monitor.desk.read import Desk
+from monitor.desk.rows import FeedRow, ItemRow, Page, SearchHit, StoryDetail, StoryRow, plain
 from monitor.web import params
 from monitor.web.app import field_error, now
 

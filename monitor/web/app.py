@@ -25,8 +25,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from monitor.config import Settings
+from monitor.desk.read import Desk
 from monitor.errors import ConfigError, MonitorError
-from monitor.views import Desk
 
 HERE = Path(__file__).resolve().parent
 CSP = (

@@ -11,7 +11,9 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from monitor.views import Desk, StoryFilter, duration, local, relative
+from monitor.desk.params import StoryFilter
+from monitor.desk.read import Desk
+from monitor.desk.times import duration, local, relative
 from monitor.web import params
 from monitor.web.app import HERE, now
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import load_digests
+from monitor.desk.params import StoryFilter, check_query, parse_moment
 from monitor.errors import ConfigError
 from monitor.search import Query
-from monitor.views import StoryFilter, check_query, parse_moment
 from monitor.web.app import field_error
 
 

@@ -1,303 +1,41 @@
-"""The read model behind the analyst's desk: every query the web pages, the JSON API and the CLI show.
+"""The read model: every query the web pages, the JSON API and the CLI show.
 
 Read-only by construction: ``Desk`` opens its own engine with writes refused by the database itself
 (SQLite ``PRAGMA query_only``, PostgreSQL ``default_transaction_read_only``), so a page can never change
-what the pipeline stores. Rows come back as plain dataclasses whose field names are the SQL contract's.
-"""
+what the pipeline stores."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, load_only
 
+from monitor.desk.params import StoryFilter
+from monitor.desk.rows import (
+    ArticleRow,
+    DigestMention,
+    FeedRow,
+    ItemRow,
+    MergedStory,
+    Page,
+    RunRow,
+    SearchHit,
+    Segment,
+    StoryDetail,
+    StoryRow,
+)
+from monitor.desk.snippets import highlight, snippet
 from monitor.digests.build import lead_of, representative
 from monitor.errors import ConfigError, StorageError
-from monitor.search import Query, fold_name, index_terms, parse_query
+from monitor.search import Query, fold_name, index_terms
 from monitor.storage import Article, DigestRun, DigestRunStory, Feed, FeedItem, Repository, Storage, Story
-
-_RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|h|d|j|w)\s*$", re.IGNORECASE)
-_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "j": 86400, "w": 7 * 86400}
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
-ITEM_STATES = ("pending", "done", "failed")
-T = TypeVar("T")
-
-
-# --- parameters --------------------------------------------------------------------------------------
-
-
-def parse_moment(text: str, now: datetime, zone: str, *, end_of_day: bool = False) -> datetime:
-    """``2d``, ``6h``, ``30m`` (that long before now), an ISO 8601 date (midnight in ``zone``; with
-    ``end_of_day``, the next midnight, so ``--until 2024-11-05`` includes that day) or an ISO 8601 time
-    (``zone`` when it has no offset). ValueError says what is accepted."""
-    text = text.strip()
-    relative = _RELATIVE.match(text)
-    if relative:
-        return now - timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2).lower()])
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
-            return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(UTC)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a time: use 2d, 6h, 30m, 2024-11-05 or 2024-11-05T09:30+01:00") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))).astimezone(UTC)
-
-
-def check_query(text: str) -> Query:
-    """A watch query as digests read it, or ValueError in one line: the syntax is words and "phrases",
-    all required, so ``OR``, ``-word`` and an unclosed quote (which would silently mean something else)
-    are refused."""
-    if text.count('"') % 2:
-        raise ValueError('unclosed quote: a phrase is written "like this"')
-    outside = re.sub(r'"[^"]*"', " ", text).split()
-    if "OR" in outside:
-        raise ValueError("OR is not supported: every word must match (run one search per alternative)")
-    excluded = [w for w in outside if w.startswith("-") and len(w) > 1]
-    if excluded:
-        raise ValueError(f"excluding words ({excluded[0]}) is not supported: every word must match")
-    return parse_query(text)
-
-
-@dataclass(frozen=True)
-class StoryFilter:
-    """Which stories to list: the digest language (period, watch query, outlets, minimum outlets) plus a
-    feed tag."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    query: Query | None = None
-    outlet: str | None = None
-    tag: str | None = None
-    min_outlets: int = 1
-
-
-# --- rows (field names as in the SQL schema) -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoryRow:
-    id: int
-    title: str
-    first_published_at: datetime
-    last_published_at: datetime
-    article_count: int
-    original_count: int
-    outlet_count: int
-    outlets: list[str]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A piece of a search snippet; ``match`` when it is a word of the query."""
-
-    text: str
-    match: bool
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    story: StoryRow
-    article_id: int
-    source: str
-    title: list[Segment]
-    snippet: list[Segment]
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    total: int
-    offset: int
-    limit: int
-
-    @property
-    def next_offset(self) -> int | None:
-        return self.offset + self.limit if self.offset + self.limit < self.total else None
-
-
-@dataclass(frozen=True)
-class ArticleRow:
-    id: int
-    url: str
-    title: str
-    source: str
-    published_at: datetime
-    story_id: int
-    duplicate_of_id: int | None
-    duplicate_similarity: float | None
-    placement_method: str
-    placement_score: float | None
-    matched_story_id: int | None
-    matched_article_id: int | None
-    feed_id: int | None
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """An original article and the near-copies collapsed under it."""
-
-    article: ArticleRow
-    copies: list[ArticleRow]
-
-
-@dataclass(frozen=True)
-class MergedStory:
-    id: int
-    title: str
-    merged_into_id: int
-    merge_score: float | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class DigestMention:
-    """A sent digest that carried the story (digest_run_stories), and where in it."""
-
-    digest: str
-    period_end: datetime
-    sent_at: datetime | None
-    rank: int
-
-
-@dataclass(frozen=True)
-class StoryDetail:
-    id: int
-    title: str
-    lead: str
-    first_published_at: datetime
-    last_published_at: datetime
-    article_count: int
-    original_count: int
-    outlet_count: int
-    merged_into_id: int | None
-    merge_score: float | None
-    articles: list[ArticleRow]
-    merged_from: list[MergedStory]
-    digests: list[DigestMention]
-
-    def coverage(self) -> list[Coverage]:
-        """Originals in publication order, each near-copy under the original it copies (a copy of a copy
-        under the first original)."""
-        by_id = {a.id: a for a in self.articles}
-
-        def root(article: ArticleRow) -> int:
-            seen = {article.id}
-            while article.duplicate_of_id is not None and article.duplicate_of_id in by_id:
-                article = by_id[article.duplicate_of_id]
-                if article.id in seen:
-                    break
-                seen.add(article.id)
-            return article.id
-
-        copies: dict[int, list[ArticleRow]] = {}
-        for article in self.articles:
-            if article.duplicate_of_id is not None:
-                copies.setdefault(root(article), []).append(article)
-        originals = [a for a in self.articles if a.duplicate_of_id is None or a.duplicate_of_id not in by_id]
-        return [Coverage(a, copies.get(a.id, [])) for a in originals]
-
-    @property
-    def moved(self) -> list[ArticleRow]:
-        """Articles refinement moved here from another story (where from is not recorded)."""
-        return [a for a in self.articles if a.placement_method == "moved"]
-
-
-@dataclass(frozen=True)
-class FeedRow:
-    id: int
-    name: str
-    url: str
-    outlet: str | None
-    tags: list[str]
-    enabled: bool
-    disabled_reason: str | None
-    interval_s: int
-    current_interval_s: int | None
-    next_fetch_at: datetime
-    consecutive_failures: int
-    failing_since: datetime | None
-    last_error: str | None
-    last_error_kind: str | None
-    last_success_at: datetime | None
-    pending_items: int
-    failed_items: int
-    state: str  # ok, failing, disabled
-    next_fetch_reason: str  # disabled, backoff (after failures), adaptive (stretched interval), interval
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    id: int
-    feed_id: int
-    feed: str
-    guid: str
-    url: str | None
-    title: str | None
-    published_at: datetime | None
-    seen_at: datetime
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    article_id: int | None
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: int
-    digest: str
-    period_start: datetime
-    period_end: datetime
-    state: str
-    attempts: int
-    last_error: str | None
-    story_count: int | None
-    message_id: str | None
-    sent_at: datetime | None
-
-
-# --- JSON -------------------------------------------------------------------------------------------------
-
-
-def plain(value: Any) -> Any:
-    """Dataclasses to JSON-ready values: ISO 8601 times with their offset, field names unchanged."""
-    if isinstance(value, Page):
-        return {
-            "items": plain(value.items),
-            "total": value.total,
-            "offset": value.offset,
-            "limit": value.limit,
-            "next_offset": value.next_offset,
-        }
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(plain(value), ensure_ascii=False, indent=2)
-
-
-# --- the read model -----------------------------------------------------------------------------------------
 
 
 def _read_only_engine(url: str) -> Engine:
@@ -654,73 +392,3 @@ def _feed_row(f: Feed, pending: int, failed: int) -> FeedRow:
         state,
         reason,
     )
-
-
-# --- snippets -----------------------------------------------------------------------------------------------
-
-
-def _is_match(word: str, stems: set[str]) -> bool:
-    found = index_terms(word)
-    return bool(found) and found[0] in stems
-
-
-def highlight(text: str, stems: set[str]) -> list[Segment]:
-    """The text cut into segments, the words of the query (same stems as the search) marked."""
-    segments: list[Segment] = []
-    position = 0
-    for token in _TOKEN.finditer(text):
-        if _is_match(token.group(), stems):
-            if token.start() > position:
-                segments.append(Segment(text[position : token.start()], False))
-            segments.append(Segment(token.group(), True))
-            position = token.end()
-    if position < len(text):
-        segments.append(Segment(text[position:], False))
-    return segments
-
-
-def snippet(text: str, stems: set[str], *, before: int = 12, after: int = 28) -> list[Segment]:
-    """About forty words around the first match (the opening when the match is only in the title)."""
-    tokens = list(_TOKEN.finditer(text))
-    if not tokens:
-        return []
-    first = next((n for n, t in enumerate(tokens) if _is_match(t.group(), stems)), 0)
-    start_token, end_token = max(0, first - before), min(len(tokens), first + after)
-    start, end = tokens[start_token].start(), tokens[end_token - 1].end()
-    segments = highlight(" ".join(text[start:end].split()), stems)
-    if start_token > 0:
-        segments.insert(0, Segment("… ", False))
-    if end_token < len(tokens):
-        segments.append(Segment(" …", False))
-    return segments
-
-
-# --- times --------------------------------------------------------------------------------------------------
-
-
-def local(moment: datetime | None, zone: str) -> str:
-    """A stored UTC time on the analyst's wall clock."""
-    return "" if moment is None else f"{moment.astimezone(ZoneInfo(zone)):%d/%m/%Y %H:%M}"
-
-
-def duration(seconds: float, *, french: bool = True) -> str:
-    """12 min, 3 h, 2 j: the coarsest unit that still says something."""
-    seconds = abs(seconds)
-    if seconds < 60:
-        return "moins d'1 min" if french else "under 1 min"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min"
-    if seconds < 48 * 3600:
-        return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 86400)} {'j' if french else 'd'}"
-
-
-def relative(moment: datetime | None, now: datetime, *, french: bool = True) -> str:
-    """French "dans 12 min", "il y a 3 h", or English "in 12 min", "3 h ago"."""
-    if moment is None:
-        return "jamais" if french else "never"
-    delta = (moment - now).total_seconds()
-    span = duration(delta, french=french)
-    if delta >= 0:
-        return f"dans {span}" if french else f"in {span}"
-    return f"il y a {span}" if french else f"{span} ago"
