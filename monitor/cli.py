@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from monitor.config import Settings
+from monitor.desk.rows import plural
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
 
@@ -109,9 +110,10 @@ def run(
     pending = desk.pending_items()
     desk.close()
     console.print(
-        f"{report.feeds_ok} feeds fetched, {report.feeds_failed} failed; {report.items_new} new items, "
-        f"{report.articles_added} articles added, {report.items_failed} items failed, {pending} left pending; "
-        f"{report.stories_merged} stories merged"
+        f"{plural(report.feeds_ok, 'feed')} fetched, {report.feeds_failed} failed; "
+        f"{plural(report.items_new, 'new item')}, {plural(report.articles_added, 'article')} added, "
+        f"{plural(report.items_failed, 'item')} failed, {pending} left pending; "
+        f"{plural(report.stories_merged, 'story', 'stories')} merged"
     )
     for line in report.errors[:50]:
         errors.print(f"  {line}", markup=False, highlight=False)
@@ -164,8 +166,8 @@ def import_(
     for error in report.errors:
         errors.print(f"{name}:{_one_line(error)}", markup=False, highlight=False)
     console.print(
-        f"{report.added} articles added, {report.already_known} already known, {len(report.errors)} lines skipped, "
-        f"{report.merged} stories merged"
+        f"{plural(report.added, 'article')} added, {report.already_known} already known, "
+        f"{plural(len(report.errors), 'line')} skipped, {plural(report.merged, 'story', 'stories')} merged"
     )
 
 
@@ -415,7 +417,9 @@ def feeds_import_opml(
         return
     settings = _settings()
     added, known = append_feeds(settings.feeds_file, entries)
-    console.print(f"{added} feeds added to {settings.feeds_file}, {known} already there, {len(skipped)} skipped")
+    console.print(
+        f"{plural(added, 'feed')} added to {settings.feeds_file}, {known} already there, {len(skipped)} skipped"
+    )
 
 
 @feeds_app.command("export-opml")

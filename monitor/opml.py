@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # writing only: reading untrusted OPML goes through defusedxml
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import parse as parse_xml
 
 from monitor.config import FeedConfig, load_feeds
 from monitor.errors import ConfigError
@@ -17,10 +19,10 @@ def read_opml(path: Path) -> tuple[list[dict[str, object]], list[str]]:
     """feeds.yaml entries for the OPML file's feeds (outlines with an xmlUrl), tagged with the folder they sit
     in and their ``category``; and one line per outline skipped, with why."""
     try:
-        root = ET.parse(path).getroot()
+        root = parse_xml(path, forbid_dtd=True).getroot()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
-    except ET.ParseError as e:
+    except (ET.ParseError, DefusedXmlException) as e:  # entities and DTDs are refused: no billion laughs
         raise ConfigError(f"{path} is not valid OPML: {e}") from e
     body = root.find("body")
     if root.tag != "opml" or body is None:

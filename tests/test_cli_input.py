@@ -209,7 +209,7 @@ def test_import_skips_an_over_long_line_in_bounded_memory(tmp_path: Path) -> Non
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "5 articles added, 0 already known, 1 lines skipped" in result.stdout
+    assert "5 articles added, 0 already known, 1 line skipped" in result.stdout
     (skipped,) = [line for line in result.stderr.splitlines() if ":line " in line]
     assert skipped == f"{archive}:line 3: longer than {5 * 1024 * 1024} bytes (MONITOR_IMPORT_MAX_LINE_BYTES), skipped"
     peak_mb = int(result.stderr.rsplit("maxrss_kb=", 1)[1].split()[0]) / 1024
@@ -224,7 +224,7 @@ def test_import_line_cap_is_a_setting(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     result = run_cli("import", str(archive), env=_env(tmp_path, import_max_line_bytes="2048"))
-    assert result.returncode == 0 and "1 articles added" in result.stdout, result
+    assert result.returncode == 0 and "1 article added" in result.stdout, result
     assert f"{archive}:line 2: longer than 2048 bytes" in result.stderr
 
 
@@ -237,7 +237,7 @@ def test_import_refuses_dates_in_the_future(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     result = run_cli("import", str(archive), env=_env(tmp_path))
-    assert result.returncode == 0 and "1 articles added, 0 already known, 1 lines skipped" in result.stdout, result
+    assert result.returncode == 0 and "1 article added, 0 already known, 1 line skipped" in result.stdout, result
     (refused,) = [line for line in result.stderr.splitlines() if ":line " in line]
     assert refused.startswith(f"{archive}:line 2: field 'published_at': ") and "future" in refused
 
@@ -256,7 +256,7 @@ def test_import_reads_standard_input(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "5 articles added, 0 already known, 1 lines skipped" in result.stdout
+    assert "5 articles added, 0 already known, 1 line skipped" in result.stdout
     assert "stdin:line 3: not JSON" in result.stderr
     assert len(stories_of(env["MONITOR_DATABASE_URL"])) == 5
 

@@ -108,7 +108,7 @@ def test_opml_round_trip(tmp_path: Path) -> None:
         {"name": "Next", "url": "https://next.ink/feed/", "tags": ["Tech", "presse"]},
     ]
     appended = run_cli("feeds", "import-opml", str(opml), "--append", env=env)
-    assert "1 feeds added" in appended.stdout and "1 already there" in appended.stdout, appended.stderr
+    assert "1 feed added" in appended.stdout and "1 already there" in appended.stdout, appended.stderr
     exported = run_cli("feeds", "export-opml", env=env)
     assert exported.returncode == 0
     assert 'xmlUrl="https://next.ink/feed/"' in exported.stdout and 'category="Tech,presse"' in exported.stdout

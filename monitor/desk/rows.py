@@ -219,3 +219,8 @@ def plain(value: Any) -> Any:
 
 def to_json(value: Any) -> str:
     return json.dumps(plain(value), ensure_ascii=False, indent=2)
+
+
+def plural(count: int, singular: str, plural: str | None = None) -> str:
+    """ "1 story", "2 stories": counts read as a person would write them."""
+    return f"{count} {singular if count == 1 else (plural or singular + 's')}"

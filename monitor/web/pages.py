@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from monitor.desk.params import StoryFilter
 from monitor.desk.read import Desk
+from monitor.desk.rows import plural
 from monitor.desk.times import duration, local, relative
 from monitor.web import params
 from monitor.web.app import HERE, now
@@ -40,10 +41,6 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}".replace(".", ",")
 
 
-def _plural(count: int, singular: str, plural: str | None = None) -> str:
-    return f"{count} {singular if count == 1 else (plural or singular + 's')}"
-
-
 _env = Environment(
     loader=FileSystemLoader(str(HERE / "templates")),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -52,7 +49,7 @@ _env = Environment(
 )
 _env.filters.update(number=_number, duration=duration)
 _env.globals.update(
-    plural=_plural, METHODS=METHODS, FEED_STATES=FEED_STATES, RUN_STATES=RUN_STATES, ITEM_STATES=ITEM_STATES
+    plural=plural, METHODS=METHODS, FEED_STATES=FEED_STATES, RUN_STATES=RUN_STATES, ITEM_STATES=ITEM_STATES
 )
 templates = Jinja2Templates(env=_env)
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
