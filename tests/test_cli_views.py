@@ -112,3 +112,17 @@ def test_opml_round_trip(tmp_path: Path) -> None:
     exported = run_cli("feeds", "export-opml", env=env)
     assert exported.returncode == 0
     assert 'xmlUrl="https://next.ink/feed/"' in exported.stdout and 'category="Tech,presse"' in exported.stdout
+
+
+def test_an_opml_file_with_entities_is_refused_in_one_line(tmp_path: Path) -> None:
+    """OPML comes from anywhere: a DTD with nested entities (billion laughs) is refused before expansion."""
+    bomb = tmp_path / "bomb.opml"
+    entities = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
+    bomb.write_text(
+        f'<?xml version="1.0"?><!DOCTYPE opml [<!ENTITY l0 "lol">{entities}]>'
+        '<opml version="2.0"><head/><body><outline text="&l9;" xmlUrl="https://a.example.fr/feed"/></body></opml>',
+        encoding="utf-8",
+    )
+    done = run_cli("feeds", "import-opml", str(bomb), env={})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "is not valid OPML" in done.stderr, done.stderr
