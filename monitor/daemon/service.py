@@ -144,16 +144,18 @@ def schedule_fired(schedule: str) -> Callable[[datetime | None, datetime], bool]
 
 
 async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Tick every MONITOR_POLL_SECONDS until SIGTERM/SIGINT; the cycle in flight finishes first."""
+    """Tick every MONITOR_POLL_SECONDS until SIGTERM/SIGINT; the cycle in flight finishes first. The signals
+    are ours before start-up work begins, so a Ctrl-C during it is an orderly stop too."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     with daemon(settings) as (storage, ingestor):
-        await _serve(settings, storage, ingestor, stop or asyncio.Event())
+        await _serve(settings, storage, ingestor, stop)
     log.info("monitor stopped")
 
 
 async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     async with Fetcher(settings) as fetcher:
         worker = Worker(settings, storage, fetcher, ingestor)
         running: set[asyncio.Task[CycleReport]] = set()
@@ -176,6 +178,8 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
                 )
             except Exception as e:  # the database gone, say: logged in one line, the next tick tries again
                 log.error("cycle failed: %s", e if isinstance(e, MonitorError) else describe(e))
+            except asyncio.CancelledError:  # stopping: unfinished items stay pending in the database
+                log.info("cycle stopped with the daemon; its unfinished items stay pending")
             finally:
                 running.discard(task)
 
