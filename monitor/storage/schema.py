@@ -121,8 +121,8 @@ class Story(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the periodic merge pass found it covers the same event as an older story: its articles
-    # moved there, this row stays (article_count 0) to say so.
-    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"))
+    # moved there, this row stays (article_count 0) to say so. Indexed: a story page lists what merged into it.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"), index=True)
     merge_score: Mapped[float | None] = mapped_column(Float)
 
 
