@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
@@ -513,7 +513,11 @@ def kind_of(statement: str) -> str:
     return f"{verb} {match.group(2)}"
 
 
-def instrument(engine: Engine, times: StatementTimes) -> None:
+def instrument(
+    engine: Engine, times: StatementTimes, key: Callable[[str], str] = kind_of, *, commits: bool = True
+) -> None:
+    """Time every statement under ``key(statement)`` while ``times.on``; with ``commits``, COMMIT too."""
+
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         conn.info["bench_started"] = time.perf_counter()
 
@@ -521,7 +525,7 @@ def instrument(engine: Engine, times: StatementTimes) -> None:
         seconds = time.perf_counter() - conn.info.pop("bench_started")
         if not times.on:
             return
-        kind = kind_of(statement)
+        kind = key(statement)
         times.seconds[kind] += seconds
         times.calls[kind] += 1
         slowest = times.slowest.get(kind)
@@ -539,8 +543,9 @@ def instrument(engine: Engine, times: StatementTimes) -> None:
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
-    event.listen(engine, "commit", commit_started)
-    event.listen(Session, "after_commit", committed)
+    if commits:
+        event.listen(engine, "commit", commit_started)
+        event.listen(Session, "after_commit", committed)
 
 
 def memory_kib() -> tuple[int, int]:

@@ -44,13 +44,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -59,10 +58,18 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
-from sqlalchemy import event  # noqa: E402
 
 from benchmarks.common import machine, postgres_database  # noqa: E402
-from benchmarks.placement_scale import Corpus, Template, _plan_summary, explain, load_templates, report_load  # noqa: E402
+from benchmarks.placement_scale import (  # noqa: E402
+    Corpus,
+    StatementTimes,
+    Template,
+    _plan_summary,
+    explain,
+    instrument,
+    load_templates,
+    report_load,
+)
 from monitor.desk.params import StoryFilter, check_query  # noqa: E402
 from monitor.desk.read import Desk  # noqa: E402
 from monitor.search import index_terms  # noqa: E402
@@ -300,14 +307,6 @@ def measure_http(
 # --- where the time goes -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Statements:
-    on: bool = False
-    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    calls: Counter[str] = field(default_factory=Counter)
-    slowest: dict[str, tuple[float, str, Any]] = field(default_factory=dict)
-
-
 def _shape(statement: str) -> str:
     return _PARAMS.sub("?", _SPACES.sub(" ", statement).strip())
 
@@ -323,22 +322,8 @@ def _shown(shape: str) -> str:
 def profile(url: str, picked: Sample, word: str, since: str, explain_all: bool, missed: set[str]) -> None:
     """The Desk calls behind each endpoint, in this process, with every statement timed."""
     desk = Desk(url)
-    times = Statements()
-
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        conn.info["bench_started"] = time.perf_counter()
-
-    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        seconds = time.perf_counter() - conn.info.pop("bench_started")
-        if times.on:
-            shape = _shape(statement)
-            times.seconds[shape] += seconds
-            times.calls[shape] += 1
-            if shape not in times.slowest or seconds > times.slowest[shape][0]:
-                times.slowest[shape] = (seconds, statement, parameters)
-
-    event.listen(desk.engine, "before_cursor_execute", before)
-    event.listen(desk.engine, "after_cursor_execute", after)
+    times = StatementTimes()
+    instrument(desk.engine, times, _shape, commits=False)
     week = StoryFilter(since=datetime.fromisoformat(since), min_outlets=2)
     query = check_query(word)
     ids = picked.random_ids[WARMUP : WARMUP + 50]
@@ -367,7 +352,7 @@ def profile(url: str, picked: Sample, word: str, since: str, explain_all: bool, 
             for shape, seconds in ranked[:4]:
                 text = _shown(shape)
                 print(f"    {seconds * 1000 / repeats:7.1f} ms  [{times.calls[shape] / repeats:.0f} per call]  {text}")
-            if ranked and (explain_all or endpoint in missed):
+            if ranked and ranked[0][0] in times.slowest and (explain_all or endpoint in missed):  # SELECTs only
                 _, statement, parameters = times.slowest[ranked[0][0]]
                 print("    its EXPLAIN (ANALYZE, BUFFERS):")
                 for line in _plan_summary(explain(desk.engine, statement, parameters)):
