@@ -19,11 +19,13 @@ from monitor.grouping.features import (
 )
 from monitor.grouping.merging import Placed, merge_plan, refine_plan
 from monitor.grouping.params import StoryParams
+from monitor.grouping.regrouping import Change, regroup
 from monitor.grouping.scoring import Match, best_story
 from monitor.grouping.state import Candidate, Member, StoryState
 
 __all__ = [
     "Candidate",
+    "Change",
     "Match",
     "Member",
     "Placed",
@@ -37,6 +39,7 @@ __all__ = [
     "merge_plan",
     "query_terms",
     "refine_plan",
+    "regroup",
     "term_counts",
     "vectorize",
     "week_of",

@@ -115,6 +115,7 @@ class Placed:
     published_at: datetime
     vector: Mapping[str, float]
     event_date: date | None = None
+    url: str = ""  # breaks ties of publication time, which arrival order must not
 
 
 class _Members:

@@ -30,6 +30,9 @@ class Outcome:
 
 
 BATCH = 64  # articles placed per transaction, at most: placement's reads and writes are shared across them
+REGROUP_NEIGHBOURS = 8  # indexed neighbours of each changed story grouped again with it, at most...
+REGROUP_ARTICLES = 400  # ...while the neighbourhood holds fewer articles than this: bounded work per batch
+REGROUP_CHUNK = 32  # stories the periodic pass groups again per transaction: the lock is held briefly
 
 
 class Ingestor:
@@ -79,12 +82,15 @@ class Ingestor:
                     prepared.article.title, prepared.article.published_at
                 )
                 article_id = next(ids)
-                rows[article_id] = NewRow(article_id, prepared.article, placement, story_id, vector)
+                rows[article_id] = NewRow(article_id, prepared.article, placement, story_id, vector, prepared.counts)
                 placer.record(article_id, story_id, prepared, placement, vector)
                 known[url] = article_id
                 outcomes.append(Outcome(article_id, story_id, placement.method, created=True, score=placement.score))
             repo.add_articles(list(rows.values()))
             placer.flush()
+            regrouper = _Placer(repo, self.params, [])  # what the batch touched, grouped again as a batch would
+            regrouper.regroup(sorted(placer.touched))
+            regrouper.flush()
             if then is not None:
                 then(repo, outcomes)
             return outcomes
@@ -105,7 +111,7 @@ class Ingestor:
             for article, ready in zip(articles, prepared, strict=True):
                 placement, vector = placer.decide(ready)
                 story_id = placement.story_id or repo.insert_story(article.title, article.published_at)
-                repo.update_placement(article.id, placement, story_id, vector)
+                repo.update_placement(article.id, placement, story_id, vector, ready.counts)
                 placer.record(article.id, story_id, ready, placement, vector)
             placer.flush()
             repo.remove_story(holding)
@@ -113,12 +119,11 @@ class Ingestor:
         return len(articles)
 
     def merge_young_stories(self, due: Callable[[datetime | None, datetime], bool] | None = None) -> list[Merge] | None:
-        """The periodic merge pass: placement is greedy, one article at a time, so the coverage of one
-        event can start as several stories before an article links them. The stories changed since the
-        last pass, with their neighbours from the story_terms index, go through ``grouping.merge_plan``;
-        a merged story's articles move to the surviving one. Runs if ``due(last pass or None, now)``, asked
-        under the cluster-wide lock so that workers firing the same schedule run it once (None: runs).
-        Returns the merges, or None if the pass was not due."""
+        """The periodic pass, a safety net: every batch already groups again what it touched, and this
+        groups again the stories changed since the last pass, with their neighbours, ``REGROUP_CHUNK`` at a
+        time, each chunk in a transaction of its own so that placement is never held up for long. Runs if
+        ``due(last pass or None, now)``, asked under the placement lock so that workers firing the same
+        schedule run it once (None: runs). Returns the merges, or None if the pass was not due."""
         now = datetime.now(UTC)
         with self._lock, self.storage.repository() as repo:
             repo.lock_cluster("placement")
@@ -126,13 +131,18 @@ class Ingestor:
             last = datetime.fromisoformat(stored) if stored else None
             if due is not None and not due(last, now):
                 return None
-            placer = _Placer(repo, self.params, [])
-            # The first pass on a database looks back one story span, not at every story ever made.
-            since = last or now - timedelta(days=self.params.max_span_days)
-            plan = placer.merge(repo.stories_updated_since(since))
-            placer.flush()
             repo.set_meta("merged_at", now.isoformat())
-            return [Merge(absorbed, into, score) for absorbed, (into, score) in sorted(plan.items())]
+            # The first pass on a database looks back one story span, not at every story ever made.
+            young = repo.stories_updated_since(last or now - timedelta(days=self.params.max_span_days))
+        merges: list[Merge] = []
+        for start in range(0, len(young), REGROUP_CHUNK):
+            chunk = young[start : start + REGROUP_CHUNK]
+            with self._lock, self.storage.repository() as repo:
+                repo.lock_cluster("placement")
+                placer = _Placer(repo, self.params, [])
+                merges += placer.regroup(chunk)
+                placer.flush()
+        return merges
 
     def _prepared_from(self, article: Article) -> Prepared:
         signature = nearcopy.signature(article.text)
@@ -238,7 +248,11 @@ class _Placer:
             return PlacementRecord("new_story", None, None), vector
         return PlacementRecord("story_match", match.score, match.story_id), vector
 
-    def _candidates(
+    def _candidates(self, vector: Mapping[str, float], published_at: datetime) -> list[grouping.Candidate]:
+        """``_ranked``, in story id order: ties in ``best_story`` go to the older story."""
+        return sorted(self._ranked(vector, published_at), key=lambda c: c.story_id)
+
+    def _ranked(
         self, vector: Mapping[str, float], first: datetime, last: datetime | None = None
     ) -> list[grouping.Candidate]:
         """The stories sharing the most weight with the article (or story) published from ``first`` to
@@ -265,9 +279,7 @@ class _Placer:
                     if term in wanted:
                         shared[story_id] = shared.get(story_id, 0.0) + weight * vector[term]
         best = sorted(shared, key=lambda sid: (-shared[sid], sid))[: self.params.candidates]
-        options = [self.touched[sid].candidate() for sid in best if sid in self.touched]
-        options += [found[sid] for sid in best if sid in found]
-        return sorted(options, key=lambda c: c.story_id)
+        return [self.touched[sid].candidate() if sid in self.touched else found[sid] for sid in best]
 
     def record(
         self, article_id: int, story_id: int, prepared: Prepared, placement: PlacementRecord, vector: dict[str, float]
@@ -295,69 +307,84 @@ class _Placer:
         )
         state.add(member, None if member.duplicate else vector, self.params)
 
-    def merge(self, young: Sequence[int]) -> dict[int, tuple[int, float]]:
-        """Merge what ``grouping.merge_plan`` says among these stories and their indexed neighbours."""
-        summaries: dict[int, grouping.Candidate] = {}
-        neighbours: dict[int, list[int]] = {}
-        for mine in self.repo.stories_by_id(young):  # read as stored: nothing is touched until the plan
-            summaries[mine.story_id] = mine
-            found = self._candidates(mine.centroid, mine.first_published_at, mine.last_published_at)
-            for other in found:
-                summaries.setdefault(other.story_id, other)
-            neighbours[mine.story_id] = [other.story_id for other in found]
-        plan = grouping.merge_plan([summaries[sid] for sid in sorted(summaries)], self.params, neighbours)
-        self.repo.merge_stories([(absorbed, into, score) for absorbed, (into, score) in sorted(plan.items())])
-        for absorbed in plan:
-            self.touched.pop(absorbed, None)
-        changed = {into for into, _ in plan.values()}
-        if self.params.refine_rounds > 0:
-            emptied, moved_between = self._refine(sorted(sid for sid in summaries if sid not in plan), neighbours, plan)
-            plan.update(emptied)
-            for absorbed, (into, score) in plan.items():  # merged into a story refinement then emptied
-                while into in emptied and emptied[into][0] != into:
-                    into = emptied[into][0]
-                plan[absorbed] = (into, score)
-            changed = (changed | moved_between) - emptied.keys()
-        for story_id in sorted(changed):
-            self.touched.pop(story_id, None)  # summarised again with the members it took in or gave away
-            self.resummarise(story_id)
-        return plan
-
-    def _refine(
-        self, live: Sequence[int], neighbours: Mapping[int, Sequence[int]], merged: Mapping[int, tuple[int, float]]
-    ) -> tuple[dict[int, tuple[int, float]], set[int]]:
-        """Move articles to the story they fit best now (``grouping.refine_plan``) among the stories the merge
-        pass looked at. Returns the stories left empty, recorded as merged into the one that took most of
-        their articles, and the stories that gave or took articles."""
-
-        def survivor(story_id: int) -> int:
-            return merged[story_id][0] if story_id in merged else story_id
-
-        links: dict[int, set[int]] = {}
-        for story_id, others in neighbours.items():
-            links.setdefault(survivor(story_id), set()).update(survivor(other) for other in others)
-        placed = self.repo.placed_members(live)
-        moves = grouping.refine_plan(placed, self.params, links)
-        if not moves:
-            return {}, set()
+    def regroup(self, stories: Sequence[int]) -> list[Merge]:
+        """Group these stories and their closest indexed neighbours again from their articles, as a batch
+        would (``grouping.regroup``), and apply what changes: articles moved, stories split off and stories
+        left empty (kept as merged into the one that took most of them), each recorded in story_events.
+        Returns the merges."""
+        hood: dict[int, grouping.Candidate] = {}
+        for mine in self.repo.stories_by_id(stories):
+            hood.setdefault(mine.story_id, mine)
+            ranked = self._ranked(mine.centroid, mine.first_published_at, mine.last_published_at)
+            for other in ranked[:REGROUP_NEIGHBOURS]:
+                if sum(c.originals for c in hood.values()) >= REGROUP_ARTICLES:
+                    break
+                hood.setdefault(other.story_id, other)
+        members = self._reweighed(self.repo.placed_members(sorted(hood)))
+        change = grouping.regroup(members, self.params)
+        if not change.moves:
+            return []
+        placed = {a.article_id: a for a in members if a.article_id in change.moves}
+        created: dict[int, int] = {}
+        for fresh in sorted(change.split, reverse=True):  # titled from its members when summarised below
+            first = min(a.published_at for a in placed.values() if change.moves[a.article_id][0] == fresh)
+            created[fresh] = self.repo.insert_story("", first)
+        moves = {aid: (created.get(target, target), score) for aid, (target, score) in change.moves.items()}
+        merges = [(story, created.get(into, into), score) for story, (into, score) in sorted(change.absorbed.items())]
         self.repo.move_articles(moves)
-        targets = {target for target, _ in moves.values()}
-        left = Counter(p.story_id for p in placed if p.article_id not in moves)
-        given: dict[int, Counter[int]] = {}
-        best: dict[int, float] = {}
-        for article in placed:
-            if article.article_id in moves:
-                target, score = moves[article.article_id]
-                given.setdefault(article.story_id, Counter())[target] += 1
-                best[article.story_id] = max(best.get(article.story_id, 0.0), score)
-        emptied: dict[int, tuple[int, float]] = {}
-        for story_id in sorted(given):
-            if left[story_id] == 0 and story_id not in targets:
-                into = min(given[story_id], key=lambda target: (-given[story_id][target], target))
-                self.touched.pop(story_id, None)
-                emptied[story_id] = (into, best[story_id])
-        self.repo.merge_stories([(story_id, into, score) for story_id, (into, score) in emptied.items()])
-        return emptied, set(given) | targets
+        self.repo.merge_stories(merges)
+        self.repo.record_events(
+            [
+                {
+                    "kind": "split",
+                    "story_id": created[fresh],
+                    "other_story_id": origin,
+                    "reason": "its articles fit together better than in the story they were placed in",
+                }
+                for fresh, origin in sorted(change.split.items(), reverse=True)
+            ]
+            + [
+                {
+                    "kind": "moved",
+                    "story_id": target,
+                    "other_story_id": placed[aid].story_id,
+                    "article_id": aid,
+                    "score": score,
+                    "reason": "regrouped: it scores higher here than where it was placed",
+                }
+                for aid, (target, score) in sorted(moves.items())
+            ]
+            + [
+                {
+                    "kind": "merged",
+                    "story_id": story,
+                    "other_story_id": into,
+                    "score": score,
+                    "reason": "all its articles went to the story that took most of them",
+                }
+                for story, into, score in merges
+            ]
+        )
+        gone = {story for story, _, _ in merges}
+        changed = ({target for target, _ in moves.values()} | {a.story_id for a in placed.values()}) - gone
+        for story_id in gone | changed:
+            self.touched.pop(story_id, None)
+        for story_id in sorted(changed):
+            self.resummarise(story_id)
+        return [Merge(story, into, score) for story, into, score in merges]
+
+    def _reweighed(self, members: list[grouping.Placed]) -> list[grouping.Placed]:
+        """The articles with their vectors weighed from their counts with today's document frequencies: an
+        article's stored vector was weighed with those of the corpus it arrived in, which is arrival order."""
+        counts = self.repo.term_counts_of([a.article_id for a in members])
+        df = self.repo.document_frequencies(t for terms in counts.values() for t in terms)
+        documents = self.repo.document_count()
+        return [
+            replace(a, vector=grouping.vectorize(counts[a.article_id], df, documents, self.params))
+            if a.article_id in counts
+            else a
+            for a in members
+        ]
 
     def resummarise(self, story_id: int) -> None:
         """Recompute a story's centroid from the stored vectors of its remaining original articles."""

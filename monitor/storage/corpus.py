@@ -135,7 +135,7 @@ class Corpus(Unit):
                     if row.new.raw_html is not None
                     else None,
                     "created_at": now,
-                    **_placement_columns(row.placement, row.story_id, row.terms),
+                    **_placement_columns(row.placement, row.story_id, row.terms, row.counts),
                 }
                 for row in rows
             ],
@@ -150,14 +150,20 @@ class Corpus(Unit):
             )
 
     def update_placement(
-        self, article_id: int, placement: PlacementRecord, story_id: int, terms: dict[str, float]
+        self,
+        article_id: int,
+        placement: PlacementRecord,
+        story_id: int,
+        terms: dict[str, float],
+        counts: Mapping[str, float],
     ) -> None:
-        self.session.execute(
-            update(Article).where(Article.id == article_id).values(**_placement_columns(placement, story_id, terms))
-        )
+        columns = _placement_columns(placement, story_id, terms, counts)
+        self.session.execute(update(Article).where(Article.id == article_id).values(**columns))
 
 
-def _placement_columns(placement: PlacementRecord, story_id: int, terms: dict[str, float]) -> dict[str, Any]:
+def _placement_columns(
+    placement: PlacementRecord, story_id: int, terms: dict[str, float], counts: Mapping[str, float]
+) -> dict[str, Any]:
     return {
         "story_id": story_id,
         "placement_method": placement.method,
@@ -167,4 +173,5 @@ def _placement_columns(placement: PlacementRecord, story_id: int, terms: dict[st
         "duplicate_of_id": placement.matched_article_id if placement.method == "near_copy" else None,
         "duplicate_similarity": placement.duplicate_similarity,
         "terms": terms,
+        "term_counts": {term: round(count, 3) for term, count in sorted(counts.items())},
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -52,3 +53,4 @@ class NewRow:
     placement: PlacementRecord
     story_id: int
     terms: dict[str, float]
+    counts: Mapping[str, float]

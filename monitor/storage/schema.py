@@ -151,6 +151,9 @@ class Article(Base):
     matched_story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"))
     feed_id: Mapped[int | None] = mapped_column(ForeignKey("feeds.id", ondelete="SET NULL"))
     terms: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # Its weighted term counts: regrouping weighs them again with today's document frequencies, so that an
+    # article's vector does not depend on how much of the corpus had arrived before it.
+    term_counts: Mapped[dict[str, float] | None] = mapped_column(JSON)
     minhash: Mapped[bytes] = mapped_column(LargeBinary)
     shingle_count: Mapped[int] = mapped_column(Integer)
     raw_html: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib-compressed page
@@ -163,6 +166,23 @@ class ArticleBand(Base):
     __tablename__ = "article_bands"
     band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True)
+
+
+class StoryEvent(Base):
+    """The history of regrouping: every article moved, story split off and story merged, with when and why,
+    so that a story id a user kept can be followed to where its articles went."""
+
+    __tablename__ = "story_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # moved | split | merged
+    # The story it happened to; a story deleted (retention, recluster) takes its history with it.
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), index=True)
+    # moved: the story the article left; split: the story the new one came out of; merged: the survivor
+    other_story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id", ondelete="SET NULL"))
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
+    score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class StoryTerm(Base):

@@ -17,6 +17,7 @@ from sqlalchemy import (
     column,
     delete,
     func,
+    insert,
     null,
     select,
     true,
@@ -33,7 +34,7 @@ from monitor.grouping.params import StoryParams
 from monitor.grouping.state import Candidate, Member, StoryState
 from monitor.storage.corpus import Corpus
 from monitor.storage.dialect import STORY_PAIRS_IN_LIST, _array, _chunks, _joined, _table
-from monitor.storage.schema import Article, ArticleBand, Story, StoryTerm, TermStat, utcnow
+from monitor.storage.schema import Article, ArticleBand, Story, StoryEvent, StoryTerm, TermStat, utcnow
 
 
 class StoryIndex(Corpus):  # reclustering takes articles out of the corpus statistics
@@ -225,14 +226,35 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         found: list[Placed] = []
         for chunk in _chunks(sorted(story_ids)):
             rows = self.session.execute(
-                select(Article.id, Article.story_id, Article.published_at, Article.terms, Article.event_date)
+                select(
+                    Article.id, Article.story_id, Article.published_at, Article.terms, Article.event_date, Article.url
+                )
                 .where(Article.story_id.in_(chunk), Article.duplicate_of_id.is_(None))
                 .order_by(Article.id)
             )
-            found.extend(Placed(aid, sid, at, dict(terms or {}), event) for aid, sid, at, terms, event in rows)
+            found.extend(
+                Placed(aid, sid, at, dict(terms or {}), event, url) for aid, sid, at, terms, event, url in rows
+            )
         return found
 
-    def move_articles(self, moves: Mapping[int, tuple[int, float]]) -> None:
+    def record_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append to story_events: rows with kind, story_id, other_story_id, article_id, score and reason."""
+        if events:
+            now = utcnow()
+            base = {"at": now, "other_story_id": None, "article_id": None, "score": None}
+            self.session.execute(insert(StoryEvent), [{**base, **e} for e in events])
+
+    def term_counts_of(self, article_ids: Sequence[int]) -> dict[int, dict[str, float]]:
+        """The stored term counts of these articles (those stored before counts were kept have none)."""
+        found: dict[int, dict[str, float]] = {}
+        for chunk in _chunks(sorted(article_ids)):
+            rows = self.session.execute(
+                select(Article.id, Article.term_counts).where(Article.id.in_(chunk), Article.term_counts.is_not(None))
+            )
+            found.update((aid, dict(counts or {})) for aid, counts in rows)
+        return found
+
+    def move_articles(self, moves: Mapping[int, tuple[int, float | None]]) -> None:
         """Move articles, and their reprints with them, to other stories: {article: (story, score)}. A moved
         article's placement says so (method ``moved``, the score it has there, the story it matched)."""
         if not moves:
