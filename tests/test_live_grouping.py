@@ -1,0 +1,53 @@
+"""Live grouping does not depend on arrival order: what `monitor run` shows once a burst is in is what a
+batch would give, whatever came first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
+from tests.support import loopback_env, query, run_cli, write_feeds
+
+
+def test_an_other_story_arriving_second_ends_in_a_story_of_its_own(tmp_path: Path, database_url: str) -> None:
+    """The seeds all published on one day, and 004 (the Llama 2 release, another story with the same
+    names) arriving second, when the Llama-for-defence story holds only 000: greedy placement alone can
+    take it into that story, and nothing after would take it out. Two `monitor run --once` cycles, 000 and
+    004 first, the rest after: exactly the two stories of the labels."""
+    day = "2024-11-05"
+    with LoopbackServer("127.0.0.2") as server:
+        items = []
+        for i, seed in enumerate(seeds()):
+            url = f"{server.base}/actualites/{seed.name}.html"
+            page = article_page(title=seed.title, body=seed.body, site="Veille", url=url, published=day)
+            server.add(f"/actualites/{seed.name}.html", page)
+            items.append(
+                (
+                    seed.name,
+                    {
+                        "title": seed.title,
+                        "link": url,
+                        "published": datetime.fromisoformat(f"{day}T09:{i:02d}:00+01:00"),
+                    },
+                )
+            )
+        feeds_file = write_feeds(tmp_path / "feeds.yaml", {"Veille": f"{server.base}/feed.xml"})
+        env = loopback_env(database_url, feeds_file, host_min_interval="0")
+        for wanted in (("000", "004"), ("000", "004", "001", "002", "003")):
+            listed = [item for name in wanted for seed_name, item in items if seed_name == name]
+            server.add("/feed.xml", rss("Veille", server.base, listed), "application/rss+xml")
+            done = run_cli("run", "--once", env=env)
+            assert done.returncode == 0, done.stderr
+    rows = query(database_url, "SELECT url, story_id FROM articles ORDER BY url")
+    stories: dict[int, set[str]] = {}
+    for row in rows:
+        stories.setdefault(row["story_id"], set()).add(row["url"].rsplit("/", 1)[1][:3])
+    assert sorted(stories.values(), key=len) == [{"004"}, {"000", "001", "002", "003"}]
+    live = query(database_url, "SELECT COUNT(*) AS n FROM stories WHERE article_count > 0")
+    assert live == [{"n": 2}]
+    moved = query(
+        database_url, "SELECT a.url, e.other_story_id FROM story_events e JOIN articles a ON a.id = e.article_id"
+    )
+    # Placed in 000's story when it arrived (the trap), 004 was moved out of it: the history says so.
+    assert all(row["url"].endswith("/004.html") and row["other_story_id"] == rows[0]["story_id"] for row in moved)
