@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     story_max_span_days: float | None = Field(default=None, gt=0)
     story_merge_threshold: float | None = Field(default=None, gt=0, le=1)
     story_refine_rounds: int | None = Field(default=None, ge=0)
-    # The cluster-wide merge pass (cron, UTC): stories that turn out to cover one event become one. It
-    # waits for stories to gather coverage: merging every few minutes joins small stories on thin evidence.
+    # The regrouping safety net (cron, UTC): placement already groups again what each batch touches; this
+    # goes over every story changed since its last run, a chunk per transaction.
     merge_schedule: str = "30 3 * * *"
     templates_dir: Path | None = None  # your own digest.html.j2 / digest.txt.j2 override the shipped ones
     timezone: str = "Europe/Paris"  # times are stored in UTC and shown in this zone (web, CLI)

@@ -22,14 +22,15 @@ def test_readme_queries_run(tmp_path: Path, database_url: str) -> None:
     write_seeds(archive, same_day=False)
     assert run_cli("import", str(archive), env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
     queries = _readme_queries()
-    assert len(queries) == 7
+    assert len(queries) == 8
     engine = create_engine(database_url)
     with engine.connect() as db:
         results = [db.execute(text(q)).mappings().all() for q in queries]
     engine.dispose()
-    latest, coverage, why, merged = results[:4]
+    latest, coverage, why, merged, history = results[:5]
     assert {row["article_count"] for row in latest} == {4, 1}
     assert len(coverage) == 4 and len({row["source"] for row in coverage}) == 4
     assert sorted(row["placement_method"] for row in why) == ["new_story", "story_match", "story_match", "story_match"]
     assert all(row["matched_story_id"] is not None for row in why if row["placement_method"] == "story_match")
-    assert merged == []  # the merge pass keeps 004 (same names, another event) apart from 000-003
+    assert merged == []  # regrouping keeps 004 (same names, another event) apart from 000-003
+    assert all(row["kind"] in ("moved", "split", "merged") and row["reason"] for row in history)
