@@ -31,8 +31,9 @@ a real text: near-copies; 40 % heavy rewrites published within days of a random 
 text: story matches; 35 % heavy rewrites mixed with another text at a random moment). It reports p50/p95/p99/max,
 the placement methods, the time per statement and for COMMIT (SQLAlchemy events; "rest" is Python and driver),
 EXPLAIN (ANALYZE, BUFFERS) of the slowest lookups, and its RSS after the warm-up and after the placements. Then
-it times the merge pass (``Ingestor.merge_young_stories``, the nightly job: merge plan and refinement) over the
-stories the placements changed, which holds the placement lock throughout, and its RSS after it. The corpus
+it times the periodic regrouping pass (``Ingestor.merge_young_stories``, a chunk of stories per transaction) over
+the stories the placements changed, and its RSS after it. For placements and pass alike it reports how long each
+transaction held the cluster-wide placement lock (from the grant to the end of COMMIT). The corpus
 stands 205 real texts for every story, so many stories are near-identical by construction: the pass merges far
 more here than in real coverage, and its time is an upper bound.
 """
@@ -486,6 +487,8 @@ class StatementTimes:
     calls: Counter[str] = field(default_factory=Counter)
     slowest: dict[str, tuple[float, str, Any]] = field(default_factory=dict)
     commit_started: float = 0.0
+    locked_at: float = 0.0  # when this transaction's cluster-wide lock was granted
+    holds: list[float] = field(default_factory=list)  # how long each transaction held it, in seconds
 
 
 KINDS = (
@@ -522,7 +525,10 @@ def instrument(
         conn.info["bench_started"] = time.perf_counter()
 
     def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        seconds = time.perf_counter() - conn.info.pop("bench_started")
+        now = time.perf_counter()
+        seconds = now - conn.info.pop("bench_started")
+        if "pg_advisory_xact_lock" in statement:
+            times.locked_at = now  # granted: held from here to the end of the transaction
         if not times.on:
             return
         kind = key(statement)
@@ -536,10 +542,13 @@ def instrument(
         times.commit_started = time.perf_counter()
 
     def committed(session: Session) -> None:
+        now = time.perf_counter()
         if times.on and times.commit_started:
-            times.seconds["COMMIT"] += time.perf_counter() - times.commit_started
+            times.seconds["COMMIT"] += now - times.commit_started
             times.calls["COMMIT"] += 1
-        times.commit_started = 0.0
+        if times.on and times.locked_at:
+            times.holds.append(now - times.locked_at)
+        times.commit_started = times.locked_at = 0.0
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
@@ -653,12 +662,15 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
             cpu_ms.append(cpu * 1000)
             methods[outcome.method] += 1
             touched.add(outcome.story_id)
-    times.on = False
     load_after = os.getloadavg()[0]
     rss_placed, peak_placed = memory_kib()
+    placement_holds = list(times.holds)
+    times.holds.clear()
     started = time.perf_counter()
-    merges = ingestor.merge_young_stories()  # the nightly pass, over the stories the placements changed
+    merges = ingestor.merge_young_stories()  # the periodic pass, over the stories the placements changed
     merge_s = time.perf_counter() - started
+    times.on = False
+    pass_holds = list(times.holds)
     plans = {
         kind: (seconds * 1000, explain(storage.engine, statement, parameters))
         for kind, (seconds, statement, parameters) in sorted(times.slowest.items())
@@ -671,6 +683,7 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
         "loadavg": [load_before, load_after],
         "methods": dict(methods),
         "merge_pass": [merge_s, len(touched), len(merges or [])],
+        "lock_holds_ms": {"placement": [s * 1000 for s in placement_holds], "pass": [s * 1000 for s in pass_holds]},
         "statements": {k: [times.seconds[k] * 1000, times.calls[k]] for k in times.seconds},
         "plans": plans,
         "memory_kib": {
@@ -730,9 +743,16 @@ def report_measure(result: dict[str, Any], seconds: float) -> tuple[float, float
     if "merge_pass" in result:
         merge_s, touched, merges = result["merge_pass"]
         print(
-            f"  merge pass (merge + refinement) over the {touched} stories these placements changed and their"
-            f" indexed neighbours: {merge_s:.2f} s under the placement lock, {merges} merges"
+            f"  periodic regrouping pass over the {touched} stories these placements changed and their indexed"
+            f" neighbours: {merge_s:.2f} s in all, {merges} merges"
         )
+    for what, holds in result.get("lock_holds_ms", {}).items():
+        if holds:
+            held = np.array(holds)
+            print(
+                f"  placement lock held per transaction ({what}, {len(held)} transactions): p50"
+                f" {np.percentile(held, 50):.1f} ms, p99 {np.percentile(held, 99):.1f} ms, max {held.max():.1f} ms"
+            )
     statements = sorted(result["statements"].items(), key=lambda kv: -kv[1][0])
     total = sum(ms for ms, _ in result["statements"].values())
     print(f"  per placement, mean ms [statements]; rest (Python, driver) {lat.mean() - total / n:.2f} ms:")

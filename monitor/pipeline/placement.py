@@ -7,9 +7,10 @@ shared, so the lock is held for a few milliseconds per article rather than a few
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -29,10 +30,13 @@ class Outcome:
     score: float | None = None
 
 
+log = logging.getLogger(__name__)
+
 BATCH = 64  # articles placed per transaction, at most: placement's reads and writes are shared across them
 REGROUP_NEIGHBOURS = 8  # indexed neighbours of each changed story grouped again with it, at most...
 REGROUP_ARTICLES = 400  # ...while the neighbourhood holds fewer articles than this: bounded work per batch
-REGROUP_CHUNK = 32  # stories the periodic pass groups again per transaction: the lock is held briefly
+REGROUP_CHUNK = 32  # stories the periodic pass groups again at a time
+REGROUP_TRIES = 3  # plans of one regrouping, should other workers change its stories meanwhile
 
 
 class Ingestor:
@@ -88,35 +92,71 @@ class Ingestor:
                 outcomes.append(Outcome(article_id, story_id, placement.method, created=True, score=placement.score))
             repo.add_articles(list(rows.values()))
             placer.flush()
-            regrouper = _Placer(repo, self.params, [])  # what the batch touched, grouped again as a batch would
-            regrouper.regroup(sorted(placer.touched))
-            regrouper.flush()
             if then is not None:
                 then(repo, outcomes)
-            return outcomes
+            touched = sorted(placer.touched)
+        self.regroup(touched)
+        return outcomes
 
     def recluster(self, since: datetime | None = None, until: datetime | None = None) -> int:
         """Place again, in publication order and from their stored text, the articles published in
         [since, until), with the current parameters; nothing is fetched. Deterministic, so running it
-        twice gives the same grouping. Articles after ``until`` keep their stories. Returns the count."""
+        twice gives the same grouping. Articles after ``until`` keep their stories. Returns the count.
+
+        Streamed: the articles are first taken out of their stories (one transaction, no text read), then
+        placed ``BATCH`` at a time, each batch a transaction of its own under the placement lock, so workers
+        go on placing meanwhile and memory does not grow with the corpus. Interrupted, it is run again."""
         with self._lock, self.storage.repository() as repo:
             repo.lock_cluster("placement")
             self._check_fingerprint(repo)
-            articles = repo.articles_between(since, until)
-            prepared = [self._prepared_from(a) for a in articles]
-            holding, surviving = repo.detach(articles, [p.counts for p in prepared])
-            placer = _Placer(repo, self.params, prepared)
+            holding, surviving, count = repo.detach_between(since, until, self._terms_of)
+            placer = _Placer(repo, self.params, [])
             for story_id in surviving:  # what stays of a story is summarised again from its members
                 placer.resummarise(story_id)
-            for article, ready in zip(articles, prepared, strict=True):
-                placement, vector = placer.decide(ready)
-                story_id = placement.story_id or repo.insert_story(article.title, article.published_at)
-                repo.update_placement(article.id, placement, story_id, vector, ready.counts)
-                placer.record(article.id, story_id, ready, placement, vector)
             placer.flush()
-            repo.remove_story(holding)
+        while True:
+            with self._lock, self.storage.repository() as repo:
+                repo.lock_cluster("placement")
+                articles = repo.held_articles(holding, BATCH)
+                if not articles:
+                    repo.remove_story(holding)
+                    break
+                prepared = [self._prepared_from(a) for a in articles]
+                placer = _Placer(repo, self.params, prepared)
+                for article, ready in zip(articles, prepared, strict=True):
+                    placement, vector = placer.decide(ready)
+                    story_id = placement.story_id or repo.insert_story(article.title, article.published_at)
+                    repo.update_placement(article.id, placement, story_id, vector, ready.counts)
+                    placer.record(article.id, story_id, ready, placement, vector)
+                placer.flush()
+                touched = sorted(placer.touched)
+            self.regroup(touched)
         self.merge_young_stories()  # as after an import, so both group alike
-        return len(articles)
+        return count
+
+    def regroup(self, stories: Sequence[int]) -> list[Merge]:
+        """Group these stories and their neighbourhood again as a batch would, and apply it. Planned without
+        the placement lock; applied under it, in a few milliseconds, if none of the stories it read changed
+        meanwhile (another worker placed there), else planned again, ``REGROUP_TRIES`` times at most: the
+        next batch there, or the periodic pass, then does it."""
+        for _ in range(REGROUP_TRIES):
+            with self.storage.repository() as repo:
+                plan = _Placer(repo, self.params, []).plan_regroup(stories)
+            if plan is None:
+                return []
+            with self._lock, self.storage.repository() as repo:
+                repo.lock_cluster("placement")
+                if repo.story_versions(sorted(plan.versions)) != plan.versions:
+                    continue
+                applier = _Placer(repo, self.params, [])
+                merges = applier.apply_regroup(plan)
+                applier.flush()
+                return merges
+        log.info("regrouping %d stories left to the next pass: other workers kept changing them", len(stories))
+        return []
+
+    def _terms_of(self, title: str, text: str) -> Iterable[str]:
+        return grouping.term_counts(title, text, self.params).keys()
 
     def merge_young_stories(self, due: Callable[[datetime | None, datetime], bool] | None = None) -> list[Merge] | None:
         """The periodic pass, a safety net: every batch already groups again what it touched, and this
@@ -136,12 +176,7 @@ class Ingestor:
             young = repo.stories_updated_since(last or now - timedelta(days=self.params.max_span_days))
         merges: list[Merge] = []
         for start in range(0, len(young), REGROUP_CHUNK):
-            chunk = young[start : start + REGROUP_CHUNK]
-            with self._lock, self.storage.repository() as repo:
-                repo.lock_cluster("placement")
-                placer = _Placer(repo, self.params, [])
-                merges += placer.regroup(chunk)
-                placer.flush()
+            merges += self.regroup(young[start : start + REGROUP_CHUNK])
         return merges
 
     def _prepared_from(self, article: Article) -> Prepared:
@@ -196,6 +231,17 @@ def _unconfirmed(
     if nearcopy.best_near_copy(prepared.signature, [stored]) is None:
         return f"canonical link {canonical} names a stored article whose text differs"
     return None
+
+
+@dataclass(frozen=True)
+class _Regrouping:
+    """A regrouping planned without the lock: the versions of the stories it read (applied only if they are
+    unchanged), where each moved article was and when it was published, and what changes."""
+
+    versions: dict[int, datetime]
+    origin: dict[int, int]
+    published: dict[int, datetime]
+    change: grouping.Change
 
 
 @dataclass(frozen=True)
@@ -307,27 +353,41 @@ class _Placer:
         )
         state.add(member, None if member.duplicate else vector, self.params)
 
-    def regroup(self, stories: Sequence[int]) -> list[Merge]:
+    def plan_regroup(self, stories: Sequence[int]) -> _Regrouping | None:
         """Group these stories and their closest indexed neighbours again from their articles, as a batch
-        would (``grouping.regroup``), and apply what changes: articles moved, stories split off and stories
-        left empty (kept as merged into the one that took most of them), each recorded in story_events.
-        Returns the merges."""
+        would (``grouping.regroup``): what would change, and the versions of the stories it read (None:
+        nothing would). Reads only, so it runs without the placement lock."""
         hood: dict[int, grouping.Candidate] = {}
+        articles = 0
         for mine in self.repo.stories_by_id(stories):
-            hood.setdefault(mine.story_id, mine)
+            if mine.story_id not in hood:
+                hood[mine.story_id] = mine
+                articles += mine.originals
             ranked = self._ranked(mine.centroid, mine.first_published_at, mine.last_published_at)
             for other in ranked[:REGROUP_NEIGHBOURS]:
-                if sum(c.originals for c in hood.values()) >= REGROUP_ARTICLES:
+                if articles >= REGROUP_ARTICLES:
                     break
-                hood.setdefault(other.story_id, other)
+                if other.story_id not in hood:
+                    hood[other.story_id] = other
+                    articles += other.originals
+        versions = self.repo.story_versions(sorted(hood))
         members = self._reweighed(self.repo.placed_members(sorted(hood)))
         change = grouping.regroup(members, self.params)
         if not change.moves:
-            return []
-        placed = {a.article_id: a for a in members if a.article_id in change.moves}
+            return None
+        moved = [a for a in members if a.article_id in change.moves]
+        return _Regrouping(
+            versions, {a.article_id: a.story_id for a in moved}, {a.article_id: a.published_at for a in moved}, change
+        )
+
+    def apply_regroup(self, plan: _Regrouping) -> list[Merge]:
+        """Apply a regrouping: articles moved, stories split off and stories left empty (kept as merged into
+        the one that took most of them), each recorded in story_events. Returns the merges."""
+        change = plan.change
+        origin = plan.origin
         created: dict[int, int] = {}
         for fresh in sorted(change.split, reverse=True):  # titled from its members when summarised below
-            first = min(a.published_at for a in placed.values() if change.moves[a.article_id][0] == fresh)
+            first = min(plan.published[aid] for aid, (target, _) in change.moves.items() if target == fresh)
             created[fresh] = self.repo.insert_story("", first)
         moves = {aid: (created.get(target, target), score) for aid, (target, score) in change.moves.items()}
         merges = [(story, created.get(into, into), score) for story, (into, score) in sorted(change.absorbed.items())]
@@ -338,16 +398,16 @@ class _Placer:
                 {
                     "kind": "split",
                     "story_id": created[fresh],
-                    "other_story_id": origin,
+                    "other_story_id": source,
                     "reason": "its articles fit together better than in the story they were placed in",
                 }
-                for fresh, origin in sorted(change.split.items(), reverse=True)
+                for fresh, source in sorted(change.split.items(), reverse=True)
             ]
             + [
                 {
                     "kind": "moved",
                     "story_id": target,
-                    "other_story_id": placed[aid].story_id,
+                    "other_story_id": origin[aid],
                     "article_id": aid,
                     "score": score,
                     "reason": "regrouped: it scores higher here than where it was placed",
@@ -366,7 +426,7 @@ class _Placer:
             ]
         )
         gone = {story for story, _, _ in merges}
-        changed = ({target for target, _ in moves.values()} | {a.story_id for a in placed.values()}) - gone
+        changed = ({target for target, _ in moves.values()} | set(origin.values())) - gone
         for story_id in gone | changed:
             self.touched.pop(story_id, None)
         for story_id in sorted(changed):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
@@ -25,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import text as sql_text
+from sqlalchemy.orm import defer
 from sqlalchemy.sql.selectable import Select, TextualSelect
 
 from monitor.errors import StorageError
@@ -35,6 +36,8 @@ from monitor.grouping.state import Candidate, Member, StoryState
 from monitor.storage.corpus import Corpus
 from monitor.storage.dialect import STORY_PAIRS_IN_LIST, _array, _chunks, _joined, _table
 from monitor.storage.schema import Article, ArticleBand, Story, StoryEvent, StoryTerm, TermStat, utcnow
+
+DETACH_CHUNK = 1000  # articles read per statement when reclustering takes them out of their stories
 
 
 class StoryIndex(Corpus):  # reclustering takes articles out of the corpus statistics
@@ -60,37 +63,54 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         ).scalar_one()
         return story_id
 
-    def articles_between(self, since: datetime | None, until: datetime | None) -> list[Article]:
-        query = select(Article)
-        if since is not None:
-            query = query.where(Article.published_at >= since)
-        if until is not None:
-            query = query.where(Article.published_at < until)
-        return list(self.session.scalars(query.order_by(Article.published_at, Article.id)))
+    def detach_between(
+        self, since: datetime | None, until: datetime | None, terms_of: Callable[[str, str], Iterable[str]]
+    ) -> tuple[int, list[int], int]:
+        """Take the articles published in [since, until) out of their stories and out of the corpus statistics,
+        to be placed again; streamed, a chunk of rows at a time, and never reading ``raw_html``.
 
-    def detach(self, articles: Sequence[Article], term_sets: Sequence[Iterable[str]]) -> tuple[int, list[int]]:
-        """Take articles out of their stories and out of the corpus statistics, to be placed again.
-
-        They wait in a hidden holding story (no article count, so never a candidate); stories left empty
-        are deleted; the ids of the stories that keep members are returned with the holding story's."""
+        They wait in a hidden holding story (no article count, so never a candidate); stories left empty are
+        deleted. Their terms come from the stored term counts, or ``terms_of(title, text)`` for articles
+        stored before counts were kept. Returns the holding story, the stories that keep members, and the
+        number of articles detached."""
         holding = self.insert_story("(reclustering)", utcnow())
-        ids = [a.id for a in articles]
-        touched = {a.story_id for a in articles}
-        for chunk in _chunks(ids):
-            self.session.execute(delete(ArticleBand).where(ArticleBand.article_id.in_(chunk)))
+        within = [Article.story_id != holding]
+        if since is not None:
+            within.append(Article.published_at >= since)
+        if until is not None:
+            within.append(Article.published_at < until)
+        removed: Counter[str] = Counter()
+        touched: set[int] = set()
+        count, after = 0, 0
+        while rows := self.session.execute(
+            select(Article.id, Article.story_id, Article.term_counts)
+            .where(*within, Article.id > after)
+            .order_by(Article.id)
+            .limit(DETACH_CHUNK)
+        ).all():
+            after = rows[-1].id
+            count += len(rows)
+            touched.update(row.story_id for row in rows)
+            missing = [row.id for row in rows if row.term_counts is None]
+            for row in rows:
+                if row.term_counts is not None:
+                    removed.update(set(row.term_counts))
+            for chunk in _chunks(missing):
+                texts = self.session.execute(select(Article.title, Article.text).where(Article.id.in_(chunk)))
+                for title, body in texts:
+                    removed.update(set(terms_of(title, body)))
+            ids = [row.id for row in rows]
+            self.session.execute(delete(ArticleBand).where(ArticleBand.article_id.in_(ids)))
             self.session.execute(
                 update(Article)
-                .where(Article.id.in_(chunk))
+                .where(Article.id.in_(ids))
                 .values(story_id=holding, duplicate_of_id=None, matched_article_id=None, matched_story_id=None)
             )
-        removed: Counter[str] = Counter()
-        for terms in term_sets:
-            removed.update(set(terms))
         for n, group in groupby(sorted(removed.items(), key=lambda kv: kv[1]), key=lambda kv: kv[1]):
             for chunk in _chunks([term for term, _ in group]):
                 self.session.execute(update(TermStat).where(TermStat.term.in_(chunk)).values(df=TermStat.df - n))
         self.session.execute(delete(TermStat).where(TermStat.df <= 0))
-        self.set_meta("document_count", str(max(0, self.document_count() - len(articles))))
+        self.set_meta("document_count", str(max(0, self.document_count() - count)))
         surviving = []
         for story_id in sorted(touched):
             if self.session.scalar(select(Article.id).where(Article.story_id == story_id).limit(1)) is not None:
@@ -100,7 +120,19 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
                 update(Article).where(Article.matched_story_id == story_id).values(matched_story_id=None)
             )
             self.remove_story(story_id)
-        return holding, surviving
+        return holding, surviving, count
+
+    def held_articles(self, holding: int, limit: int) -> list[Article]:
+        """The next articles waiting in a holding story, in publication order, without their ``raw_html``."""
+        return list(
+            self.session.scalars(
+                select(Article)
+                .options(defer(Article.raw_html))
+                .where(Article.story_id == holding)
+                .order_by(Article.published_at, Article.id)
+                .limit(limit)
+            )
+        )
 
     def remove_story(self, story_id: int) -> None:
         """Delete a story, and the record of the stories once merged into it (their articles are gone)."""
@@ -188,6 +220,14 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
                 .order_by(ranked.c.shared.desc(), stories.c.id)
             ).all()
         return [(row[1], float(row[0])) for row in rows], [Candidate(*row[1:]) for row in rows if row[1] not in have]
+
+    def story_versions(self, story_ids: Sequence[int]) -> dict[int, datetime]:
+        """When each of these stories last changed: a plan made from them applies only if none has since."""
+        found: dict[int, datetime] = {}
+        for chunk in _chunks(sorted(story_ids)):
+            rows = self.session.execute(select(Story.id, Story.updated_at).where(Story.id.in_(chunk)))
+            found.update((story_id, updated_at) for story_id, updated_at in rows)
+        return found
 
     def stories_by_id(self, story_ids: Sequence[int]) -> list[Candidate]:
         """Live stories' summaries as candidates (merged and empty ones left out), in id order."""
