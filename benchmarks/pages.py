@@ -25,20 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-MONTHS = (
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-)
+from monitor.text import MONTHS
 
 SECTIONS = ("International", "France", "Politique", "Économie", "Société", "Culture", "Sports", "Sciences")
 
