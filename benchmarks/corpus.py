@@ -70,6 +70,27 @@ def seeds() -> list[Seed]:
     return result
 
 
+def reprints(topics: list[str], per_topic: int) -> list[dict[str, str]]:
+    """Per rpm2-dev topic, its first article as ``per_topic`` outlets reprint it: cut to 70 % and more of
+    its words, each with its own headline and note. Which reprint comes first decides which is stored as
+    the original; grouping must not depend on it."""
+    rows = [json.loads(line) for line in RPM2.read_text(encoding="utf-8").splitlines() if line.strip()]
+    articles = []
+    for g, story in enumerate(topics):
+        base = next(r for r in rows if r["story"] == story)
+        words = base["text"].split()
+        for k in range(per_topic):
+            body = " ".join(words[: int(len(words) * (0.70 + k / 100))])
+            articles.append(
+                {
+                    "group": str(g),
+                    "title": f"{base['title']} ({k})",
+                    "body": f"{body}\nMise à jour numéro {k} de la rédaction.",
+                }
+            )
+    return articles
+
+
 def article_page(
     *, title: str, body: str, site: str, url: str, published: str, lang: str = "fr", charset: str = "utf-8"
 ) -> str:

@@ -3,10 +3,17 @@ batch would give, whatever came first."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
+import pytest
+from sqlalchemy import select
+
+from benchmarks.corpus import LoopbackServer, article_page, reprints, rss, seeds
+from monitor.pipeline.placement import Ingestor
+from monitor.pipeline.prepare import Incoming
+from monitor.storage import Article, Storage
 from tests.support import loopback_env, query, run_cli, write_feeds
 
 
@@ -51,3 +58,44 @@ def test_an_other_story_arriving_second_ends_in_a_story_of_its_own(tmp_path: Pat
     )
     # Placed in 000's story when it arrived (the trap), 004 was moved out of it: the history says so.
     assert all(row["url"].endswith("/004.html") and row["other_story_id"] == rows[0]["story_id"] for row in moved)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reprints_group_the_same_whichever_arrives_first(seed: int, database_url: str) -> None:
+    """Three unrelated political stories, each reprinted by eight outlets with cuts of different lengths,
+    all published at one moment, in an arrival order and batch sizes drawn from ``seed``. The first reprint
+    to arrive is stored as the original and the others as its near-copies (or near-copies of those):
+    every order gives the three stories of the labels, and every reprint sits in its original's story."""
+    rng = random.Random(seed)
+    order = list(enumerate(reprints(["T11_C1", "T14_C1", "T06_C1"], 8)))
+    rng.shuffle(order)
+    moment = datetime(2024, 11, 5, 9, 0, tzinfo=UTC)
+    storage = Storage(database_url)
+    storage.upgrade()
+    ingestor = Ingestor(storage)
+    start = 0
+    while start < len(order):
+        size = rng.randint(1, 6)
+        incoming = [
+            Incoming(
+                url=f"https://media{n % 8}.example/g{article['group']}/a{n}.html",
+                fetched_at=moment,
+                title=article["title"],
+                text=article["body"],
+                published_at=moment,
+                source=f"Média {n % 8}",
+            )
+            for n, article in order[start : start + size]
+        ]
+        ingestor.store_many([ingestor.prepare(one) for one in incoming])
+        start += size
+    with storage.repository() as repo:
+        rows = repo.session.execute(select(Article.id, Article.url, Article.story_id, Article.duplicate_of_id))
+        found = {row.id: row for row in rows}
+    storage.engine.dispose()
+    stories: dict[int, set[str]] = {}
+    for row in found.values():
+        stories.setdefault(row.story_id, set()).add(row.url.split("/")[3])
+        if row.duplicate_of_id is not None:
+            assert row.story_id == found[row.duplicate_of_id].story_id, row.url
+    assert sorted(stories.values(), key=min) == [{"g0"}, {"g1"}, {"g2"}]

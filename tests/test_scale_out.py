@@ -3,7 +3,6 @@ leased work completes elsewhere."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,31 +15,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss
+from benchmarks.corpus import LoopbackServer, article_page, reprints, rss
 from tests.support import write_feeds
 
 TOPICS = ["T01_C1", "T03_C1", "T06_C1", "T07_C1", "T09_C1", "T11_C1", "T14_C1"]  # unrelated events
 PER_GROUP = 20
 HOSTS = 10
-
-
-def _groups() -> list[dict[str, str]]:
-    """Per topic, one real article reprinted by 20 outlets: cut to 70–89 %, each with its own headline and note."""
-    rows = [json.loads(line) for line in RPM2.read_text(encoding="utf-8").splitlines() if line.strip()]
-    base = {story: next(r for r in rows if r["story"] == story) for story in TOPICS}
-    articles = []
-    for g, story in enumerate(TOPICS):
-        words = base[story]["text"].split()
-        for k in range(PER_GROUP):
-            body = " ".join(words[: int(len(words) * (0.70 + k / 100))])
-            articles.append(
-                {
-                    "group": str(g),
-                    "title": f"{base[story]['title']} ({k})",
-                    "body": f"{body}\nMise à jour numéro {k} de la rédaction.",
-                }
-            )
-    return articles
 
 
 def _partition(database_url: str) -> tuple[set[frozenset[str]], int, dict[str, int]]:
@@ -59,7 +39,7 @@ def _serve(stack: ExitStack, tmp_path: Path) -> Path:
     servers = [stack.enter_context(LoopbackServer(f"127.0.0.{60 + h}")) for h in range(HOSTS)]
     items: dict[int, list[dict[str, object]]] = {h: [] for h in range(HOSTS)}
     when = datetime(2024, 11, 5, 9, 0, tzinfo=UTC)  # every report published at the same moment
-    for n, article in enumerate(_groups()):
+    for n, article in enumerate(reprints(TOPICS, PER_GROUP)):
         server = servers[n % HOSTS]
         path = f"/g{article['group']}/a{n}.html"
         page = article_page(

@@ -116,6 +116,7 @@ class Placed:
     vector: Mapping[str, float]
     event_date: date | None = None
     url: str = ""  # breaks ties of publication time, which arrival order must not
+    voice_id: int | None = None  # the member of its near-copy family whose text stands for it (None: itself)
 
 
 class _Members:
@@ -183,7 +184,7 @@ def refine_plan(
     span = timedelta(days=params.max_span_days)
     scores: dict[int, float] = {}
     squares = {a.article_id: sum(v * v for v in a.vector.values()) for a in placed}  # used every sweep
-    in_order = sorted(placed, key=lambda a: (a.published_at, a.article_id))
+    in_order = sorted(placed, key=lambda a: (a.published_at, a.url, a.article_id))
     for _ in range(params.refine_rounds):
         changed = False
         for article in in_order:

@@ -436,12 +436,13 @@ class _Placer:
     def _reweighed(self, members: list[grouping.Placed]) -> list[grouping.Placed]:
         """The articles with their vectors weighed from their counts with today's document frequencies: an
         article's stored vector was weighed with those of the corpus it arrived in, which is arrival order."""
-        counts = self.repo.term_counts_of([a.article_id for a in members])
+        voices = {a.article_id: a.voice_id or a.article_id for a in members}
+        counts = self.repo.term_counts_of(list(voices.values()))
         df = self.repo.document_frequencies(t for terms in counts.values() for t in terms)
         documents = self.repo.document_count()
         return [
-            replace(a, vector=grouping.vectorize(counts[a.article_id], df, documents, self.params))
-            if a.article_id in counts
+            replace(a, vector=grouping.vectorize(counts[voices[a.article_id]], df, documents, self.params))
+            if voices[a.article_id] in counts
             else a
             for a in members
         ]

@@ -262,20 +262,49 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         ]
 
     def placed_members(self, story_ids: Sequence[int]) -> list[Placed]:
-        """The original (not reprinted) articles of these stories with their stored vectors, for refinement."""
-        found: list[Placed] = []
+        """These stories' articles for regrouping, one per near-copy family (an original and its reprints,
+        and theirs). The family is named by its original, whose story its reprints follow, and speaks with
+        its first-published member (ties: the lowest URL): which member arrived first, and so became the
+        original, is arrival order, and the reprints' cuts and notes make their vectors differ."""
+        rows: list[Any] = []
         for chunk in _chunks(sorted(story_ids)):
-            rows = self.session.execute(
+            rows += self.session.execute(
                 select(
-                    Article.id, Article.story_id, Article.published_at, Article.terms, Article.event_date, Article.url
-                )
-                .where(Article.story_id.in_(chunk), Article.duplicate_of_id.is_(None))
-                .order_by(Article.id)
+                    Article.id,
+                    Article.story_id,
+                    Article.published_at,
+                    Article.terms,
+                    Article.event_date,
+                    Article.url,
+                    Article.duplicate_of_id,
+                ).where(Article.story_id.in_(chunk))
+            ).all()
+        parent = {row.id: row.duplicate_of_id for row in rows}
+
+        def root(article_id: int) -> int:
+            while parent.get(article_id) is not None and parent[article_id] in parent:
+                article_id = parent[article_id]
+            return article_id
+
+        by_id = {row.id: row for row in rows}
+        voices: dict[int, Any] = {}
+        for row in rows:
+            family = root(row.id)
+            voice = voices.get(family)
+            if voice is None or (row.published_at, row.url) < (voice.published_at, voice.url):
+                voices[family] = row
+        return [
+            Placed(
+                family,
+                by_id[family].story_id,
+                voice.published_at,
+                dict(voice.terms or {}),
+                voice.event_date,
+                voice.url,
+                voice.id,
             )
-            found.extend(
-                Placed(aid, sid, at, dict(terms or {}), event, url) for aid, sid, at, terms, event, url in rows
-            )
-        return found
+            for family, voice in sorted(voices.items())
+        ]
 
     def record_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Append to story_events: rows with kind, story_id, other_story_id, article_id, score and reason."""
@@ -317,10 +346,19 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         for story_id, group in groupby(
             sorted(moves.items(), key=lambda kv: (kv[1][0], kv[0])), key=lambda kv: kv[1][0]
         ):
-            for chunk in _chunks([article_id for article_id, _ in group]):
-                self.session.execute(
-                    update(Article).where(Article.duplicate_of_id.in_(chunk)).values(story_id=story_id)
-                )
+            self._carry_reprints([article_id for article_id, _ in group], story_id)
+
+    def _carry_reprints(self, originals: Sequence[int], story_id: int) -> None:
+        """Reprints follow the article they reprint, and reprints of reprints follow them: a near-copy may
+        have matched an earlier near-copy, so the chain is followed to its end."""
+        frontier = list(originals)
+        while frontier:
+            following: list[int] = []
+            for chunk in _chunks(frontier):
+                following += self.session.scalars(select(Article.id).where(Article.duplicate_of_id.in_(chunk))).all()
+            for chunk in _chunks(following):
+                self.session.execute(update(Article).where(Article.id.in_(chunk)).values(story_id=story_id))
+            frontier = following
 
     def save_stories(self, states: Sequence[StoryState], params: StoryParams) -> None:
         """Write back the summaries of the stories a batch touched, and re-index their heaviest terms."""
