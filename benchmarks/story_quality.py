@@ -17,11 +17,11 @@ date line, "À lire aussi" links, comments and footer around it (benchmarks/page
 extracts it with trafilatura as the daemon does a fetched page. What the extraction keeps besides the
 article, or loses of it, costs here.
 
-``rpm2-dev-live-orders`` scores what the live service builds, where nothing runs after a batch: rpm2-dev
-placed batch after batch through ``Ingestor.store_many`` in ten arrival orders with batches of 1 to 64
-articles (both drawn from a seeded ``random.Random``, so every run places the same), each into a fresh
-database, with no merge pass. Its ``bcubed_f1`` is the worst order's and ``spread`` the best order's minus
-the worst's: grouping must not depend on which article came first.
+``rpm2-dev-live-orders`` scores what the live service builds: rpm2-dev placed batch after batch through
+``Ingestor.store_many`` in ten arrival orders with batches of 1 to 64 articles, grouped again when the
+queue runs dry as a worker does (all drawn from a seeded ``random.Random``, so every run places the
+same), each into a fresh database, with no merge pass. Its ``bcubed_f1`` is the worst order's and
+``spread`` the best order's minus the worst's: grouping must not depend on which article came first.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def edited_rpm2(directory: Path, *, thinned: bool) -> Path:
 
 LIVE_ORDERS = 10  # arrival orders rpm2-dev-live-orders places rpm2-dev in; each costs about 4 s of CPU
 LIVE_BATCH = (1, 64)  # smallest and largest batch drawn; 64 is placement.BATCH, the most a transaction takes
+SETTLE_CHANCE = 0.25  # share of batches after which the queue runs dry and the worker groups again
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,10 @@ class OrderScores:
 
 def live_order(path: Path, seed: int) -> Scores:
     """``path`` shuffled and cut into batches of LIVE_BATCH sizes, both drawn from ``random.Random(seed)``,
-    each batch prepared and stored by the import's own code into a fresh SQLite database, with no merge
-    pass after: what the live service holds once the last batch is in."""
+    each batch prepared and stored by the import's own code into a fresh SQLite database and grouped again
+    as a worker does (``Ingestor.settle``: when its queue runs dry, here after a random SETTLE_CHANCE of
+    batches, and once the last is in), with no merge pass after: what the live service holds once the
+    burst is in."""
     lines = [line for _, line in read_lines(path) if not isinstance(line, ImportLineError)]
     gold: dict[str, object] = {}
     for _, record in read_records(path):
@@ -141,8 +144,13 @@ def live_order(path: Path, seed: int) -> Scores:
         start = 0
         while start < len(lines):
             size = rng.randint(*LIVE_BATCH)
-            ingestor.store_many([ingestor.prepare(_incoming(line, now)) for line in lines[start : start + size]])
+            ingestor.store_many(
+                [ingestor.prepare(_incoming(line, now)) for line in lines[start : start + size]], regroup=False
+            )
             start += size
+            if rng.random() < SETTLE_CHANCE:  # the queue ran dry: the worker groups again what it placed
+                ingestor.settle()
+        ingestor.settle()  # the burst is in
         with storage.repository() as repo:
             predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).all())
         storage.engine.dispose()

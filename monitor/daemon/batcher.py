@@ -1,21 +1,29 @@
 """Placement in batches: articles extracted while a placement runs, or within PLACE_GATHER_SECONDS of the
 next one, are placed together, in one transaction and one turn of the cluster's placement lock, in which
-their feed items are marked done too."""
+their feed items are marked done too. The stories a burst touched are grouped again once it is placed (the
+queue is empty), or every SETTLE_SECONDS while it lasts: once per burst, not once per batch."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from dataclasses import dataclass
 
+from monitor.daemon.report import describe
+from monitor.errors import MonitorError
 from monitor.pipeline.placement import BATCH, Ingestor, Outcome
 from monitor.pipeline.prepare import Prepared
 from monitor.storage import Repository
+
+log = logging.getLogger(__name__)
 
 # Placement waits this long for a batch to fill (unless one is full): reads, writes and the cluster lock are
 # paid once per batch, and batches of the few articles extracted during one placement cost about twice as
 # much CPU per article as batches of 20. One worker on the scale-out benchmark: 43 -> 57 articles/s.
 PLACE_GATHER_SECONDS = 0.05
+SETTLE_SECONDS = 5.0  # a long burst is grouped again at least this often
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class Batcher:
         self._ready: list[_Ready] = []
         self._placing: asyncio.Task[None] | None = None
         self._full = asyncio.Event()  # a whole batch is ready
+        self._settled_at = time.monotonic()
 
     async def store(self, prepared: Prepared, item_ids: list[int]) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -65,6 +74,24 @@ class Batcher:
             else:
                 for ready, outcome in zip(batch, outcomes, strict=True):
                     _settle(ready.future, outcome)
+            if not self._ready or time.monotonic() - self._settled_at >= SETTLE_SECONDS:
+                await self.settle()
+
+    async def settle(self) -> None:
+        """Group again what was placed since the last time. A failure is logged; the stories wait for the
+        next time, or the periodic pass."""
+        self._settled_at = time.monotonic()
+        try:
+            await asyncio.to_thread(self.ingestor.settle)
+        except Exception as e:
+            log.error("regrouping failed, left to the next one: %s", e if isinstance(e, MonitorError) else describe(e))
+
+    async def finish(self) -> None:
+        """Wait for what is being placed, and group it again: before the worker stops or reports."""
+        if self._placing is not None:
+            await asyncio.gather(self._placing, return_exceptions=True)
+        if self.ingestor.unsettled:
+            await self.settle()
 
     def _place(self, batch: list[_Ready]) -> list[Outcome]:
         def items_done(repo: Repository, outcomes: list[Outcome]) -> None:
@@ -77,7 +104,7 @@ class Batcher:
                 self.token,
             )
 
-        return self.ingestor.store_many([ready.prepared for ready in batch], then=items_done)
+        return self.ingestor.store_many([ready.prepared for ready in batch], then=items_done, regroup=False)
 
 
 def _settle(future: asyncio.Future[Outcome], outcome: Outcome | None = None, *, error: Exception | None = None) -> None:

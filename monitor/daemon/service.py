@@ -113,6 +113,7 @@ async def run_once(settings: Settings) -> CycleReport:
                     await asyncio.sleep(0.5)
                     await worker.drain(report)
                 await worker.drain(report)
+                await worker.batcher.finish()
             finally:
                 worker.close()
         # From cron, --once is the whole service: the merge pass runs when the daemons' would have.
@@ -263,4 +264,5 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
             for task in pending:  # unfinished items stay 'pending' in the database: released, not lost
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await worker.batcher.finish()  # what this worker placed is grouped again before it goes
         worker.close()

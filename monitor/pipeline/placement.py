@@ -45,6 +45,8 @@ class Ingestor:
         self.params = params or grouping.StoryParams()
         self._fingerprint_checked = False
         self._lock = threading.Lock()  # one placement at a time in this process
+        self._unsettled: set[int] = set()  # stories placed into and not yet grouped again (``settle``)
+        self._unsettled_lock = threading.Lock()
 
     def prepare(self, incoming: Incoming) -> Prepared:
         return prepare(incoming, self.params)
@@ -53,10 +55,16 @@ class Ingestor:
         return self.store_many([prepared])[0]
 
     def store_many(
-        self, batch: Sequence[Prepared], then: Callable[[Repository, list[Outcome]], None] | None = None
+        self,
+        batch: Sequence[Prepared],
+        then: Callable[[Repository, list[Outcome]], None] | None = None,
+        *,
+        regroup: bool = True,
     ) -> list[Outcome]:
         """Place (near-copy, story match or new story) and record the articles, in order, in one transaction;
-        ``then`` records in the same transaction what follows from it (the feed items it settles)."""
+        ``then`` records in the same transaction what follows from it (the feed items it settles). Then the
+        stories it touched are grouped again, or, with ``regroup=False``, left for ``settle``: a worker
+        placing a burst groups again once the burst is in, not after every batch of it."""
         if not batch:
             return []
         with self._lock, self.storage.repository() as repo:
@@ -95,8 +103,33 @@ class Ingestor:
             if then is not None:
                 then(repo, outcomes)
             touched = sorted(placer.touched)
-        self.regroup(touched)
+        if regroup:
+            self.regroup(touched)
+        else:
+            with self._unsettled_lock:
+                self._unsettled.update(touched)
         return outcomes
+
+    def settle(self) -> list[Merge]:
+        """Group again the stories placed into since the last call (``store_many(regroup=False)``),
+        ``REGROUP_CHUNK`` at a time. Those whose regrouping other workers kept changing wait for the next
+        call. Returns the merges."""
+        with self._unsettled_lock:
+            stories, self._unsettled = sorted(self._unsettled), set()
+        merges: list[Merge] = []
+        for start in range(0, len(stories), REGROUP_CHUNK):
+            chunk = stories[start : start + REGROUP_CHUNK]
+            done = self._regroup(chunk)
+            if done is None:
+                with self._unsettled_lock:
+                    self._unsettled.update(chunk)
+            else:
+                merges += done
+        return merges
+
+    @property
+    def unsettled(self) -> int:
+        return len(self._unsettled)
 
     def recluster(self, since: datetime | None = None, until: datetime | None = None) -> int:
         """Place again, in publication order and from their stored text, the articles published in
@@ -135,10 +168,17 @@ class Ingestor:
         return count
 
     def regroup(self, stories: Sequence[int]) -> list[Merge]:
-        """Group these stories and their neighbourhood again as a batch would, and apply it. Planned without
-        the placement lock; applied under it, in a few milliseconds, if none of the stories it read changed
-        meanwhile (another worker placed there), else planned again, ``REGROUP_TRIES`` times at most: the
-        next batch there, or the periodic pass, then does it."""
+        """Group these stories and their neighbourhood again as a batch would, and apply it; if other
+        workers kept changing them, the next batch there, or the periodic pass, does it."""
+        done = self._regroup(stories)
+        if done is None:
+            log.info("regrouping %d stories left to the next pass: other workers kept changing them", len(stories))
+        return done or []
+
+    def _regroup(self, stories: Sequence[int]) -> list[Merge] | None:
+        """Planned without the placement lock; applied under it, in a few milliseconds, if none of the
+        stories it read changed meanwhile (another worker placed there), else planned again,
+        ``REGROUP_TRIES`` times at most (None: not applied). Returns the merges."""
         for _ in range(REGROUP_TRIES):
             with self.storage.repository() as repo:
                 plan = _Placer(repo, self.params, []).plan_regroup(stories)
@@ -152,8 +192,7 @@ class Ingestor:
                 merges = applier.apply_regroup(plan)
                 applier.flush()
                 return merges
-        log.info("regrouping %d stories left to the next pass: other workers kept changing them", len(stories))
-        return []
+        return None
 
     def _terms_of(self, title: str, text: str) -> Iterable[str]:
         return grouping.term_counts(title, text, self.params).keys()
