@@ -25,11 +25,13 @@ The articles' secondary indexes (and those of article_bands, story_terms, storie
 rebuilt after it; then VACUUM (ANALYZE) and CHECKPOINT. Stored text is a few hundred characters: placement never
 reads it; members of a story share their story's term vector (placement never reads articles.terms either).
 
-At each size a FRESH SUBPROCESS builds an Ingestor and places --placements new articles (plus 20 warm-up ones)
-one per transaction with ``Ingestor.store`` (``prepare`` is not timed): real text rewritten (25 % light edits of
-a real text: near-copies; 40 % heavy rewrites published within days of a random existing article of the same
-text: story matches; 35 % heavy rewrites mixed with another text at a random moment). It reports p50/p95/p99/max,
-the placement methods, the time per statement and for COMMIT (SQLAlchemy events; "rest" is Python and driver),
+At each size a FRESH SUBPROCESS builds an Ingestor and places --placements new articles (plus 20 warm-up ones) one
+per transaction with ``Ingestor.store_many(regroup=False)`` (``prepare`` is not timed), and after every BURST of
+them groups again what they touched (``Ingestor.settle``), as a worker does when its queue runs dry. The articles:
+real text rewritten (25 % light edits of a real text: near-copies; 40 % heavy rewrites published within days of a
+random existing article of the same text: story matches; 35 % heavy rewrites mixed with another text at a random
+moment). It reports p50/p95/p99/max, the placement methods, the time per statement and for COMMIT (SQLAlchemy
+events; "rest" is Python and driver),
 EXPLAIN (ANALYZE, BUFFERS) of the slowest lookups, and its RSS after the warm-up and after the placements. Then
 it times the periodic regrouping pass (``Ingestor.merge_young_stories``, a chunk of stories per transaction) over
 the stories the placements changed, and its RSS after it. For placements and pass alike it reports how long each
@@ -84,6 +86,7 @@ REPRINT_SHARE = 0.2  # of a story's later articles
 RUBRICS = ["Analyse", "Décryptage", "Le point", "En bref", "Éclairage", "Zoom", "Les faits"]
 CHUNK = 20_000  # articles generated, then copied, at a time
 WARMUP = 20
+BURST = 20  # placements a worker makes before its queue runs dry and it groups again (Ingestor.settle)
 PARAMS = grouping.StoryParams()
 # Indexes dropped during a load and rebuilt after it (the primary keys of articles and stories stay).
 REBUILT_TABLES = ("articles", "article_bands", "story_terms", "stories")
@@ -648,6 +651,9 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
     cpu_ms: list[float] = []
     touched: set[int] = set()
     load_before = 0.0
+    settles: list[tuple[float, float]] = []  # wall and CPU seconds of each timed Ingestor.settle
+    placement_holds: list[float] = []
+    settle_holds: list[float] = []
     for i, item in enumerate(prepared):
         if i == WARMUP:
             rss_warm, peak_warm = memory_kib()
@@ -655,17 +661,24 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
         if i == WARMUP:
             load_before = os.getloadavg()[0]
         started, cpu = time.perf_counter(), time.process_time()
-        outcome = ingestor.store(item)
+        outcome = ingestor.store_many([item], regroup=False)[0]
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         if i >= WARMUP:
             latencies.append(elapsed * 1000)
             cpu_ms.append(cpu * 1000)
             methods[outcome.method] += 1
             touched.add(outcome.story_id)
+            placement_holds += times.holds
+        times.holds.clear()
+        if (i + 1) % BURST == 0:  # the worker's queue runs dry: it groups again what the burst touched
+            started, cpu = time.perf_counter(), time.process_time()
+            ingestor.settle()
+            if i >= WARMUP:
+                settles.append((time.perf_counter() - started, time.process_time() - cpu))
+                settle_holds += times.holds
+            times.holds.clear()
     load_after = os.getloadavg()[0]
     rss_placed, peak_placed = memory_kib()
-    placement_holds = list(times.holds)
-    times.holds.clear()
     started = time.perf_counter()
     merges = ingestor.merge_young_stories()  # the periodic pass, over the stories the placements changed
     merge_s = time.perf_counter() - started
@@ -683,7 +696,12 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
         "loadavg": [load_before, load_after],
         "methods": dict(methods),
         "merge_pass": [merge_s, len(touched), len(merges or [])],
-        "lock_holds_ms": {"placement": [s * 1000 for s in placement_holds], "pass": [s * 1000 for s in pass_holds]},
+        "settles": [[wall * 1000, cpu * 1000] for wall, cpu in settles],
+        "lock_holds_ms": {
+            "placement": [s * 1000 for s in placement_holds],
+            "regrouping": [s * 1000 for s in settle_holds],
+            "pass": [s * 1000 for s in pass_holds],
+        },
         "statements": {k: [times.seconds[k] * 1000, times.calls[k]] for k in times.seconds},
         "plans": plans,
         "memory_kib": {
@@ -728,18 +746,24 @@ def report_measure(result: dict[str, Any], seconds: float) -> tuple[float, float
     n = len(lat)
     p50, p95, p99 = (float(np.percentile(lat, q)) for q in (50, 95, 99))
     print(
-        f"  store() of one article, {n} timed after {WARMUP} warm-up (child ran {seconds:.0f} s):"
+        f"  placement of one article, {n} timed after {WARMUP} warm-up (child ran {seconds:.0f} s):"
         f" p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {lat.max():.1f} ms, mean {lat.mean():.1f} ms"
     )
     if "cpu_ms" in result:
         cpu = np.array(result["cpu_ms"])
         print(
-            f"  CPU time of the placing process per store(): p50 {np.percentile(cpu, 50):.1f} ms,"
+            f"  CPU time of the placing process per placement: p50 {np.percentile(cpu, 50):.1f} ms,"
             f" mean {cpu.mean():.1f} ms"
             f" (the rest of the wall clock is waiting: PostgreSQL, other processes);"
             f" 1-min load average {result['loadavg'][0]:.1f} -> {result['loadavg'][1]:.1f} on {os.cpu_count()} CPUs"
         )
     print("  methods: " + ", ".join(f"{m} {c}" for m, c in sorted(result["methods"].items())))
+    if result.get("settles"):
+        wall, cpu = np.array(result["settles"]).T
+        print(
+            f"  regrouping after every {BURST} placements ({len(wall)} settles): p50 {np.percentile(wall, 50):.0f} ms,"
+            f" max {wall.max():.0f} ms; per placed article {wall.sum() / n:.1f} ms wall, {cpu.sum() / n:.1f} ms CPU"
+        )
     if "merge_pass" in result:
         merge_s, touched, merges = result["merge_pass"]
         print(

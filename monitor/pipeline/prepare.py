@@ -52,7 +52,7 @@ def prepare(incoming: Incoming, params: grouping.StoryParams) -> Prepared:
     author = site = note = None
     language = incoming.language
     if incoming.html is not None:
-        page = extract(incoming.html, own)
+        page = extract(incoming.html, own, title=incoming.title)
         if page.canonical_url and page.canonical_url != own:
             note = canonical_link_refusal(page.canonical_url, own)
             url = own if note else page.canonical_url
