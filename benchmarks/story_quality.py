@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/story_quality.py
 
 Prints BCubed and pairwise P/R/F1 and story counts for rpm2-dev, for two edited copies of it, for the same
-three as HTML pages, and for the five seeds (at their own dates, and all on one day); then rpm2-dev placed
-live in ten arrival orders. The product never sees the labels: they are read only to score.
+three as HTML pages, and for the five seeds (at their own dates, and all on one day, as text and as pages);
+then rpm2-dev placed live in ten arrival orders. The product never sees the labels: they are read only to score.
 
 The edited copies guard against tuning to the exact texts of rpm2-dev: the same articles as other outlets
 run them, every one cut to its first three quarters (``rpm2-dev-cut``), or with its lead kept and a fifth
@@ -173,6 +173,7 @@ def all_scores(workers: int | None = None) -> dict[str, Scores | OrderScores]:
         directory = Path(tmp)
         cut = edited_rpm2(directory, thinned=False)
         thinned = edited_rpm2(directory, thinned=True)
+        same_day = seeds_file(directory, same_day=True)
         files = {
             "rpm2-dev": RPM2,
             "rpm2-dev-cut": cut,
@@ -181,7 +182,8 @@ def all_scores(workers: int | None = None) -> dict[str, Scores | OrderScores]:
             "rpm2-dev-cut-pages": pages_file(cut, directory),
             "rpm2-dev-thinned-pages": pages_file(thinned, directory),
             "seeds": seeds_file(directory, same_day=False),
-            "seeds-same-day": seeds_file(directory, same_day=True),
+            "seeds-same-day": same_day,
+            "seeds-same-day-pages": pages_file(same_day, directory),
         }
         workers = min(workers or os.cpu_count() or 1, len(files) + LIVE_ORDERS)
         if workers == 1:

@@ -95,13 +95,8 @@ _DATE_WORDS = frozenset(
     "lundi mardi mercredi jeudi vendredi samedi dimanche published updated posted on at by "
     f"{' '.join(MONTHS)} fevrier aout decembre".split()
 )
-# A line that is a date and nothing else: "Le lundi 1er septembre 2008 à 06h35", "01/09/2008 - 06:35"
-_BARE_DATE = re.compile(
-    r"^(?:le\s+)?(?:(?:lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)\s+)?"
-    rf"(?:\d{{1,2}}(?:er)?\s+(?:{_MONTH})\s+\d{{4}}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}})"
-    r"(?:\s*(?:à|,|-|–|\|)?\s*\d{1,2}\s*[h:]\s*(?:\d{2})?)?\s*$",
-    re.I,
-)
+# A line that is a date and nothing else ("19 juillet 2023") stays: it may be all that dates the event when
+# the feed's date is not the article's, and its words weigh nothing in grouping.
 # "Par Camille Durand", "Par Jean Dupont et Marie Martin, envoyée spéciale à Kiev", "By Jane Doe": names
 # only (capitalised words), then at most a short role; a sentence ("Par décret, …") has lower-case words
 # after "Par", or ends like one.
@@ -172,7 +167,7 @@ def _edge_furniture(line: str, authors: set[tuple[str, ...]]) -> bool:
         return True  # nothing but share, tool and footer links
     if _SENTENCE_END.search(line):
         return False  # "Publiée le 3 mars, l'enquête montre une baisse." is the article's
-    if _date_line(line) or _BARE_DATE.match(line) or _BYLINE.match(line) or _COPYRIGHT.match(line):
+    if _date_line(line) or _BYLINE.match(line) or _COPYRIGHT.match(line):
         return True
     key = _key(line)
     return bool(key) and (key in authors or (key[0] in ("par", "by") and key[1:] in authors))

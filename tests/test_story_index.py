@@ -362,3 +362,21 @@ def test_story_terms_are_updated_in_place(tmp_path: Path, database_url: str) -> 
     assert gone not in index and entered in index and index[kept] == weight * 2
     rewritten = set(after) ^ set(before)  # rows deleted, added, or given a new version
     assert {(s, t) for s, t, _ in rewritten} == {(second, gone), (second, entered), (second, kept)}
+
+
+def test_a_regrouping_is_applied_in_independent_parts() -> None:
+    """Articles moving between the same stories are one part, applied in one short transaction; moves
+    elsewhere are other parts, each checked against its own stories only."""
+    from monitor.grouping import Change, parts
+
+    change = Change(
+        moves={10: (2, 0.2), 11: (2, 0.3), 20: (4, 0.2), 30: (-1, None), 31: (-1, 0.5)},
+        absorbed={3: (4, 0.2)},
+        split={-1: 5},
+    )
+    origin = {10: 1, 11: 1, 20: 3, 30: 5, 31: 5}
+    found = parts(change, origin)
+    assert [stories for stories, _ in found] == [frozenset({-1, 5}), frozenset({1, 2}), frozenset({3, 4})]
+    assert found[0][1] == Change(moves={30: (-1, None), 31: (-1, 0.5)}, split={-1: 5})
+    assert found[1][1] == Change(moves={10: (2, 0.2), 11: (2, 0.3)})
+    assert found[2][1] == Change(moves={20: (4, 0.2)}, absorbed={3: (4, 0.2)})

@@ -19,7 +19,7 @@ from monitor.grouping.features import (
 )
 from monitor.grouping.merging import Placed, merge_plan, refine_plan
 from monitor.grouping.params import StoryParams
-from monitor.grouping.regrouping import Change, regroup
+from monitor.grouping.regrouping import Change, parts, regroup
 from monitor.grouping.scoring import Match, best_story
 from monitor.grouping.state import Candidate, Member, StoryState
 
@@ -37,6 +37,7 @@ __all__ = [
     "dot",
     "event_date",
     "merge_plan",
+    "parts",
     "query_terms",
     "refine_plan",
     "regroup",

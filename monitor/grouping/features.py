@@ -66,9 +66,10 @@ def _unit(vector: Mapping[str, float]) -> dict[str, float]:
 
 
 def dot(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    return sum(v * b.get(t, 0.0) for t, v in a.items())
+    """Over the shared terms only, found in C: most terms of two articles differ, and this runs millions
+    of times per regrouping. ``fsum`` is exact, so the set's order (string hashing differs from process
+    to process) cannot change a score: workers agree to the last bit."""
+    return math.fsum([a[t] * b[t] for t in a.keys() & b.keys()])
 
 
 def _norm(vector: Mapping[str, float]) -> float:

@@ -6,7 +6,7 @@ story keeps its id when it keeps most of its articles."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -114,6 +114,44 @@ def _identities(placed: Sequence[Placed], clusters: list[list[Placed]], params: 
         scores = [s for aid, (target, s) in change.moves.items() if target == into and s is not None]
         change.absorbed[story] = (into, round(max(scores), 4) if scores else 0.0)
     return change
+
+
+def parts(change: Change, origin: Mapping[int, int]) -> list[tuple[frozenset[int], Change]]:
+    """The change cut into independent parts, each with the stories it touches: articles moving between
+    the same stories belong together, unrelated moves do not. Each part can be applied on its own, in a
+    short transaction, if its own stories are unchanged. ``origin``: the story each moved article is in."""
+    parent: dict[int, int] = {}
+
+    def find(story: int) -> int:
+        while parent.setdefault(story, story) != story:
+            story = parent[story]
+        return story
+
+    def join(a: int, b: int) -> None:
+        parent[find(a)] = find(b)
+
+    for article, (target, _) in change.moves.items():
+        join(origin[article], target)
+    for story, (into, _) in change.absorbed.items():
+        join(story, into)
+    for fresh, source in change.split.items():
+        join(fresh, source)
+    groups: dict[int, set[int]] = {}
+    for story in list(parent):
+        groups.setdefault(find(story), set()).add(story)
+    found = []
+    for stories in sorted(groups.values(), key=min):
+        found.append(
+            (
+                frozenset(stories),
+                Change(
+                    {a: m for a, m in change.moves.items() if m[0] in stories},
+                    {s: m for s, m in change.absorbed.items() if s in stories},
+                    {f: o for f, o in change.split.items() if f in stories},
+                ),
+            )
+        )
+    return found
 
 
 def _score_within(article: Placed, total: Counter[str], count: int, params: StoryParams) -> float | None:

@@ -176,21 +176,28 @@ class Ingestor:
         return done or []
 
     def _regroup(self, stories: Sequence[int]) -> list[Merge] | None:
-        """Planned without the placement lock; applied under it, in a few milliseconds, if none of the
-        stories it read changed meanwhile (another worker placed there), else planned again,
-        ``REGROUP_TRIES`` times at most (None: not applied). Returns the merges."""
+        """Planned without the placement lock, and applied under it a part at a time (``grouping.parts``:
+        articles moving between the same stories), each part in a few milliseconds if its stories did not
+        change meanwhile (another worker placed there). Planned again while a part could not be applied,
+        ``REGROUP_TRIES`` times at most (None: not all applied). Returns the merges."""
+        merges: list[Merge] = []
         for _ in range(REGROUP_TRIES):
             with self.storage.repository() as repo:
                 plan = _Placer(repo, self.params, []).plan_regroup(stories)
             if plan is None:
-                return []
-            with self._lock, self.storage.repository() as repo:
-                repo.lock_cluster("placement")
-                if repo.story_versions(sorted(plan.versions)) != plan.versions:
-                    continue
-                applier = _Placer(repo, self.params, [])
-                merges = applier.apply_regroup(plan)
-                applier.flush()
+                return merges
+            stale = False
+            for touched, change in grouping.parts(plan.change, plan.origin):
+                versions = {s: at for s, at in plan.versions.items() if s in touched}
+                with self._lock, self.storage.repository() as repo:
+                    repo.lock_cluster("placement")
+                    if repo.story_versions(sorted(versions)) != versions:
+                        stale = True
+                        continue
+                    applier = _Placer(repo, self.params, [])
+                    merges += applier.apply_regroup(replace(plan, change=change))
+                    applier.flush()
+            if not stale:
                 return merges
         return None
 
@@ -465,7 +472,7 @@ class _Placer:
             ]
         )
         gone = {story for story, _, _ in merges}
-        changed = ({target for target, _ in moves.values()} | set(origin.values())) - gone
+        changed = ({target for target, _ in moves.values()} | {origin[aid] for aid in moves}) - gone
         for story_id in gone | changed:
             self.touched.pop(story_id, None)
         for story_id in sorted(changed):
