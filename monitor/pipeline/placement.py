@@ -144,8 +144,7 @@ class Ingestor:
             self._check_fingerprint(repo)
             holding, surviving, count = repo.detach_between(since, until, self._terms_of)
             placer = _Placer(repo, self.params, [])
-            for story_id in surviving:  # what stays of a story is summarised again from its members
-                placer.resummarise(story_id)
+            placer.resummarise(surviving)  # what stays of a story is summarised again from its members
             placer.flush()
         while True:
             with self._lock, self.storage.repository() as repo:
@@ -475,8 +474,7 @@ class _Placer:
         changed = ({target for target, _ in moves.values()} | {origin[aid] for aid in moves}) - gone
         for story_id in gone | changed:
             self.touched.pop(story_id, None)
-        for story_id in sorted(changed):
-            self.resummarise(story_id)
+        self.resummarise(changed)
         return [Merge(story, into, score) for story, into, score in merges]
 
     def _reweighed(self, members: list[grouping.Placed]) -> list[grouping.Placed]:
@@ -493,12 +491,13 @@ class _Placer:
             for a in members
         ]
 
-    def resummarise(self, story_id: int) -> None:
-        """Recompute a story's centroid from the stored vectors of its remaining original articles."""
-        state = self._state(story_id)
-        state.centroid = {}
-        for terms in self.repo.member_terms(story_id):
-            state.centroid = grouping.add_to_centroid(state.centroid, terms, self.params)
+    def resummarise(self, story_ids: Iterable[int]) -> None:
+        """Summarise these stories again from their members as they are now, after articles moved: the
+        centroid from the stored vectors of their original articles."""
+        for story_id, (state, vectors) in self.repo.rebuilt_states(sorted(story_ids)).items():
+            for terms in vectors:
+                state.centroid = grouping.add_to_centroid(state.centroid, terms, self.params)
+            self.touched[story_id] = state
 
     def _state(self, story_id: int, joining: int | None = None) -> grouping.StoryState:
         """The story as this batch has it, loaded on first use. Loaded after ``joining`` (an article being

@@ -250,16 +250,36 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         members = [Member(*row[2:]) for row in rows if row[2] is not None]
         return StoryState(story_id, title, dict(centroid if centroid is not None else stored or {}), members)
 
-    def member_terms(self, story_id: int) -> list[dict[str, float]]:
-        """The stored vectors of the story's original (not reprinted) articles."""
-        return [
-            dict(terms)
-            for terms in self.session.scalars(
-                select(Article.terms)
-                .where(Article.story_id == story_id, Article.duplicate_of_id.is_(None))
-                .order_by(Article.published_at, Article.id)
+    def rebuilt_states(self, story_ids: Sequence[int]) -> dict[int, tuple[StoryState, list[dict[str, float]]]]:
+        """These stories with their members as they are now, and the stored vectors of their original (not
+        reprinted) members in publication order, to summarise them again after articles moved: one query
+        for all, so that applying a regrouping holds the placement lock briefly."""
+        story, article = _table(Story), _table(Article)
+        found: dict[int, tuple[StoryState, list[dict[str, float]]]] = {}
+        for chunk in _chunks(sorted(story_ids)):
+            rows = self.session.execute(
+                select(
+                    story.c.id,
+                    story.c.title,
+                    article.c.id,
+                    article.c.published_at,
+                    article.c.source,
+                    article.c.title,
+                    article.c.event_date,
+                    article.c.duplicate_of_id.is_not(None),
+                    article.c.terms,
+                )
+                .select_from(story.outerjoin(article, article.c.story_id == story.c.id))
+                .where(story.c.id.in_(chunk))
+                .order_by(story.c.id, article.c.published_at, article.c.id)
             )
-        ]
+            for row in rows:
+                state, vectors = found.setdefault(row[0], (StoryState(row[0], row[1], {}, []), []))
+                if row[2] is not None:
+                    state.members.append(Member(*row[2:8]))
+                    if not row[7]:
+                        vectors.append(dict(row[8] or {}))
+        return found
 
     def placed_members(self, story_ids: Sequence[int]) -> list[Placed]:
         """These stories' articles for regrouping, one per near-copy family (an original and its reprints,
