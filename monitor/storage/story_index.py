@@ -258,17 +258,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         found: dict[int, tuple[StoryState, list[dict[str, float]]]] = {}
         for chunk in _chunks(sorted(story_ids)):
             rows = self.session.execute(
-                select(
-                    story.c.id,
-                    story.c.title,
-                    article.c.id,
-                    article.c.published_at,
-                    article.c.source,
-                    article.c.title,
-                    article.c.event_date,
-                    article.c.duplicate_of_id.is_not(None),
-                    article.c.terms,
-                )
+                select(story.c.id, story.c.title, *_member_columns(), article.c.terms)
                 .select_from(story.outerjoin(article, article.c.story_id == story.c.id))
                 .where(story.c.id.in_(chunk))
                 .order_by(story.c.id, article.c.published_at, article.c.id)
@@ -463,16 +453,7 @@ def _story_state_query(with_centroid: bool) -> Select[Any]:
     """A story's title (and centroid) on every row of its members, or on one row of nulls if it has none."""
     story, article = _table(Story), _table(Article)
     return (
-        select(
-            story.c.title,
-            story.c.centroid if with_centroid else null(),
-            article.c.id,
-            article.c.published_at,
-            article.c.source,
-            article.c.title,
-            article.c.event_date,
-            article.c.duplicate_of_id.is_not(None),
-        )
+        select(story.c.title, story.c.centroid if with_centroid else null(), *_member_columns())
         .select_from(story.outerjoin(article, article.c.story_id == story.c.id))
         .where(story.c.id == bindparam("story_id"))
         .order_by(article.c.published_at, article.c.id)
@@ -492,6 +473,12 @@ def _stories_sharing_pg() -> TextualSelect:
         " GROUP BY st.story_id ORDER BY shared DESC, st.story_id LIMIT :limit) AS r"
         " JOIN stories s ON s.id = r.story_id WHERE s.article_count > 0 ORDER BY r.shared DESC, s.id"
     ).columns(column("shared", Float), *(column(c.name, c.type) for c in columns))
+
+
+def _member_columns() -> tuple[ColumnElement[Any], ...]:
+    """An article as a story member (grouping.Member's fields)."""
+    c = _table(Article).c
+    return (c.id, c.published_at, c.source, c.title, c.event_date, c.duplicate_of_id.is_not(None))
 
 
 def _candidate_columns() -> tuple[ColumnElement[Any], ...]:
