@@ -92,7 +92,7 @@ def run(
     once: Annotated[
         bool,
         typer.Option(
-            "--once", help="Fetch every feed once, ingest, run the story merge pass if its schedule is due, and exit."
+            "--once", help="Fetch every feed once, ingest and regroup, run the regrouping safety net if due, and exit."
         ),
     ] = False,
 ) -> None:

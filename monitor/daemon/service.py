@@ -116,7 +116,7 @@ async def run_once(settings: Settings) -> CycleReport:
                 await worker.batcher.finish()
             finally:
                 worker.close()
-        # From cron, --once is the whole service: the merge pass runs when the daemons' would have.
+        # From cron, --once is the whole service: the safety-net pass runs when the daemons' would have.
         merges = await asyncio.to_thread(ingestor.merge_young_stories, schedule_fired(settings.merge_schedule))
         report.stories_merged = len(merges or [])
         return report
@@ -218,10 +218,10 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
         merge_due = schedule_fired(settings.merge_schedule)
 
         async def merge() -> None:
-            merges = await _in_thread("story merge pass", functools.partial(ingestor.merge_young_stories, merge_due))
+            merges = await _in_thread("regrouping pass", functools.partial(ingestor.merge_young_stories, merge_due))
             if merges:
                 STORIES_MERGED.inc(len(merges))
-                log.info("merge pass: %d stories merged into others", len(merges))
+                log.info("regrouping pass: %d stories merged into others", len(merges))
 
         scheduler.add_job(
             merge,
