@@ -26,7 +26,7 @@ PLACE_GATHER_SECONDS = 0.05
 # Regrouping (Ingestor.settle) waits for the burst to end: extraction is usually slower than placement, so
 # the queue runs dry after nearly every batch, and regrouping then would cost its full price per batch.
 SETTLE_IDLE_SECONDS = 1.0  # no article placed for this long: the burst has ended
-SETTLE_SECONDS = 5.0  # a long burst is grouped again at least this often
+SETTLE_SECONDS = 30.0  # a long burst (a backlog) is grouped again at least this often
 
 
 @dataclass(frozen=True)
