@@ -119,6 +119,11 @@ class Placed:
     voice_id: int | None = None  # the member of its near-copy family whose text stands for it (None: itself)
 
 
+def publication_order(article: Placed) -> tuple[object, ...]:
+    """Publication order, ties broken by URL, never by arrival (an article id is its arrival)."""
+    return (article.published_at, article.url, article.article_id)
+
+
 class _Members:
     """A story as ``refine_plan`` sees it: its articles and the exact sum of their vectors."""
 
@@ -184,7 +189,7 @@ def refine_plan(
     span = timedelta(days=params.max_span_days)
     scores: dict[int, float] = {}
     squares = {a.article_id: sum(v * v for v in a.vector.values()) for a in placed}  # used every sweep
-    in_order = sorted(placed, key=lambda a: (a.published_at, a.url, a.article_id))
+    in_order = sorted(placed, key=publication_order)
     for _ in range(params.refine_rounds):
         changed = False
         for article in in_order:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from monitor.grouping.features import _norm
-from monitor.grouping.merging import Placed, merge_plan, refine_plan
+from monitor.grouping.merging import Placed, merge_plan, publication_order, refine_plan
 from monitor.grouping.params import StoryParams
 from monitor.grouping.scoring import _mixed_score
 from monitor.grouping.state import Candidate, Member, StoryState
@@ -35,18 +35,13 @@ def regroup(placed: Sequence[Placed], params: StoryParams) -> Change:
     return _identities(placed, clusters, params)
 
 
-def _order(article: Placed) -> tuple[object, ...]:
-    """Publication order, ties broken by URL, never by arrival (an article id is its arrival)."""
-    return (article.published_at, article.url, article.article_id)
-
-
 def _cluster(placed: Sequence[Placed], params: StoryParams) -> list[list[Placed]]:
     """Greedy placement in publication order, then average-link merging and refinement, as on import."""
     states: list[StoryState] = []
     norms: list[float] = []
     home: dict[int, int] = {}
     span = timedelta(days=params.max_span_days)
-    for article in sorted(placed, key=_order):
+    for article in sorted(placed, key=publication_order):
         norm = _norm(article.vector)
         best: tuple[float, int] | None = None
         for index, state in enumerate(states):
@@ -79,7 +74,7 @@ def _cluster(placed: Sequence[Placed], params: StoryParams) -> list[list[Placed]
     groups: dict[int, list[Placed]] = {}
     for article, mine in zip(placed, local, strict=True):
         groups.setdefault(moves.get(article.article_id, (mine.story_id, 0.0))[0], []).append(article)
-    return sorted((sorted(g, key=_order) for g in groups.values()), key=lambda g: _order(g[0]))
+    return sorted((sorted(g, key=publication_order) for g in groups.values()), key=lambda g: publication_order(g[0]))
 
 
 def _identities(placed: Sequence[Placed], clusters: list[list[Placed]], params: StoryParams) -> Change:

@@ -472,9 +472,9 @@ class _Placer:
         )
         gone = {story for story, _, _ in merges}
         changed = ({target for target, _ in moves.values()} | {origin[aid] for aid in moves}) - gone
-        for story_id in gone | changed:
+        for story_id in gone:
             self.touched.pop(story_id, None)
-        self.resummarise(changed)
+        self.resummarise(changed)  # replaces what this placer held of them
         return [Merge(story, into, score) for story, into, score in merges]
 
     def _reweighed(self, members: list[grouping.Placed]) -> list[grouping.Placed]:
