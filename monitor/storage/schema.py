@@ -126,6 +126,17 @@ class Story(Base):
     merge_score: Mapped[float | None] = mapped_column(Float)
 
 
+# The ranking of the stories page and digests (outlets, then most recent coverage), over listed stories only.
+Index(
+    "ix_stories_ranking",
+    Story.outlet_count.desc(),
+    Story.last_published_at.desc(),
+    Story.id,
+    postgresql_where=Story.article_count > 0,
+    sqlite_where=Story.article_count > 0,
+)
+
+
 class Article(Base):
     __tablename__ = "articles"
     __table_args__ = (Index("ix_articles_published_at", "published_at"),)
