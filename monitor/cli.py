@@ -19,10 +19,11 @@ if _GUARDED:
     signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -37,7 +38,7 @@ from monitor.ops.logs import configure_logging
 
 if TYPE_CHECKING:
     from monitor.desk.read import Desk
-    from monitor.desk.rows import ArticleRow
+    from monitor.desk.rows import ArticleRow, Page, StoryEventRow, StoryRow
     from monitor.search import Query
 
 if _GUARDED:
@@ -53,8 +54,9 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 feeds_app = typer.Typer(help="Feed health, and feed lists in and out (OPML).", invoke_without_command=True)
 app.add_typer(feeds_app, name="feeds")
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# Titles, sources, URLs and reasons come from the web: no rich markup or :emoji: codes, so they print verbatim.
+console = Console(soft_wrap=True, markup=False, emoji=False)
+errors = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 
 
 def _show_version(value: bool) -> None:
@@ -206,15 +208,32 @@ def _print_json(value: object) -> None:
     sys.stdout.write(to_json(value) + "\n")
 
 
-def _matches(total: int, shown: int, noun: tuple[str, str], what: str) -> str:
-    """The true total, not the page: "1 story matches …", "12 stories match …; showing 5 (--limit)"."""
-    text = f"{total} {noun[0]} matches{what}" if total == 1 else f"{total} {noun[1]} match{what}"
+def _matches(page: Page[Any], noun: tuple[str, str], what: str) -> str:
+    """The true total, not the page: "1 story matches …", "12 stories match …; showing 5 (--limit)", and
+    "more than 10000 stories match …" where counting stopped."""
+    total, shown = page.total, len(page.items)
+    if not page.total_exact:
+        text = f"more than {total} {noun[1]} match{what}"
+    else:
+        text = f"{total} {noun[0]} matches{what}" if total == 1 else f"{total} {noun[1]} match{what}"
     return text + (f"; showing {shown} (--limit)" if shown < total else "")
 
 
 Since = Annotated[str | None, typer.Option(help="Coverage since: 2d, 6h, 30m ago, or an ISO 8601 date or time.")]
 Until = Annotated[str | None, typer.Option(help="Coverage before: 2d, 6h ago, or ISO 8601 (a date includes that day).")]
-Limit = Annotated[int, typer.Option(min=1, help="How many to show (at least 1).")]
+
+
+def _positive(param: typer.CallbackParam, value: int) -> int:
+    """Counts and ids are SQL integers: one out of range is bad input in one line, not an overflow."""
+    from monitor.desk.params import INT_MAX
+
+    if not 1 <= value <= INT_MAX:
+        name = param.opts[0] if param.param_type_name == "option" else param.opts[0].upper()
+        raise ConfigError(f"{name}: {value} is not between 1 and {INT_MAX}")
+    return value
+
+
+Limit = Annotated[int, typer.Option(callback=_positive, help="How many to show (at least 1).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (field names as in the SQL schema).")]
 
 
@@ -226,7 +245,9 @@ def stories(
     query: Annotated[str | None, typer.Option("--query", "-q", help='Watch query: words and "phrases".')] = None,
     outlet: Annotated[str | None, typer.Option(help="Only stories this outlet covered.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only stories with an article from a feed with this tag.")] = None,
-    min_outlets: Annotated[int, typer.Option(min=1, help="Only stories covered by this many outlets.")] = 1,
+    min_outlets: Annotated[
+        int, typer.Option(callback=_positive, help="Only stories covered by this many outlets.")
+    ] = 1,
     as_json: AsJson = False,
 ) -> None:
     """Show stories ranked as in digests (distinct outlets, then recency), with article counts and outlets."""
@@ -248,17 +269,28 @@ def stories(
         return
     table = Table("story", f"last published ({settings.timezone})", "articles", "outlets", "title")
     for row in page.items:
-        outlets = f"{row.outlet_count}: {', '.join(row.outlets)}"
         table.add_row(
-            str(row.id), local(row.last_published_at, settings.timezone), str(row.article_count), outlets, row.title
+            str(row.id),
+            local(row.last_published_at, settings.timezone),
+            str(row.article_count),
+            _outlets(row),
+            row.title,
         )
     console.print(table)
-    console.print(_matches(page.total, len(page.items), ("story", "stories"), ""), markup=False, highlight=False)
+    console.print(_matches(page, ("story", "stories"), ""), markup=False, highlight=False)
+
+
+def _outlets(row: StoryRow) -> str:
+    """The count and the first two outlets, "12: 01net, Clubic +10": a story keeps to two or three lines in
+    80 columns (--json has them all)."""
+    more = f" +{len(row.outlets) - 2}" if len(row.outlets) > 2 else ""
+    return f"{row.outlet_count}: {', '.join(row.outlets[:2])}{more}"
 
 
 @app.command()
 def story(
-    story_id: Annotated[int, typer.Argument(help="A story's id (monitor stories).")], as_json: AsJson = False
+    story_id: Annotated[int, typer.Argument(callback=_positive, help="A story's id (monitor stories).")],
+    as_json: AsJson = False,
 ) -> None:
     """Show one story: its coverage in time order, near-copies under their original, and why each is there."""
     from monitor.desk.times import local
@@ -297,7 +329,26 @@ def story(
         out.append(f"merged here: story {merged.id} {merged.title!r} (score {score}, {local(merged.updated_at, zone)})")
     for mention in detail.digests:
         out.append(f"in digest {mention.digest!r} of {local(mention.period_end, zone)}, at position {mention.rank}")
+    if detail.history:
+        out += ["", "history (newest first):"]
+        out += [f"  {local(e.at, zone)}  {_event(e)}" for e in detail.history]
     console.print("\n".join(out), markup=False, highlight=False)
+
+
+def _event(event: StoryEventRow) -> str:
+    """A story_events row in words, seen from the story shown."""
+    other = f"story {event.counterpart_id}" if event.counterpart_id is not None else "a deleted story"
+    article = f"article {event.article_id}"
+    said = {
+        ("moved", True): f"{article} moved in from {other}",
+        ("moved", False): f"{article} moved out to {other}",
+        ("split", True): f"split off from {other}",
+        ("split", False): f"{other} split off from it",
+        ("merged", True): f"{other} merged into it",
+        ("merged", False): f"merged into {other}",
+    }.get((event.kind, event.incoming), event.kind)
+    score = f" (score {event.score:.2f})" if event.score is not None else ""
+    return f"{said}{score}: {event.reason}"
 
 
 def _why(article: ArticleRow) -> str:
@@ -371,13 +422,21 @@ def feeds(ctx: typer.Context, as_json: AsJson = False) -> None:
         "feed", "state", f"last success ({zone})", "next fetch", "why then", "pending", "failed", "last error"
     )
     for f in rows:
-        when = {
-            "disabled": f"disabled: {f.disabled_reason or ''}",
-            "backoff": f"backoff after {f.consecutive_failures} failure{'s' if f.consecutive_failures != 1 else ''}",
-            "adaptive": f"adaptive interval {duration(f.current_interval_s or 0, french=False)} "
-            f"(configured {duration(f.interval_s, french=False)}: the feed publishes rarely)",
-            "interval": f"every {duration(f.interval_s, french=False)}",
-        }[f.next_fetch_reason]
+        every = f"every {duration(f.interval_s, french=False)}"
+        asked = duration(f.next_fetch_delay_s or 0, french=False)  # null: not fetched since migration 0014
+        failures = plural(f.consecutive_failures, "failure")
+        when = (
+            {
+                "interval": every,
+                "adaptive": f"adaptive interval {asked} (configured {every}: the feed publishes rarely)",
+                "cache_control": f"the server's Cache-Control max-age {asked} (configured {every})",
+                "ttl": f"the feed's RSS ttl {asked} (configured {every})",
+                "backoff": f"backoff {asked} after {failures}" if f.next_fetch_delay_s else f"backoff after {failures}",
+                "retry_after": f"the server's Retry-After {asked} (after {failures})",
+            }[f.next_fetch_reason]
+            if f.enabled
+            else f"disabled: {f.disabled_reason or ''}"
+        )
         last = (
             f"{local(f.last_success_at, zone)} ({relative(f.last_success_at, now, french=False)})"
             if f.last_success_at
@@ -466,9 +525,7 @@ def search(
             snippet,
         )
     console.print(table)
-    console.print(
-        _matches(page.total, len(page.items), ("story", "stories"), f" {parsed}"), markup=False, highlight=False
-    )
+    console.print(_matches(page, ("story", "stories"), f" {parsed}"), markup=False, highlight=False)
 
 
 @app.command()
@@ -482,6 +539,7 @@ def web(
 ) -> None:
     """Serve the analyst's desk: read-only pages (stories, search, feeds, digests) and the JSON API under /api/."""
     from monitor.web import check_bind, create_app
+    from monitor.web.app import listen
 
     settings = _settings()
     check_bind(host, settings)  # before anything listens
@@ -489,9 +547,12 @@ def web(
     import uvicorn
 
     chosen = port or settings.web_port or 8000
+    sock = listen(host, chosen)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"monitor web: http://{shown}:{chosen}/ (read-only; Ctrl-C stops)", markup=False, highlight=False)
-    uvicorn.run(create_app(settings, desk), host=host, port=chosen, log_level="warning", server_header=False)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, desk), log_level="warning", server_header=False))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already stopped in order
+        server.run(sockets=[sock])
 
 
 @app.command()

@@ -1,30 +1,37 @@
-"""Fixtures: a fresh database on each engine (SQLite file, real PostgreSQL), loopback servers."""
+"""Fixtures: a fresh database on each engine (SQLite file, real PostgreSQL), the seed stories, loopback servers."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
+from tests.support import seed_database, seeded_env, serving, stories_of
 
 POSTGRES_ADMIN = os.environ.get("MONITOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
-def _postgres_database() -> Iterator[str]:
+
+@contextmanager
+def _postgres_database(template: str | None = None) -> Iterator[str]:
+    """A database of its own, empty or a copy of ``template`` (which nobody may be connected to)."""
     name = f"monitor_test_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as e:
         pytest.fail(f"PostgreSQL is required for the tests ({POSTGRES_ADMIN}): {e}")
     with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     try:
         yield f"{base}/{name}"
@@ -33,17 +40,75 @@ def _postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/monitor.db"
-    else:
-        yield from _postgres_database()
+@contextmanager
+def _database(engine: str, directory: Path, template: str | None = None) -> Iterator[str]:
+    """A database of its own on ``engine``, empty or a copy of the closed database at ``template``."""
+    if engine == "postgresql":
+        with _postgres_database(template and make_url(template).database) as url:
+            yield url
+        return
+    path = directory / "monitor.db"
+    if template:
+        source = Path(make_url(template).database or "")
+        assert not source.with_name(f"{source.name}-wal").exists(), "the template is still open"
+        shutil.copyfile(source, path)
+    yield f"sqlite:///{path}"
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with _database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    yield from _postgres_database()
+    with _postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def seed_template(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, int]]]:
+    """The seed stories imported once per engine through the real CLI (``seed_database``), and which
+    story each outlet's article is in. Never opened again: the fixtures below copy it, which takes a
+    tenth of an import."""
+    directory = tmp_path_factory.mktemp(f"seeds-{request.param}")
+    with _database(request.param, directory) as url:
+        seed_database(url, directory)
+        yield url, stories_of(url)
+
+
+@pytest.fixture
+def seeded_database(
+    seed_template: tuple[str, dict[str, int]], tmp_path: Path
+) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+    """A copy of the seed stories of the test's own, which it may change; the environment of a `monitor`
+    process on it, and which story each outlet's article is in."""
+    template, stories = seed_template
+    with _database(make_url(template).get_backend_name(), tmp_path, template) as url:
+        yield seeded_env(url, tmp_path), stories
+
+
+@pytest.fixture(scope="session")
+def seeded_desk(
+    seed_template: tuple[str, dict[str, int]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str], dict[str, int]]]:
+    """`monitor web` on a copy of the seed stories, started once per engine and shared by the tests that
+    only read through it (the desk cannot write); on PostgreSQL the database refuses writes from anyone,
+    so a test that writes there fails instead of changing its neighbours' data. Its base URL, the
+    environment and which story each outlet's article is in."""
+    template, stories = seed_template
+    engine = make_url(template).get_backend_name()
+    directory = tmp_path_factory.mktemp(f"desk-{engine}")
+    with _database(engine, directory, template) as url:
+        if engine == "postgresql":
+            with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{make_url(url).database}" SET default_transaction_read_only = on')
+        env = seeded_env(url, directory)
+        with serving(env) as base:
+            yield base, env, stories
 
 
 OUTLETS = ["Numerama", "Frandroid", "01net", "Next", "Siècle Digital"]

@@ -46,11 +46,33 @@ class Daemon:
     stderr: str = ""  # filled once it has stopped
 
 
+# `monitor run` on a clock set ahead of the wall clock: what the command does, with run_forever's offset
+_RUN_AHEAD = (
+    "import asyncio, sys; from datetime import timedelta; from monitor.config import Settings; "
+    "from monitor.daemon.service import run_forever; from monitor.ops.logs import configure_logging; "
+    "settings = Settings(); configure_logging(settings.log_level, settings.log_format); "
+    "asyncio.run(run_forever(settings, clock_offset=timedelta(seconds=float(sys.argv[1]))))"
+)
+
+
+DAEMON_START_UP_S = 5.0  # `monitor run` takes 1.5 s to its scheduler on an idle machine; late, it fires a minute on
+
+
+def minute_soon(seconds: float = DAEMON_START_UP_S) -> timedelta:
+    """The clock offset at which a cron minute begins ``seconds`` from now: daemons set to it fire their
+    every-minute schedules then, together, not at the next minute of the wall clock."""
+    return timedelta(seconds=-(time.time() + seconds) % 60)
+
+
 @contextmanager
-def running_daemon(env: dict[str, str]) -> Iterator[Daemon]:
-    """`monitor run` in a subprocess, stopped with SIGTERM on leaving; its stderr is kept for asserts."""
+def running_daemon(env: dict[str, str], clock_offset: timedelta | None = None) -> Iterator[Daemon]:
+    """`monitor run` in a subprocess, stopped with SIGTERM on leaving; its stderr is kept for asserts. With
+    ``clock_offset``, its cron jobs read a clock that far ahead (see ``minute_soon``)."""
+    command = ["-m", "monitor", "run"]
+    if clock_offset is not None:
+        command = ["-c", _RUN_AHEAD, str(clock_offset.total_seconds())]
     process = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     daemon = Daemon(process)
     try:
@@ -225,9 +247,27 @@ def stories_of(database_url: str) -> dict[str, int]:
 XSS_TITLE = "<script>alert(1)</script> Tibet"
 
 
+def seeded_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `monitor` process on a database ``seed_database`` filled (or a copy of one):
+    a feeds.yaml with one feed and one digest, nothing else of the caller's MONITOR_* settings."""
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        "feeds:\n  - {name: Exemple, url: 'https://www.example.fr/feed/', tags: [tech]}\n"
+        "digests:\n  - {name: matin, recipients: [veille@example.fr], schedule: '0 7 * * *'}\n",
+        encoding="utf-8",
+    )
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")},
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_FEEDS_FILE": str(feeds),
+        "COLUMNS": "200",
+    }
+
+
 def seed_database(database_url: str, tmp_path: Path) -> dict[str, str]:
     """The five seeds at their own dates (stories {000-003} and {004}) plus a story titled with a script tag,
-    imported through the real CLI; the environment of a `monitor` process reading it."""
+    imported through the real CLI; the environment of a `monitor` process reading it. Tests that only need
+    the result take a copy (the ``seeded_database`` and ``seeded_desk`` fixtures)."""
     archive = tmp_path / "seeds.jsonl"
     write_seeds(archive, same_day=False)
     other = json.loads(RPM2.read_text(encoding="utf-8").splitlines()[0])
@@ -240,18 +280,7 @@ def seed_database(database_url: str, tmp_path: Path) -> dict[str, str]:
     }
     with archive.open("a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
-    feeds = tmp_path / "feeds.yaml"
-    feeds.write_text(
-        "feeds:\n  - {name: Exemple, url: 'https://www.example.fr/feed/', tags: [tech]}\n"
-        "digests:\n  - {name: matin, recipients: [veille@example.fr], schedule: '0 7 * * *'}\n",
-        encoding="utf-8",
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")},
-        "MONITOR_DATABASE_URL": database_url,
-        "MONITOR_FEEDS_FILE": str(feeds),
-        "COLUMNS": "200",
-    }
+    env = seeded_env(database_url, tmp_path)
     result = run_cli("import", str(archive), env=env)
     assert result.returncode == 0 and "6 articles added" in result.stdout, result.stdout + result.stderr
     return env

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import os
-from collections.abc import Iterator
+import socket
 from datetime import datetime
 from pathlib import Path
 
@@ -12,18 +13,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import free_port, loopback_env, run_cli, seed_database, serving, stories_of
+from monitor.config import Settings
+from monitor.desk.read import Desk
+from tests.support import free_port, loopback_env, run_cli, seed_database, serving, wait_until
 
 
-@pytest.fixture
-def seeded(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], dict[str, int]]]:
-    env = seed_database(database_url, tmp_path)
-    with serving(env) as base:
-        yield base, env, stories_of(database_url)
-
-
-def test_stories_search_and_story(seeded: tuple[str, dict[str, str], dict[str, int]]) -> None:
-    base, _env, story = seeded
+def test_stories_search_and_story(seeded_desk: tuple[str, dict[str, str], dict[str, int]]) -> None:
+    base, _env, story = seeded_desk
     assert story["000"] == story["001"] == story["002"] == story["003"] != story["004"]
     page = httpx.get(f"{base}/api/stories").json()
     assert page["total"] == 3 and page["offset"] == 0 and page["next_offset"] is None
@@ -75,16 +71,96 @@ def test_stories_search_and_story(seeded: tuple[str, dict[str, str], dict[str, i
     ],
 )
 def test_bad_parameters_are_422_naming_the_field(
-    seeded: tuple[str, dict[str, str], dict[str, int]], path: str, params: dict[str, str], field: str
+    seeded_desk: tuple[str, dict[str, str], dict[str, int]], path: str, params: dict[str, str], field: str
 ) -> None:
-    base, _env, _story = seeded
+    base, _env, _story = seeded_desk
     response = httpx.get(base + path, params=params)
     assert response.status_code == 422, response.text
     assert [e["loc"][-1] for e in response.json()["detail"]] == [field]
 
 
-def test_openapi_feeds_digests_and_read_only(seeded: tuple[str, dict[str, str], dict[str, int]]) -> None:
-    base, _env, _story = seeded
+HUGE = "99999999999999999999"  # past PostgreSQL's integer, and SQLite's
+
+
+def test_out_of_range_values_are_422_naming_the_field(seeded_desk: tuple[str, dict[str, str], dict[str, int]]) -> None:
+    """Ids, counts and offsets past an SQL integer, and times past what a datetime holds, are bad parameters
+    (not a 500), named as the user sent them, on the API and on the pages (whose own checks read French)."""
+    base, _env, _story = seeded_desk
+    for path, params, field in [
+        ("/api/stories", {"offset": HUGE}, "offset"),
+        ("/api/stories", {"min_outlets": HUGE}, "min_outlets"),
+        ("/api/stories", {"since": "0001-01-01"}, "since"),
+        ("/api/stories", {"until": "9999-12-31"}, "until"),
+        ("/api/stories", {"since": "99999999999d"}, "since"),
+        (f"/api/stories/{HUGE}", {}, "story_id"),
+        ("/api/search", {"q": "Meta", "offset": HUGE}, "offset"),
+        (f"/api/feeds/{HUGE}/items", {}, "feed_id"),
+    ]:
+        response = httpx.get(base + path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+        assert [e["loc"][-1] for e in response.json()["detail"]] == [field], (path, params)
+    for path, params, message in [
+        ("/", {"offset": HUGE}, "offset : au plus 2147483647"),
+        ("/", {"min_outlets": HUGE}, "min_outlets : au plus 2147483647"),
+        ("/", {"min_outlets": "0"}, "min_outlets : au moins 1"),
+        ("/", {"from": "0001-01-01"}, "from : '0001-01-01' is out of range"),
+        ("/", {"to": "9999-12-31"}, "to : '9999-12-31' is out of range"),
+        ("/", {"from": "2024-11-06", "to": "2024-11-01"}, "to : must be after the start of the period"),
+        (f"/stories/{HUGE}", {}, "story_id : au plus 2147483647"),
+        ("/search", {"q": "Meta", "offset": HUGE}, "offset : au plus 2147483647"),
+        (f"/feeds/{HUGE}/items", {}, "feed_id : au plus 2147483647"),
+    ]:
+        response = httpx.get(base + path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+        assert f"Paramètre invalide — {message}" in html.unescape(response.text), (path, params)
+
+
+def test_head_is_answered_as_get_without_a_body(seeded_desk: tuple[str, dict[str, str], dict[str, int]]) -> None:
+    base, _env, story = seeded_desk
+    for path in ("/api/stories", f"/api/stories/{story['000']}", "/", f"/stories/{story['000']}", "/static/style.css"):
+        got, head = httpx.get(base + path), httpx.head(base + path)
+        assert got.status_code == head.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], path
+        assert "default-src 'self'" in head.headers["content-security-policy"], path
+    refused = httpx.post(f"{base}/api/stories")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+
+
+def test_an_internal_error_keeps_the_security_headers(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a route is a 500 with the same headers as any answer, and its traceback in the log only; the
+    desk served as the daemon serves it (on a thread), with the bug put in."""
+    from monitor.web import WebServer
+
+    assert run_cli("db", "upgrade", env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
+
+    def broken(_desk: Desk) -> list[object]:
+        raise RuntimeError("the bug")
+
+    monkeypatch.setattr(Desk, "feeds", broken)
+    settings = Settings(database_url=database_url, feeds_file=tmp_path / "feeds.yaml", timezone="Europe/Paris")
+    port = free_port()
+    server = WebServer(settings, "127.0.0.1", port)
+    server.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: server.server.started, 30, 0.05)
+        for path, kind in (("/api/feeds", "application/json"), ("/feeds", "text/html")):
+            response = httpx.get(base + path)
+            assert response.status_code == 500 and response.headers["content-type"].startswith(kind), path
+            assert response.headers["content-security-policy"].startswith("default-src 'self'"), path
+            assert response.headers["x-content-type-options"] == "nosniff", path
+            assert "the bug" not in response.text and "Traceback" not in response.text, path
+        page = httpx.get(f"{base}/feeds").text
+        assert "Erreur 500" in page and "heures de Europe/Paris" in page
+    finally:
+        server.stop()
+    assert "GET /api/feeds failed" in caplog.text and "RuntimeError: the bug" in caplog.text
+
+
+def test_openapi_feeds_digests_and_read_only(seeded_desk: tuple[str, dict[str, str], dict[str, int]]) -> None:
+    base, _env, _story = seeded_desk
     schema = httpx.get(f"{base}/openapi.json").json()
     assert {"/api/stories", "/api/stories/{story_id}", "/api/search", "/api/feeds", "/api/digests"} <= set(
         schema["paths"]
@@ -152,6 +228,18 @@ def test_non_loopback_host_is_refused_before_binding(tmp_path: Path, host: str) 
     assert result.returncode == 2
     assert result.stderr.startswith("monitor: error: --host") and "MONITOR_WEB_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "absent.db").exists()
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/monitor.db"}
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("web", "--port", str(port), env=env, timeout=60)
+    assert result.returncode == 2, result
+    assert result.stderr == f"monitor: error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
 
 
 def test_missing_database_is_one_line(tmp_path: Path) -> None:

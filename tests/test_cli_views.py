@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
-from tests.support import run_cli, seed_database, stories_of
-
-
-@pytest.fixture
-def seeded(database_url: str, tmp_path: Path) -> tuple[dict[str, str], dict[str, int]]:
-    env = seed_database(database_url, tmp_path)
-    return env, stories_of(database_url)
+from monitor.storage import Feed, FeedItem
+from tests.support import run_cli
 
 
 def _ok(*args: str, env: dict[str, str]) -> str:
@@ -23,8 +20,8 @@ def _ok(*args: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def test_stories_story_and_search(seeded: tuple[dict[str, str], dict[str, int]]) -> None:
-    env, story = seeded
+def test_stories_story_and_search(seeded_database: tuple[dict[str, str], dict[str, int]]) -> None:
+    env, story = seeded_database
     out = _ok("stories", env=env)
     assert "3 stories match" in out and "Europe/Paris" in out
     one = _ok("stories", "--limit", "1", env=env)
@@ -54,14 +51,115 @@ def test_stories_story_and_search(seeded: tuple[dict[str, str], dict[str, int]])
         (["stories", "--since", "hier"], "--since"),
         (["story", "999999"], "no story 999999"),
         (["items", "--feed", "Inconnu"], "no feed 'Inconnu'"),
+        (["stories", "--since", "0001-01-01"], "--since: '0001-01-01' is out of range"),
+        (["stories", "--until", "9999-12-31"], "--until: '9999-12-31' is out of range"),
+        (["search", "Meta", "--since", "99999999999d"], "--since: '99999999999d' is out of range"),
+        (["story", "99999999999999999999"], "STORY_ID: 99999999999999999999 is not between 1 and 2147483647"),
+        (["stories", "--limit", "99999999999999999999"], "--limit: 99999999999999999999 is not between"),
+        (["stories", "--min-outlets", "2147483648"], "--min-outlets: 2147483648 is not between"),
+        (["items", "--limit", "99999999999999999999"], "--limit"),
     ],
 )
-def test_bad_input_is_one_line(seeded: tuple[dict[str, str], dict[str, int]], args: list[str], message: str) -> None:
-    env, _story = seeded
+def test_bad_input_is_one_line(
+    seeded_database: tuple[dict[str, str], dict[str, int]], args: list[str], message: str
+) -> None:
+    env, _story = seeded_database
     result = run_cli(*args, env=env)
     assert result.returncode == 2
     assert result.stderr.startswith("monitor: error:") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _import(env: dict[str, str], path: Path, lines: list[dict[str, str]]) -> None:
+    path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    assert f"{len(lines)} articles added" in _ok("import", str(path), env=env)
+
+
+def test_titles_sources_urls_and_reasons_print_verbatim(
+    seeded_database: tuple[dict[str, str], dict[str, int]], tmp_path: Path
+) -> None:
+    """What the web wrote is shown as written: rich markup and :emoji: codes in it are text, never styles."""
+    env, _story = seeded_database
+    honey = "Le miel atteint un record de production cette année selon les apiculteurs, qui saluent une saison "
+    boss = "Le PDG du groupe annonce son départ après dix ans à la tête de l'entreprise, une surprise pour le "
+    _import(
+        env,
+        tmp_path / "markup.jsonl",
+        [
+            {
+                "url": "https://miel.example.fr/[/]record",
+                "title": "[/] Miel [bold]record",
+                "text": honey + "exceptionnelle malgré la sécheresse du printemps.",
+                "published_at": "2024-11-07T08:00:00+01:00",
+                "source": "[red]Markup[/red]",
+            },
+            {
+                "url": "https://pdg.example.fr/depart",
+                "title": "[exclu] Le PDG :fire: s'en va",
+                "text": boss + "marché qui attendait une annonce de résultats.",
+                "published_at": "2024-11-07T09:00:00+01:00",
+                "source": "Échos :smile:",
+            },
+        ],
+    )
+    engine = create_engine(env["MONITOR_DATABASE_URL"])
+    with Session(engine) as session, session.begin():
+        feed = Feed(name="[red]Flux[/red]", url="https://flux.example.fr/feed", interval_s=900)
+        session.add(feed)
+        session.flush()
+        session.add(
+            FeedItem(feed_id=feed.id, guid="miel", url="https://miel.example.fr/[/]page", last_error="[b]http[/b]: 503")
+        )
+    engine.dispose()
+
+    listed = _ok("stories", env=env)
+    for text in ("[/] Miel [bold]record", "1: [red]Markup[/red]", "[exclu] Le PDG :fire: s'en va", "Échos :smile:"):
+        assert text in listed, listed
+    assert "[/] Miel [bold]record" in _ok("search", "miel", env=env)
+    items = _ok("items", "--pending", env=env)
+    for text in ("[red]Flux[/red]", "https://miel.example.fr/[/]page", "[b]http[/b]: 503"):
+        assert text in items, items
+
+
+def _row(table: str, first_cell: str) -> tuple[int, list[str]]:
+    """The table row whose first cell is ``first_cell``: how many lines it takes, and each cell's text."""
+    rows = [line.split("│")[1:-1] for line in table.splitlines() if line.startswith("│")]
+    start = next(i for i, cells in enumerate(rows) if cells[0].strip() == first_cell)
+    end = start + 1
+    while end < len(rows) and not rows[end][0].strip():
+        end += 1
+    return end - start, [" ".join(" ".join(column).split()) for column in zip(*rows[start:end], strict=True)]
+
+
+def test_a_story_with_ten_outlets_keeps_to_a_few_lines_in_80_columns(
+    seeded_database: tuple[dict[str, str], dict[str, int]], tmp_path: Path
+) -> None:
+    env, _story = seeded_database
+    outlets = ["Numerama", "Frandroid", "01net", "Next", "Siècle Digital", "Clubic", "ZDNet", "Korben", "Les Echos"]
+    text = (
+        "La société Mistral AI annonce une levée de fonds de six cents millions d'euros auprès d'investisseurs "
+        "européens et américains pour accélérer le développement de ses modèles de langage ouverts."
+    )
+    _import(
+        env,
+        tmp_path / "ten.jsonl",
+        [
+            {
+                "url": f"https://media-{n}.example.fr/mistral",
+                "title": "Mistral AI lève 600 millions d'euros",
+                "text": text,
+                "published_at": f"2024-11-08T0{n}:00:00+01:00",
+                "source": source,
+            }
+            for n, source in enumerate([*outlets, "Le Monde"])
+        ],
+    )
+    page = json.loads(_ok("stories", "--json", "--min-outlets", "10", env=env))
+    assert page["total"] == 1 and len(page["items"][0]["outlets"]) == 10  # --json keeps them all
+    table = _ok("stories", "--min-outlets", "10", env={**env, "COLUMNS": "80"})
+    assert max(len(line) for line in table.splitlines()) <= 80
+    height, cells = _row(table, str(page["items"][0]["id"]))
+    assert height <= 3 and cells[3] == "10: 01net, Clubic +8", table
 
 
 def test_limit_must_be_positive_and_version(tmp_path: Path) -> None:

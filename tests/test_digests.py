@@ -29,7 +29,7 @@ from monitor.pipeline.placement import Ingestor
 from monitor.search import index_terms, parse_query
 from monitor.storage import Article, Storage
 from monitor.storage import Story as StoryRow
-from tests.support import digest_corpus, free_port, loopback_env, running_daemon, wait_until
+from tests.support import digest_corpus, free_port, loopback_env, minute_soon, running_daemon, wait_until
 
 END = datetime(2024, 11, 7, 6, 0, tzinfo=UTC)  # 07:00 in Paris
 
@@ -244,7 +244,7 @@ def test_daemon_sends_digests_on_their_schedule(tmp_path: Path, smtp) -> None:  
             smtp_port=str(port),
             smtp_security="none",
         )
-        with running_daemon(env) as daemon:
+        with running_daemon(env, minute_soon()) as daemon:
             wait_until(lambda: bool(inbox.messages), timeout_s=80)
     assert len(inbox.messages) == 1, daemon.stderr
     assert inbox.messages[0]["Subject"].startswith("Veille « minute »")

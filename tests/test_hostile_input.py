@@ -146,6 +146,38 @@ def test_a_hostile_feed_next_to_good_ones(tmp_path: Path, database_url: str) -> 
     assert "3 item(s) refused" in feed["last_error"]  # the three refused while reading the feed
 
 
+RETRY_AFTERS = [
+    "9999999999999999999999999",  # more seconds than a timedelta holds
+    "²",  # a digit to str.isdigit, not to float()
+    "Fri, 31 Dec 9999 23:59:59 GMT",
+    "Tue, 01 Jan 99999999999999999999 00:00:00 GMT",
+    "Mon, 01 Jan 2024 00:00:00 +99999999999999999999",
+    "Mon, 32 Dec 2024 00:00:00 GMT",
+]
+
+
+def test_a_server_asking_to_wait_forever_postpones_only_its_feed(tmp_path: Path, database_url: str) -> None:
+    """503s whose Retry-After no timedelta can hold, or that is no date at all: each postpones its own feed by
+    a day at most, and `run --once` exits 0 with the good feed's article stored."""
+    with LoopbackServer("127.0.0.52") as busy, LoopbackServer("127.0.0.53") as good:
+        feeds = {
+            f"busy {n}": busy.add(f"/{n}.xml", b"busy", "text/plain", status=503, headers={"Retry-After": value})
+            for n, value in enumerate(RETRY_AFTERS)
+        }
+        link = _page(good, 0, "/a/000.html")
+        entries = [{"title": "t", "link": link, "published": datetime.now(UTC)}]
+        feeds["good"] = good.add("/feed.xml", rss("Bon", good.base, entries), "application/rss+xml")
+        env = loopback_env(database_url, write_feeds(tmp_path / "feeds.yaml", feeds), host_min_interval="0")
+        done = run_cli("run", "--once", env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 article added" in done.stdout, done.stdout
+    rows = query(database_url, "SELECT name, next_fetch_at, next_fetch_delay_s, last_error FROM feeds")
+    busy_rows = [row for row in rows if row["name"].startswith("busy")]
+    assert len(busy_rows) == len(RETRY_AFTERS)
+    for row in busy_rows:
+        assert "HTTP 503" in row["last_error"] and row["next_fetch_delay_s"] <= 86400, row
+
+
 def test_an_unexpected_error_stays_with_its_item_and_stops_after_the_last_attempt(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,7 @@ from monitor.ops.health import HealthServer
 from monitor.ops.retention import retention
 from monitor.pipeline.placement import Ingestor
 from monitor.storage import Storage
-from tests.support import loopback_env, place_online, query, run_cli, running_daemon, wait_until
+from tests.support import loopback_env, minute_soon, place_online, query, run_cli, running_daemon, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,7 +192,8 @@ def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) 
         return totals
 
     envs = [loopback_env(postgres_url, feeds_file, merge_schedule="* * * * *", http_port=str(p)) for p in ports]
-    with running_daemon(envs[0]) as first, running_daemon(envs[1]) as second:
+    offset = minute_soon()  # one clock for both, as NTP gives them
+    with running_daemon(envs[0], offset) as first, running_daemon(envs[1], offset) as second:
         assert wait_until(lambda: sum(merged_total()) > 0, timeout_s=100), (first.stderr, second.stderr)
         time.sleep(2)
         counted = merged_total()

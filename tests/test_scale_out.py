@@ -82,7 +82,7 @@ def test_four_workers_match_one_and_survive_a_kill(tmp_path: Path, postgres_url:
     total = len(TOPICS) * PER_GROUP
     with ExitStack() as stack:
         feeds_file = _serve(stack, tmp_path)
-        single_url = stack.enter_context(_contextual(_postgres_database()))
+        single_url = stack.enter_context(_postgres_database())
         single = subprocess.run(
             [sys.executable, "-m", "monitor", "run", "--once"],
             env=_env(single_url, feeds_file),
@@ -132,13 +132,3 @@ def test_four_workers_match_one_and_survive_a_kill(tmp_path: Path, postgres_url:
     assert states == {"done": total}
     assert len(grouping) == len(TOPICS)  # exactly the gold number of stories
     assert grouping == expected  # the same grouping a single worker produces
-
-
-def _contextual(generator):  # type: ignore[no-untyped-def]
-    from contextlib import contextmanager
-
-    @contextmanager
-    def managed():  # type: ignore[no-untyped-def]
-        yield from generator
-
-    return managed()

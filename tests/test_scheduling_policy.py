@@ -29,19 +29,44 @@ def test_adaptive_interval_follows_the_publishing_rate() -> None:
 
 def test_server_hints_stretch_the_delay_but_are_capped() -> None:
     for _ in range(20):  # jitter is ±10 %
-        assert 810 <= success_delay(900, [None], cap_s=21600).total_seconds() <= 990
-        assert 3240 <= success_delay(900, [3600.0, None], cap_s=21600).total_seconds() <= 3960
-        assert success_delay(900, [10**9], cap_s=21600).total_seconds() <= 21600 * 1.1
+        assert 810 <= success_delay(900, None, {"cache_control": None}, cap_s=21600).delay.total_seconds() <= 990
+        hinted = success_delay(900, None, {"cache_control": 3600.0, "ttl": None}, cap_s=21600)
+        assert 3240 <= hinted.delay.total_seconds() <= 3960
+        assert success_delay(900, None, {"ttl": 10**9}, cap_s=21600).delay.total_seconds() <= 21600 * 1.1
     assert max_age_seconds("public, max-age=1800, must-revalidate") == 1800
     assert max_age_seconds("no-cache") is None
 
 
+def test_the_next_fetch_names_what_set_it() -> None:
+    """The reason shown for a far-off fetch is the delay that set it, with its length; one barely longer
+    than the configured interval (1801 s against 1800) is still just the interval."""
+
+    def why(adaptive_s: int | None, **hints: float | None) -> tuple[str, int]:
+        upcoming = success_delay(1800, adaptive_s, hints, cap_s=21600)
+        return upcoming.reason, upcoming.seconds
+
+    assert why(None, cache_control=None) == ("interval", 1800)
+    assert why(1801, cache_control=None) == ("interval", 1801)
+    assert why(2000, cache_control=2100) == ("interval", 2100)  # under 1.25 times the interval
+    assert why(21600, cache_control=None) == ("adaptive", 21600)
+    assert why(3600, cache_control=21600, ttl=None) == ("cache_control", 21600)
+    assert why(3600, cache_control=10**9) == ("cache_control", 21600)  # capped, and the cap is shown
+    assert why(21600, cache_control=21600) == ("cache_control", 21600)  # a tie: the server's word
+    assert why(3600, cache_control=None, ttl=7200) == ("ttl", 7200)
+    backoff = failure_delay(1800, 1, None)
+    assert (backoff.reason, backoff.seconds) == ("backoff", 3600)
+    asked = failure_delay(1800, 1, 7200)
+    assert (asked.reason, asked.seconds) == ("retry_after", 7200)
+    assert failure_delay(1800, 3, 7200).reason == "backoff"  # 4 h of backoff outlast the 2 h asked
+    assert failure_delay(1800, 1, 10**9).seconds == 86400
+
+
 def test_backoff_grows_exponentially_capped_and_respects_retry_after() -> None:
-    delays = [failure_delay(900, n, None).total_seconds() for n in range(1, 12)]
+    delays = [failure_delay(900, n, None).delay.total_seconds() for n in range(1, 12)]
     assert 1800 * 0.9 <= delays[0] <= 1800 * 1.1 and 3600 * 0.9 <= delays[1] <= 3600 * 1.1
     assert max(delays) <= 86400 * 1.1
-    assert failure_delay(900, 1, 7200).total_seconds() >= 7200 * 0.9
-    assert failure_delay(900, 1, 10**9).total_seconds() <= 86400 * 1.1
+    assert failure_delay(900, 1, 7200).delay.total_seconds() >= 7200 * 0.9
+    assert failure_delay(900, 1, 10**9).delay.total_seconds() <= 86400 * 1.1
     assert retry_after_seconds("120") == 120
     later = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
     assert 3500 <= (retry_after_seconds(later) or 0) <= 3600

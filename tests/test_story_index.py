@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -14,6 +15,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from benchmarks.corpus import RPM2
 from monitor.daemon.service import schedule_fired
+from monitor.desk.read import Desk
 from monitor.errors import StorageError
 from monitor.grouping.features import MAX_TERM_CHARS, _norm, event_date, week_of
 from monitor.grouping.merging import Placed, _Members, merge_plan, refine_plan
@@ -24,7 +26,7 @@ from monitor.pipeline.importing import import_file
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Storage
-from tests.support import labelled_incoming, place_online
+from tests.support import labelled_incoming, place_online, run_cli
 
 
 def _placements(database_url: str) -> list[tuple[str, str, str, str | None, float | None]]:
@@ -166,6 +168,26 @@ def test_live_regrouping_joins_pieces_and_records_why(tmp_path: Path, database_u
     assert all(e.reason and e.other_story_id != e.story_id for e in events)
     assert reprints_apart == 0  # reprints follow their original
     assert indexed == set(live)  # emptied stories leave the candidate index
+
+    # The story pages tell each kind of event from both sides: articles came in on one, left the other.
+    desk = Desk(database_url)
+    try:
+        for kind in {e.kind for e in events}:
+            e = next(e for e in events if e.kind == kind)
+            here, there = desk.story(e.story_id), desk.story(e.other_story_id)
+            assert here is not None and there is not None
+            assert (kind, kind != "merged", e.other_story_id) in {
+                (h.kind, h.incoming, h.counterpart_id) for h in here.history
+            }
+            assert (kind, kind == "merged", e.story_id) in {
+                (h.kind, h.incoming, h.counterpart_id) for h in there.history
+            }
+    finally:
+        desk.close()
+    move = next(e for e in events if e.kind == "moved")
+    env = {**os.environ, "MONITOR_DATABASE_URL": database_url}
+    shown = run_cli("story", str(move.other_story_id), env=env)
+    assert f"article {move.article_id} moved out to story {move.story_id}" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_refine_plan_moves_an_article_to_the_event_it_fits() -> None:

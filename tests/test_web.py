@@ -10,12 +10,11 @@ from __future__ import annotations
 import html
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import CHROMIUM, XSS_TITLE, chromium, seed_database, serving, stories_of
+from tests.support import CHROMIUM, XSS_TITLE, chromium, serving
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file() and not os.environ.get("CI"),  # in CI, a missing browser fails the tests
@@ -41,10 +40,9 @@ def links(dom: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def site(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
-    env = seed_database(database_url, tmp_path)
-    with serving(env) as base:
-        yield base, stories_of(database_url)
+def site(seeded_desk: tuple[str, dict[str, str], dict[str, int]]) -> tuple[str, dict[str, int]]:
+    base, _env, stories = seeded_desk
+    return base, stories
 
 
 def test_stories_page_lists_the_seed_stories_and_filters_narrow_it(site: tuple[str, dict[str, int]]) -> None:
@@ -94,3 +92,16 @@ def test_readable_on_a_phone(site: tuple[str, dict[str, int]], tmp_path: Path) -
     shot = tmp_path / "phone.png"
     browse(f"{base}/stories/{story['000']}", screenshot=shot)
     assert shot.stat().st_size > 5000
+
+
+def test_error_pages_and_counts_read_as_french(seeded_database: tuple[dict[str, str], dict[str, int]]) -> None:
+    """Error pages carry the zone like every page, and counts agree in French: 0 takes the singular."""
+    env, _story = seeded_database
+    feeds = Path(env["MONITOR_FEEDS_FILE"])
+    digest = feeds.read_text(encoding="utf-8").replace("'0 7 * * *'", "'0 7 * * *', max_stories: 1")
+    feeds.write_text(digest, encoding="utf-8")
+    with serving(env) as base:
+        missing = browse(f"{base}/nowhere")
+        assert "Page introuvable." in missing and "heures de Europe/Paris" in missing
+        assert "0 sujet correspond aux filtres, classé par" in browse(f"{base}/?q=introuvable")
+        assert "1 sujet au plus" in browse(f"{base}/digests")

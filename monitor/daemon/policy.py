@@ -6,6 +6,7 @@ restart continues where it was; these functions only say how far to push it."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 ITEM_RETRY_BASE = timedelta(minutes=5)
@@ -15,6 +16,23 @@ MAX_FEED_BACKOFF = timedelta(days=1)
 
 
 MAX_RETRY_AFTER = timedelta(days=1)
+
+
+# A longer delay is named (adaptive interval, server hint) only past this factor of the configured interval:
+# below it, the ±10 % jitter and minute-rounded display make "every 30 min" the truthful explanation.
+STRETCHED = 1.25
+
+
+@dataclass(frozen=True)
+class NextFetch:
+    """When to fetch a feed again and why, so ``monitor feeds`` can explain a far-off next fetch.
+
+    ``reason`` is one of interval, adaptive, cache_control, ttl (after a success), backoff, retry_after
+    (after a failure); ``seconds`` is the delay it asked for, before jitter."""
+
+    delay: timedelta
+    reason: str
+    seconds: int
 
 
 def _jittered(delay: timedelta) -> timedelta:
@@ -33,15 +51,23 @@ def adaptive_interval(published: list[datetime | None], now: datetime, *, floor_
     return int(min(max(rate_s, floor_s), max(ceiling_s, floor_s)))
 
 
-def success_delay(interval_s: int, hints_s: list[float | None], *, cap_s: int) -> timedelta:
-    """The interval, stretched by what the server asks (Cache-Control max-age, RSS ttl), each capped."""
-    asked = [min(hint, cap_s) for hint in hints_s if hint]
-    return _jittered(timedelta(seconds=max([interval_s, *asked])))
+def success_delay(
+    configured_s: int, adaptive_s: int | None, hints_s: dict[str, float | None], *, cap_s: int
+) -> NextFetch:
+    """The configured interval, stretched by the adaptive one and by what the server asks (``hints_s``:
+    cache_control for max-age, ttl for RSS <ttl>; each capped). The longest names the reason, unless it is
+    barely longer than configured; on a tie the server's word is named."""
+    asked = [(reason, int(min(hint, cap_s))) for reason, hint in hints_s.items() if hint]
+    reason, seconds = max([("interval", configured_s), *asked, ("adaptive", adaptive_s or 0)], key=lambda c: c[1])
+    if seconds < configured_s * STRETCHED:
+        reason = "interval"
+    return NextFetch(_jittered(timedelta(seconds=seconds)), reason, seconds)
 
 
-def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -> timedelta:
-    """Exponential backoff from the interval, capped at a day; a server's Retry-After (capped too) wins if longer."""
+def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -> NextFetch:
+    """Exponential backoff from the interval, capped at a day; a server's Retry-After (capped too) wins if as long."""
     backoff = min(timedelta(seconds=interval_s) * 2 ** min(failures, 10), MAX_FEED_BACKOFF)
-    if retry_after_s is not None:
-        backoff = max(backoff, min(timedelta(seconds=retry_after_s), MAX_RETRY_AFTER))
-    return _jittered(backoff)
+    if retry_after_s is not None and timedelta(seconds=retry_after_s) >= backoff:
+        asked = min(timedelta(seconds=retry_after_s), MAX_RETRY_AFTER)
+        return NextFetch(_jittered(asked), "retry_after", int(asked.total_seconds()))
+    return NextFetch(_jittered(backoff), "backoff", int(backoff.total_seconds()))

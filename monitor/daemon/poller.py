@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timedelta
 
 from monitor.config import Settings
-from monitor.daemon.policy import adaptive_interval, failure_delay, success_delay
+from monitor.daemon.policy import NextFetch, adaptive_interval, failure_delay, success_delay
 from monitor.daemon.report import MAX_ERROR_CHARS, CycleReport, describe, now_utc
 from monitor.errors import FeedError, FetchError
 from monitor.fetch.client import FEED_TYPES, Fetcher, Response
@@ -82,7 +82,7 @@ class FeedPoller:
             if row is None:  # the lease was lost: the worker that took the feed over records it
                 log.warning("feed %d: lease taken over by another worker, result dropped", feed_id)
                 return 0
-            hints = [max_age_seconds(response.headers.get("cache-control"))]
+            hints: dict[str, float | None] = {"cache_control": max_age_seconds(response.headers.get("cache-control"))}
             if parsed is not None:
                 # Items first, validators after (same transaction): a crash re-reads the feed, losing nothing.
                 new = repo.record_items(feed_id, parsed.entries, now)
@@ -100,13 +100,15 @@ class FeedPoller:
                     floor_s=row.interval_s,
                     ceiling_s=self.settings.max_interval_s(),
                 )
-                hints.append(parsed.ttl_minutes * 60.0 if parsed.ttl_minutes else None)
+                hints["ttl"] = parsed.ttl_minutes * 60.0 if parsed.ttl_minutes else None
             row.consecutive_failures = 0
             row.failing_since = None
             row.lease_until, row.lease_owner = None, None
             row.last_success_at = now
-            row.next_fetch_at = now + success_delay(
-                row.current_interval_s or row.interval_s, hints, cap_s=self.settings.max_interval_s()
+            _schedule(
+                row,
+                now,
+                success_delay(row.interval_s, row.current_interval_s, hints, cap_s=self.settings.max_interval_s()),
             )
         return new
 
@@ -131,8 +133,14 @@ class FeedPoller:
                     f"({row.consecutive_failures} failures), last: {error}"
                 )
             retry_after = error.retry_after if isinstance(error, FetchError) else None
-            row.next_fetch_at = now + failure_delay(row.interval_s, row.consecutive_failures, retry_after)
+            _schedule(row, now, failure_delay(row.interval_s, row.consecutive_failures, retry_after))
             if not row.enabled:
                 log.error(
                     "feed %s disabled: %s", row.name, row.disabled_reason, extra={"feed": row.name, "url": row.url}
                 )
+
+
+def _schedule(row: Feed, now: datetime, upcoming: NextFetch) -> None:
+    """Move the feed's next fetch, keeping why it is then for ``monitor feeds`` and the Flux page."""
+    row.next_fetch_at = now + upcoming.delay
+    row.next_fetch_reason, row.next_fetch_delay_s = upcoming.reason, upcoming.seconds

@@ -13,10 +13,11 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from monitor.config import Settings, load_digests, load_feeds
@@ -129,34 +130,56 @@ def _web_server(settings: Settings) -> WebServer:
     return WebServer(settings, settings.http_host, settings.web_port)
 
 
-def schedule_fired(schedule: str) -> Callable[[datetime | None, datetime], bool]:
+def schedule_fired(schedule: str, offset: timedelta = timedelta(0)) -> Callable[[datetime | None, datetime], bool]:
     """Whether a cron schedule has fired between a job's last run (None: never run) and now. Every worker
     fires the schedule; asked under a cluster-wide lock, this lets the first run the job and the others
-    find it done for the period, even when their clocks differ by a few seconds."""
+    find it done for the period, even when their clocks differ by a few seconds. ``offset``: the schedule is
+    read on the daemon's clock (see ``_OnClock``), while the times asked about are wall-clock ones."""
     trigger = CronTrigger.from_crontab(schedule, timezone=UTC)
 
     def due(last: datetime | None, now: datetime) -> bool:
         if last is None:
             return True
-        fires = trigger.get_next_fire_time(None, last)
-        return fires is not None and fires <= now
+        fires = trigger.get_next_fire_time(None, last + offset)
+        return fires is not None and fires <= now + offset
 
     return due
 
 
-async def run_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
+class _OnClock(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped
+    """A cron schedule read on the daemon's clock, ``offset`` from the wall clock the scheduler waits on: zero
+    in service; a test sets it so that a cron minute begins a few seconds after start-up, not up to 60 s later."""
+
+    def __init__(self, schedule: str, timezone: str | tzinfo, offset: timedelta) -> None:
+        self.trigger = CronTrigger.from_crontab(schedule, timezone=timezone)
+        self.offset = offset
+
+    def get_next_fire_time(self, previous: datetime | None, now: datetime) -> datetime | None:
+        fire: datetime | None = self.trigger.get_next_fire_time(
+            None if previous is None else previous + self.offset, now + self.offset
+        )
+        return None if fire is None else fire - self.offset
+
+
+async def run_forever(
+    settings: Settings, stop: asyncio.Event | None = None, clock_offset: timedelta = timedelta(0)
+) -> None:
     """Tick every MONITOR_POLL_SECONDS until SIGTERM/SIGINT; the cycle in flight finishes first. The signals
-    are ours before start-up work begins, so a Ctrl-C during it is an orderly stop too."""
+    are ours before start-up work begins, so a Ctrl-C during it is an orderly stop too. The cron jobs
+    (digests, regrouping pass) read the wall clock plus ``clock_offset``: tests set it so as not to wait
+    for a minute to begin."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     with daemon(settings) as (storage, ingestor):
-        await _serve(settings, storage, ingestor, stop)
+        await _serve(settings, storage, ingestor, stop, clock_offset)
     log.info("monitor stopped")
 
 
-async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop: asyncio.Event) -> None:
+async def _serve(
+    settings: Settings, storage: Storage, ingestor: Ingestor, stop: asyncio.Event, clock_offset: timedelta
+) -> None:
     async with Fetcher(settings) as fetcher:
         worker = Worker(settings, storage, fetcher, ingestor)
         running: set[asyncio.Task[CycleReport]] = set()
@@ -188,7 +211,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
 
         async def send_digest(name: str) -> None:
             # the run is named after the scheduled time, not when this worker got round to it
-            end = scheduled_end(digester.digests[name], now_utc())
+            end = scheduled_end(digester.digests[name], now_utc() + clock_offset)
             await _in_thread(f"digest {name}", functools.partial(digester.run, name, end))
 
         async def retry_digests() -> None:
@@ -198,7 +221,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
         for config in digester.digests.values():
             scheduler.add_job(
                 send_digest,
-                CronTrigger.from_crontab(config.schedule, timezone=config.timezone),
+                _OnClock(config.schedule, config.timezone, clock_offset),
                 args=[config.name],
                 coalesce=True,
                 misfire_grace_time=3600,
@@ -215,7 +238,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
             prune, "interval", hours=1, next_run_time=now_utc() + timedelta(minutes=1), coalesce=True, max_instances=1
         )
 
-        merge_due = schedule_fired(settings.merge_schedule)
+        merge_due = schedule_fired(settings.merge_schedule, clock_offset)
 
         async def merge() -> None:
             merges = await _in_thread("regrouping pass", functools.partial(ingestor.merge_young_stories, merge_due))
@@ -225,7 +248,7 @@ async def _serve(settings: Settings, storage: Storage, ingestor: Ingestor, stop:
 
         scheduler.add_job(
             merge,
-            CronTrigger.from_crontab(settings.merge_schedule, timezone=UTC),
+            _OnClock(settings.merge_schedule, UTC, clock_offset),
             coalesce=True,
             misfire_grace_time=3600,
             max_instances=1,

@@ -23,7 +23,7 @@ from monitor.daemon.poller import FeedPoller
 from monitor.daemon.report import MAX_ERROR_CHARS, CycleReport, describe, now_utc
 from monitor.errors import ExtractionError, FetchError, InvalidURL
 from monitor.fetch.client import PAGE_TYPES, Fetcher
-from monitor.fetch.robots import RobotsCache
+from monitor.fetch.robots import RobotsCache, RobotsUnavailable
 from monitor.ops.metrics import ARTICLES, FETCH_SECONDS, FETCHES
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
@@ -177,7 +177,8 @@ class Worker:
         assert first.url is not None
         started = time.monotonic()
         try:
-            if any(item.robots for item in items) and not await self.robots.allowed(first.url):
+            feed = self._feed_names.get(first.feed_id, "?")
+            if any(item.robots for item in items) and not await self.robots.allowed(first.url, feed=feed):
                 raise FetchError(first.url, "robots", "disallowed by the site's robots.txt")
             response = await self.fetcher.get(first.url, accept=PAGE_TYPES)
             incoming = Incoming(
@@ -194,7 +195,9 @@ class Worker:
         except FetchError as e:
             FETCHES.labels(kind="page", outcome=e.kind).inc()
             permanent = e.status in _PERMANENT_STATUSES or e.kind in _PERMANENT_KINDS
-            await self._settle(ids, report, error=str(e), retry=not permanent)
+            # An unreadable robots.txt was logged once for its site, not again for each of its pages.
+            logged = isinstance(e, RobotsUnavailable)
+            await self._settle(ids, report, error=str(e), retry=not permanent, logged=logged)
         except (ExtractionError, InvalidURL) as e:
             FETCHES.labels(kind="page", outcome="no_text").inc()
             await self._settle(ids, report, error=str(e))
@@ -214,21 +217,25 @@ class Worker:
             known = repo.article_ids_by_url(url for url in by_url if url is not None)
             repo.finish_items([(item.id, known[url]) for url in known for item in by_url.pop(url)], self.token)
 
-    async def _settle(self, item_ids: list[int], report: CycleReport, *, error: str, retry: bool = False) -> None:
-        """Items whose article could not be had: retried later with backoff, or given up and reported."""
-        given_up = await asyncio.to_thread(self._fail_items, item_ids, error, retry)
+    async def _settle(
+        self, item_ids: list[int], report: CycleReport, *, error: str, retry: bool = False, logged: bool = False
+    ) -> None:
+        """Items whose article could not be had: retried later with backoff, or given up and reported;
+        each logged unless ``logged`` says the cause was already."""
+        given_up = await asyncio.to_thread(self._fail_items, item_ids, error, retry, logged)
         report.items_failed += len(given_up)
         report.errors.extend(given_up)
 
-    def _fail_items(self, item_ids: list[int], error: str, retry: bool) -> list[str]:
+    def _fail_items(self, item_ids: list[int], error: str, retry: bool, logged: bool) -> list[str]:
         """Record the failure; returns the errors of items given up for good."""
         given_up: list[str] = []
         with self.storage.repository() as repo:
             for item in repo.held_items(item_ids, self.token):  # one taken over is the other worker's to settle
                 item.last_error = error[:MAX_ERROR_CHARS]
                 item.lease_until, item.lease_owner = None, None
-                feed = self._feed_names.get(item.feed_id, "?")
-                log.warning("feed %s: item %s: %s", feed, item.url, error, extra={"feed": feed, "url": item.url})
+                if not logged:
+                    feed = self._feed_names.get(item.feed_id, "?")
+                    log.warning("feed %s: item %s: %s", feed, item.url, error, extra={"feed": feed, "url": item.url})
                 if retry and item.attempts < self.settings.item_max_attempts:
                     item.next_attempt_at = now_utc() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
                 else:

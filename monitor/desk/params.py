@@ -13,6 +13,7 @@ _RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|h|d|j|w)\s*$", re.IGNORECASE)
 
 
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "j": 86400, "w": 7 * 86400}
+INT_MAX = 2**31 - 1  # PostgreSQL's integer: ids, and the counts and offsets a query compares with them
 
 
 def parse_moment(text: str, now: datetime, zone: str, *, end_of_day: bool = False) -> datetime:
@@ -20,17 +21,19 @@ def parse_moment(text: str, now: datetime, zone: str, *, end_of_day: bool = Fals
     ``end_of_day``, the next midnight, so ``--until 2024-11-05`` includes that day) or an ISO 8601 time
     (``zone`` when it has no offset). ValueError says what is accepted."""
     text = text.strip()
-    relative = _RELATIVE.match(text)
-    if relative:
-        return now - timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2).lower()])
     try:
+        relative = _RELATIVE.match(text)
+        if relative:
+            return now - timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2).lower()])
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
             return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(UTC)
         moment = datetime.fromisoformat(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))).astimezone(UTC)
+    except OverflowError:  # 0001-01-01 in UTC, the day after 9999-12-31, 999999999d ago
+        raise ValueError(f"{text!r} is out of range: too far in the past or the future") from None
     except ValueError:
         raise ValueError(f"{text!r} is not a time: use 2d, 6h, 30m, 2024-11-05 or 2024-11-05T09:30+01:00") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))).astimezone(UTC)
 
 
 def check_query(text: str) -> Query:

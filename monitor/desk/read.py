@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, create_engine, event, func, select
+from sqlalchemy import ColumnElement, Select, create_engine, event, func, or_, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session, aliased, load_only
 
+from monitor.config import DigestConfig
 from monitor.desk.params import StoryFilter
 from monitor.desk.rows import (
     ArticleRow,
@@ -29,13 +31,28 @@ from monitor.desk.rows import (
     SearchHit,
     Segment,
     StoryDetail,
+    StoryEventRow,
     StoryRow,
 )
 from monitor.desk.snippets import highlight, snippet
-from monitor.digests.build import lead_of, representative
+from monitor.digests.build import Digest, compose, lead_of, representative
+from monitor.digests.periods import next_fire, period_start
 from monitor.errors import ConfigError, StorageError
 from monitor.search import Query, fold_name, index_terms
-from monitor.storage import Article, DigestRun, DigestRunStory, Feed, FeedItem, Repository, Storage, Story
+from monitor.storage import (
+    Article,
+    DigestRun,
+    DigestRunStory,
+    Feed,
+    FeedItem,
+    Repository,
+    Storage,
+    Story,
+    StoryEvent,
+)
+
+COUNT_CAP = 10_000  # stories counted past a page's offset; beyond it a listing says "more than"
+HISTORY_LIMIT = 200  # story_events shown on a story page
 
 
 def _read_only_engine(url: str) -> Engine:
@@ -64,6 +81,57 @@ def _read_only_engine(url: str) -> Engine:
         return create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise StorageError(f"bad MONITOR_DATABASE_URL {parsed.render_as_string(hide_password=True)!r}: {e}") from e
+
+
+def _outlets(session: Session) -> list[str]:
+    """Every outlet stored, found by hopping along ix_articles_source from one name to the next (a
+    recursive query: one index probe per outlet, where DISTINCT reads every article)."""
+    hop = select(func.min(Article.source).label("source")).cte("outlet", recursive=True)
+    following = aliased(Article)
+    hop = hop.union_all(
+        select(select(func.min(following.source)).where(following.source > hop.c.source).scalar_subquery()).where(
+            hop.c.source.is_not(None)
+        )
+    )
+    return [n for n in session.scalars(select(hop.c.source)) if n is not None]
+
+
+def _history(session: Session, story_id: int) -> list[StoryEventRow]:
+    """The story's regrouping history (story_events on either side), newest first, HISTORY_LIMIT at most."""
+    events = list(
+        session.scalars(
+            select(StoryEvent)
+            .where(or_(StoryEvent.story_id == story_id, StoryEvent.other_story_id == story_id))
+            .order_by(StoryEvent.at.desc(), StoryEvent.id.desc())
+            .limit(HISTORY_LIMIT)
+        )
+    )
+    if not events:
+        return []
+    counterparts = {e.other_story_id if e.story_id == story_id else e.story_id for e in events} - {None}
+    titles = {i: t for i, t in session.execute(select(Story.id, Story.title).where(Story.id.in_(counterparts)))}
+    article_ids = {e.article_id for e in events if e.article_id is not None}
+    articles = {i: t for i, t in session.execute(select(Article.id, Article.title).where(Article.id.in_(article_ids)))}
+    rows = []
+    for e in events:
+        counterpart = e.other_story_id if e.story_id == story_id else e.story_id
+        receiver = e.other_story_id if e.kind == "merged" else e.story_id
+        rows.append(
+            StoryEventRow(
+                e.at,
+                e.kind,
+                e.story_id,
+                e.other_story_id,
+                e.article_id,
+                e.score,
+                e.reason,
+                receiver == story_id,
+                counterpart,
+                titles.get(counterpart) if counterpart is not None else None,
+                articles.get(e.article_id) if e.article_id is not None else None,
+            )
+        )
+    return rows
 
 
 class Desk:
@@ -112,7 +180,7 @@ class Desk:
             stories = stories.where(Story.id.in_(select(Article.story_id).where(*in_period, *matching)))
         if where.outlet:
             wanted = fold_name(where.outlet)
-            names = [n for n in session.scalars(select(Article.source).distinct()) if fold_name(n) == wanted]
+            names = [n for n in _outlets(session) if fold_name(n) == wanted]
             stories = stories.where(Story.id.in_(select(Article.story_id).where(Article.source.in_(names))))
         if where.tag:
             feeds = [f for f, tags in session.execute(select(Feed.id, Feed.tags)) if where.tag in (tags or [])]
@@ -143,23 +211,23 @@ class Desk:
             for s in (by_id[i] for i in ids)
         ]
 
-    def _page_ids(self, session: Session, where: StoryFilter, offset: int, limit: int) -> tuple[list[int], int]:
-        kept = self._filtered(session, where).subquery()
-        total = session.scalar(select(func.count()).select_from(kept)) or 0
-        ranked = (
-            select(Story.id)
-            .where(Story.id.in_(select(kept.c.id)))
-            .order_by(Story.outlet_count.desc(), Story.last_published_at.desc(), Story.id)
-            .offset(offset)
-            .limit(limit)
-        )
-        return list(session.scalars(ranked)), total
+    def _page_ids(self, session: Session, where: StoryFilter, offset: int, limit: int) -> tuple[list[int], int, bool]:
+        """One page of the ranked ids (read along ix_stories_ranking), and the total counted up to
+        COUNT_CAP past the page: (ids, total, exact)."""
+        kept = self._filtered(session, where)
+        ranked = kept.order_by(Story.outlet_count.desc(), Story.last_published_at.desc(), Story.id)
+        ids = list(session.scalars(ranked.offset(offset).limit(limit)))
+        counted = session.scalar(select(func.count()).select_from(kept.limit(offset + COUNT_CAP + 1).subquery()))
+        total = counted or 0
+        if total > offset + COUNT_CAP:
+            return ids, offset + COUNT_CAP, False
+        return ids, total, True
 
     def stories(self, where: StoryFilter, *, offset: int = 0, limit: int = 20) -> Page[StoryRow]:
         """Stories ranked as in digests: by distinct outlets, then most recent coverage."""
         with self._session() as session:
-            ids, total = self._page_ids(session, where, offset, limit)
-            return Page(self._story_rows(session, ids), total, offset, limit)
+            ids, total, exact = self._page_ids(session, where, offset, limit)
+            return Page(self._story_rows(session, ids), total, offset, limit, exact)
 
     def search(self, query: Query, where: StoryFilter, *, offset: int = 0, limit: int = 20) -> Page[SearchHit]:
         """Stories whose coverage matches the query, ranked as stories are, each with a highlighted snippet
@@ -167,7 +235,7 @@ class Desk:
         where = dataclasses.replace(where, query=query)
         stems = {stem for part in (*query.terms, *query.phrases) for stem in index_terms(part)}
         with self._session() as session:
-            ids, total = self._page_ids(session, where, offset, limit)
+            ids, total, exact = self._page_ids(session, where, offset, limit)
             rows = self._story_rows(session, ids)
             matching = Repository(session).matching(query)
             first: dict[int, Any] = {}
@@ -192,7 +260,7 @@ class Desk:
                         snippet(article.text, stems),
                     )
                 )
-            return Page(hits, total, offset, limit)
+            return Page(hits, total, offset, limit, exact)
 
     def story(self, story_id: int) -> StoryDetail | None:
         with self._session() as session:
@@ -232,11 +300,21 @@ class Desk:
                         .order_by(DigestRun.period_end.desc(), DigestRun.id)
                     )
                 ],
+                _history(session, story_id),
             )
 
     def outlets(self) -> list[str]:
         with self._session() as session:
-            return sorted(session.scalars(select(Article.source).distinct()), key=fold_name)
+            return sorted(_outlets(session), key=fold_name)
+
+    def next_digest(self, config: DigestConfig, now: datetime) -> Digest | None:
+        """What the digest's next run would carry if it were sent now: the stories of its period so far
+        (None when its schedule never fires again)."""
+        end = next_fire(config, now)
+        if end is None:
+            return None
+        with self._session() as session:
+            return compose(Repository(session), config, period_start(config, end), end)
 
     def tags(self) -> list[str]:
         with self._session() as session:
@@ -364,13 +442,7 @@ def _article_row(a: Article) -> ArticleRow:
 
 
 def _feed_row(f: Feed, pending: int, failed: int) -> FeedRow:
-    if not f.enabled:
-        state = reason = "disabled"
-    elif f.consecutive_failures:
-        state, reason = "failing", "backoff"
-    else:
-        state = "ok"
-        reason = "adaptive" if f.current_interval_s and f.current_interval_s > f.interval_s else "interval"
+    state = "disabled" if not f.enabled else "failing" if f.consecutive_failures else "ok"
     return FeedRow(
         f.id,
         f.name,
@@ -382,6 +454,8 @@ def _feed_row(f: Feed, pending: int, failed: int) -> FeedRow:
         f.interval_s,
         f.current_interval_s,
         f.next_fetch_at,
+        f.next_fetch_reason or ("backoff" if f.consecutive_failures else "interval"),
+        f.next_fetch_delay_s,
         f.consecutive_failures,
         f.failing_since,
         f.last_error,
@@ -390,5 +464,4 @@ def _feed_row(f: Feed, pending: int, failed: int) -> FeedRow:
         pending,
         failed,
         state,
-        reason,
     )

@@ -49,10 +49,15 @@ class Page(Generic[T]):
     total: int
     offset: int
     limit: int
+    # False when counting stopped early (more than ``total`` match): an exact count of a large listing
+    # scans every row it counts, which the first page of a million stories cannot afford.
+    total_exact: bool = True
 
     @property
     def next_offset(self) -> int | None:
-        return self.offset + self.limit if self.offset + self.limit < self.total else None
+        end = self.offset + self.limit
+        more = end < self.total if self.total_exact else end <= self.total
+        return end if more else None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,25 @@ class MergedStory:
 
 
 @dataclass(frozen=True)
+class StoryEventRow:
+    """A story_events row as the story shown sees it. Articles flow from ``other_story_id`` to ``story_id``
+    when one moves or a story splits off, and from ``story_id`` to ``other_story_id`` in a merge; ``incoming``
+    says they came into the story shown, ``counterpart_id`` is the story on the other side."""
+
+    at: datetime
+    kind: str
+    story_id: int
+    other_story_id: int | None
+    article_id: int | None
+    score: float | None
+    reason: str
+    incoming: bool
+    counterpart_id: int | None
+    counterpart_title: str | None
+    article_title: str | None
+
+
+@dataclass(frozen=True)
 class DigestMention:
     """A sent digest that carried the story (digest_run_stories), and where in it."""
 
@@ -114,6 +138,7 @@ class StoryDetail:
     articles: list[ArticleRow]
     merged_from: list[MergedStory]
     digests: list[DigestMention]
+    history: list[StoryEventRow]
 
     def coverage(self) -> list[Coverage]:
         """Originals in publication order, each near-copy under the original it copies (a copy of a copy
@@ -136,11 +161,6 @@ class StoryDetail:
         originals = [a for a in self.articles if a.duplicate_of_id is None or a.duplicate_of_id not in by_id]
         return [Coverage(a, copies.get(a.id, [])) for a in originals]
 
-    @property
-    def moved(self) -> list[ArticleRow]:
-        """Articles refinement moved here from another story (where from is not recorded)."""
-        return [a for a in self.articles if a.placement_method == "moved"]
-
 
 @dataclass(frozen=True)
 class FeedRow:
@@ -154,6 +174,10 @@ class FeedRow:
     interval_s: int
     current_interval_s: int | None
     next_fetch_at: datetime
+    # interval, adaptive, cache_control, ttl, backoff, retry_after (feeds.next_fetch_reason; where that is
+    # null, a feed not fetched since migration 0014: backoff if failing, else interval)
+    next_fetch_reason: str
+    next_fetch_delay_s: int | None  # the delay that reason asked for, before jitter
     consecutive_failures: int
     failing_since: datetime | None
     last_error: str | None
@@ -162,7 +186,6 @@ class FeedRow:
     pending_items: int
     failed_items: int
     state: str  # ok, failing, disabled
-    next_fetch_reason: str  # disabled, backoff (after failures), adaptive (stretched interval), interval
 
 
 @dataclass(frozen=True)
@@ -205,6 +228,7 @@ def plain(value: Any) -> Any:
             "offset": value.offset,
             "limit": value.limit,
             "next_offset": value.next_offset,
+            "total_exact": value.total_exact,
         }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}

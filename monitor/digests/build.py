@@ -102,13 +102,18 @@ def build(storage: Storage, config: DigestConfig, end: datetime, start: datetime
     what would be sent, without sending it."""
     start = period_start(config, end) if start is None else start
     with storage.repository() as repo:
-        stories = repo.stories_for_digest(
-            start,
-            end,
-            query=parse_query(config.query) if config.query else None,
-            outlets=config.outlets,
-            min_outlets=config.min_outlets,
-            limit=config.max_stories,
-        )
-        built = tuple(_story(repo, s.id, s.title, s.first_published_at, s.outlet_count, s.centroid) for s in stories)
+        return compose(repo, config, start, end)
+
+
+def compose(repo: Repository, config: DigestConfig, start: datetime, end: datetime) -> Digest:
+    """The digest of ``start``-``end`` read through ``repo`` (the web desk's is read-only)."""
+    stories = repo.stories_for_digest(
+        start,
+        end,
+        query=parse_query(config.query) if config.query else None,
+        outlets=config.outlets,
+        min_outlets=config.min_outlets,
+        limit=config.max_stories,
+    )
+    built = tuple(_story(repo, s.id, s.title, s.first_published_at, s.outlet_count, s.centroid) for s in stories)
     return Digest(config, start, end, built)

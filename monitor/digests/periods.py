@@ -77,3 +77,11 @@ def period_start(config: DigestConfig, end: datetime) -> datetime:
     if previous is not None and _wall(end, zone) - _wall(previous, zone) == span:
         return previous
     return end - span
+
+
+def next_fire(config: DigestConfig, now: datetime) -> datetime | None:
+    """When the digest's schedule fires next after ``now`` (None if never): the end of the period a
+    preview shows filling up."""
+    trigger = CronTrigger.from_crontab(config.schedule, timezone=ZoneInfo(config.timezone))
+    fire = trigger.get_next_fire_time(None, now + timedelta(seconds=1))
+    return None if fire is None else fire.astimezone(UTC)

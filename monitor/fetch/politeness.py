@@ -42,20 +42,27 @@ class HostBudget:
             self._last_start[host] = time.monotonic()
 
 
+# The longest wait a server's Retry-After is taken at: the feed schedule waits no longer anyway, and a
+# 25-digit number or a date in the year 9999 would overflow the timedelta arithmetic that schedules it.
+MAX_RETRY_AFTER_S = 86400.0
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), at most ``MAX_RETRY_AFTER_S``;
+    None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to float()
+        return min(float(value), MAX_RETRY_AFTER_S)
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError, OverflowError):  # a year or an offset of 20 digits overflows
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def max_age_seconds(cache_control: str | None) -> float | None:

@@ -65,6 +65,9 @@ class Feed(Base):
     in_config: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     next_fetch_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # why then: interval, adaptive, cache_control, ttl, backoff, retry_after; null until fetched (since 0014)
+    next_fetch_reason: Mapped[str | None] = mapped_column(String(16))
+    next_fetch_delay_s: Mapped[int | None] = mapped_column(Integer)  # the delay that reason asked for, unjittered
     etag: Mapped[str | None] = mapped_column(String(512))
     last_modified: Mapped[str | None] = mapped_column(String(128))
     body_hash: Mapped[str | None] = mapped_column(String(64))
@@ -190,7 +193,7 @@ class StoryEvent(Base):
     # The story it happened to; a story deleted (retention, recluster) takes its history with it.
     story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), index=True)
     # moved: the story the article left; split: the story the new one came out of; merged: the survivor
-    other_story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id", ondelete="SET NULL"))
+    other_story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id", ondelete="SET NULL"), index=True)
     article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
     score: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str] = mapped_column(Text)

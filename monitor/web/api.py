@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from monitor.desk.params import INT_MAX
 from monitor.desk.read import Desk
 from monitor.desk.rows import FeedRow, ItemRow, Page, SearchHit, StoryDetail, StoryRow, plain
 from monitor.web import params
@@ -17,9 +18,9 @@ router = APIRouter(prefix="/api", tags=["api"])
 Since = Annotated[str | None, Query(description="Start of the period: ISO 8601 time or date, or relative (6h, 2d).")]
 Until = Annotated[str | None, Query(description="End of the period (exclusive): ISO 8601 time or date, or relative.")]
 Q = Annotated[str | None, Query(description='Watch query: words and "quoted phrases", all required.')]
-Offset = Annotated[int, Query(ge=0, description="Rows to skip (pagination; the answer's next_offset).")]
+Offset = Annotated[int, Query(ge=0, le=INT_MAX, description="Rows to skip (pagination; the answer's next_offset).")]
 Limit = Annotated[int, Query(ge=1, le=200)]
-MinOutlets = Annotated[int, Query(ge=1, description="Only stories covered by at least this many outlets.")]
+MinOutlets = Annotated[int, Query(ge=1, le=INT_MAX, description="Only stories covered by at least this many outlets.")]
 
 
 def _desk(request: Request) -> Desk:
@@ -57,7 +58,7 @@ def stories(
 
 
 @router.get("/stories/{story_id}", response_model=StoryDetail)
-def story(request: Request, story_id: int) -> JSONResponse:
+def story(request: Request, story_id: params.Id) -> JSONResponse:
     """One story with every article, how each was placed, and the stories merged into it."""
     detail = _desk(request).story(story_id)
     if detail is None:
@@ -99,7 +100,7 @@ def feeds(request: Request) -> JSONResponse:
 @router.get("/feeds/{feed_id}/items", response_model=Page[ItemRow])
 def items(
     request: Request,
-    feed_id: int,
+    feed_id: params.Id,
     state: Annotated[str, Query(pattern="^(pending|done|failed)$")] = "failed",
     limit: Limit = 200,
 ) -> JSONResponse:
@@ -112,6 +113,20 @@ def items(
 
 @router.get("/digests")
 def digests(request: Request) -> JSONResponse:
-    """The digests configured in feeds.yaml and the latest runs (digest_runs)."""
+    """The digests configured in feeds.yaml, the latest runs (digest_runs), and what each digest's next run
+    would carry if it were sent now (``next``: its period and stories so far)."""
+    desk, moment = _desk(request), now()
     configured, error = params.configured_digests(request.app.state.settings.feeds_file)
-    return _json({"digests": configured, "config_error": error, "runs": _desk(request).digest_runs()})
+    upcoming = []
+    for config in configured:
+        digest = desk.next_digest(config, moment)
+        if digest is not None:
+            upcoming.append(
+                {
+                    "digest": config.name,
+                    "period_start": digest.start,
+                    "period_end": digest.end,
+                    "stories": digest.stories,
+                }
+            )
+    return _json({"digests": configured, "config_error": error, "runs": desk.digest_runs(), "next": upcoming})

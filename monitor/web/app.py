@@ -12,6 +12,8 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -23,11 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from monitor.config import Settings
 from monitor.desk.read import Desk
 from monitor.errors import ConfigError, MonitorError
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -59,6 +63,46 @@ def check_bind(host: str, settings: Settings) -> None:
             f"--host {host} is reachable from other machines: set MONITOR_WEB_TOKEN to require a token, "
             "or serve on 127.0.0.1"
         )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before uvicorn starts: a port in use is one line, not uvicorn's log and exit 3."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        raise ConfigError(f"cannot serve on {shown}:{port}: {e.strerror or e}") from e
+    return sock
+
+
+class HeadAsGet:
+    """HEAD answered as GET, as the Allow header says: FastAPI routes GET only, and the server (which still
+    sees HEAD) sends the headers without the body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
+# The pages' own checks in French; the desk's messages (times, queries), shared with the CLI, stay English.
+_CHECKS = {
+    "int_parsing": "nombre entier attendu",
+    "greater_than_equal": "au moins {ge}",
+    "less_than_equal": "au plus {le}",
+    "string_pattern_mismatch": "valeur non reconnue",
+}
+
+
+def _french(error: Any) -> str:
+    template = _CHECKS.get(str(error.get("type")))
+    return template.format(**error.get("ctx", {})) if template else str(error.get("msg", ""))
 
 
 def _authorized(header: str, token: bytes) -> bool:
@@ -104,9 +148,18 @@ def create_app(settings: Settings, desk: Desk | None = None) -> FastAPI:
         elif request.method not in ("GET", "HEAD"):
             response = PlainTextResponse("Lecture seule.", status_code=405, headers={"Allow": "GET, HEAD"})
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:  # a bug: logged with its traceback, answered as a 500 that keeps the headers below
+                log.exception("%s %s failed", request.method, request.url.path)
+                response = failed(request)
         response.headers.update(SECURITY_HEADERS)
         return response
+
+    def failed(request: Request) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
+        return _error_page(request, 500, "Erreur interne : le détail est dans le journal du serveur.")
 
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/") or request.url.path == "/openapi.json"
@@ -119,14 +172,15 @@ def create_app(settings: Settings, desk: Desk | None = None) -> FastAPI:
         ]
         if wants_json(request):
             return JSONResponse({"detail": errors}, status_code=422)
-        message = "; ".join(f"{e['loc'][-1]} : {e['msg']}" for e in errors if e["loc"])
+        message = "; ".join(f"{e['loc'][-1]} : {_french(e)}" for e in exc.errors() if e.get("loc"))
         return _error_page(request, 422, f"Paramètre invalide — {message}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if wants_json(request):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        return _error_page(request, exc.status_code, str(exc.detail))
+        message = "Page introuvable." if exc.detail == "Not Found" else str(exc.detail)  # Starlette's unknown route
+        return _error_page(request, exc.status_code, message)
 
     @app.exception_handler(MonitorError)
     async def monitor_error(request: Request, exc: MonitorError) -> Response:
@@ -136,13 +190,13 @@ def create_app(settings: Settings, desk: Desk | None = None) -> FastAPI:
         return _error_page(request, 503, " ".join(str(exc).split()))
 
     def _error_page(request: Request, status: int, message: str) -> Response:
-        return templates.TemplateResponse(
-            request, "error.html.j2", {"status": status, "message": message}, status_code=status
-        )
+        context = {"status": status, "message": message, "zone": app.state.desk.timezone}
+        return templates.TemplateResponse(request, "error.html.j2", context, status_code=status)
 
     app.include_router(api_router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(HeadAsGet)  # outside the guard, which then sees GET
     return app
 
 

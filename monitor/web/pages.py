@@ -11,9 +11,9 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from monitor.desk.params import StoryFilter
+from monitor.desk.params import INT_MAX, StoryFilter
 from monitor.desk.read import Desk
-from monitor.desk.rows import plural
+from monitor.desk.rows import Page
 from monitor.desk.times import duration, local, relative
 from monitor.web import params
 from monitor.web.app import HERE, now
@@ -37,6 +37,11 @@ RUN_STATES = {
 ITEM_STATES = {"pending": "en attente", "failed": "en échec", "done": "traités"}
 
 
+def _plural(count: int, singular: str, many: str | None = None) -> str:
+    """French counts: 0 takes the singular too ("0 sujet", "1 sujet", "2 sujets")."""
+    return f"{count} {singular if count < 2 else (many or singular + 's')}"
+
+
 def _number(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}".replace(".", ",")
 
@@ -49,7 +54,7 @@ _env = Environment(
 )
 _env.filters.update(number=_number, duration=duration)
 _env.globals.update(
-    plural=plural, METHODS=METHODS, FEED_STATES=FEED_STATES, RUN_STATES=RUN_STATES, ITEM_STATES=ITEM_STATES
+    plural=_plural, METHODS=METHODS, FEED_STATES=FEED_STATES, RUN_STATES=RUN_STATES, ITEM_STATES=ITEM_STATES
 )
 templates = Jinja2Templates(env=_env)
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
@@ -69,7 +74,7 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
     return templates.TemplateResponse(request, name, {**helpers, **context}, status_code=status)
 
 
-def _pages(request: Request, offset: int, total: int) -> dict[str, str | None]:
+def _pages(request: Request, page: Page[Any]) -> dict[str, str | None]:
     """Links to the previous and next pages, keeping every other parameter."""
     kept = [(k, v) for k, v in request.query_params.multi_items() if k != "offset" and v]
 
@@ -77,8 +82,8 @@ def _pages(request: Request, offset: int, total: int) -> dict[str, str | None]:
         return "?" + urlencode([*kept, ("offset", str(to))] if to else kept)
 
     return {
-        "previous": link(max(0, offset - PAGE_SIZE)) if offset > 0 else None,
-        "next": link(offset + PAGE_SIZE) if offset + PAGE_SIZE < total else None,
+        "previous": link(max(0, page.offset - page.limit)) if page.offset > 0 else None,
+        "next": link(page.next_offset) if page.next_offset is not None else None,
     }
 
 
@@ -91,8 +96,8 @@ def stories(
     q: str | None = None,
     outlet: str | None = None,
     tag: str | None = None,
-    min_outlets: Annotated[int, Query(ge=1)] = 1,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    min_outlets: Annotated[int, Query(ge=1, le=INT_MAX)] = 1,
+    offset: Annotated[int, Query(ge=0, le=INT_MAX)] = 0,
 ) -> Response:
     desk, moment = request.app.state.desk, now()
     start = params.moment("from", since, moment, desk.timezone)
@@ -105,6 +110,7 @@ def stories(
         outlet=outlet,
         tag=tag,
         min_outlets=min_outlets,
+        until_name="to",
     )
     page = desk.stories(where, offset=offset, limit=PAGE_SIZE)
     form: dict[str, str | int] = {"period": period or "", "from": since or "", "to": until or "", "q": q or ""}
@@ -118,13 +124,13 @@ def stories(
             "outlets": desk.outlets(),
             "tags": desk.tags(),
             "filtered": where != StoryFilter(),
-            **_pages(request, offset, page.total),
+            **_pages(request, page),
         },
     )
 
 
 @router.get("/stories/{story_id}")
-def story(request: Request, story_id: int) -> Response:
+def story(request: Request, story_id: params.Id) -> Response:
     detail = request.app.state.desk.story(story_id)
     if detail is None:
         raise HTTPException(404, f"Aucun sujet n° {story_id}.")
@@ -132,11 +138,11 @@ def story(request: Request, story_id: int) -> Response:
 
 
 @router.get("/search")
-def search(request: Request, q: str = "", offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+def search(request: Request, q: str = "", offset: Annotated[int, Query(ge=0, le=INT_MAX)] = 0) -> Response:
     desk = request.app.state.desk
     parsed = params.query("q", q)
     page = desk.search(parsed, StoryFilter(), offset=offset, limit=PAGE_SIZE) if parsed else None
-    pages = _pages(request, offset, page.total) if page else {}
+    pages = _pages(request, page) if page else {}
     return _page(request, "search.html.j2", {"q": q, "page": page, **pages})
 
 
@@ -147,7 +153,7 @@ def feeds(request: Request) -> Response:
 
 @router.get("/feeds/{feed_id}/items")
 def items(
-    request: Request, feed_id: int, state: Annotated[str, Query(pattern="^(pending|done|failed)$")] = "failed"
+    request: Request, feed_id: params.Id, state: Annotated[str, Query(pattern="^(pending|done|failed)$")] = "failed"
 ) -> Response:
     desk = request.app.state.desk
     feed = desk.feed(feed_id)
@@ -160,6 +166,9 @@ def items(
 
 @router.get("/digests")
 def digests(request: Request) -> Response:
+    desk: Desk = request.app.state.desk
     configured, error = params.configured_digests(request.app.state.settings.feeds_file)
-    runs = request.app.state.desk.digest_runs()
-    return _page(request, "digests.html.j2", {"digests": configured, "config_error": error, "runs": runs})
+    moment = now()
+    upcoming = {d.name: desk.next_digest(d, moment) for d in configured}
+    context = {"digests": configured, "config_error": error, "runs": desk.digest_runs(), "upcoming": upcoming}
+    return _page(request, "digests.html.j2", context)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Path as PathParam
 
 from monitor.config import load_digests
-from monitor.desk.params import StoryFilter, check_query, parse_moment
+from monitor.desk.params import INT_MAX, StoryFilter, check_query, parse_moment
 from monitor.errors import ConfigError
 from monitor.search import Query
 from monitor.web.app import field_error
+
+Id = Annotated[int, PathParam(ge=1, le=INT_MAX, description="A row's id (an SQL integer).")]
 
 
 def moment(name: str, value: str | None, now: datetime, zone: str, *, end_of_day: bool = False) -> datetime | None:
@@ -39,9 +43,11 @@ def story_filter(
     outlet: str | None,
     tag: str | None,
     min_outlets: int,
+    until_name: str = "until",
 ) -> StoryFilter:
+    """The filter, or a 422 naming the end of the period as the user sent it (``to`` on the pages)."""
     if since is not None and until is not None and until <= since:
-        raise field_error("until", "must be after the start of the period")
+        raise field_error(until_name, "must be after the start of the period")
     return StoryFilter(since, until, q, (outlet or "").strip() or None, (tag or "").strip() or None, min_outlets)
 
 
