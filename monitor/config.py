@@ -21,12 +21,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.errors import ConfigError
 from monitor.grouping.params import StoryParams
-from monitor.limits import MAX_IMPORT_LINE_BYTES, MAX_OUTLET_CHARS
+from monitor.limits import MAX_FEED_NAME_CHARS, MAX_IMPORT_LINE_BYTES, MAX_OUTLET_CHARS, MAX_URL_CHARS, without_controls
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MIN_INTERVAL_S = 60
 MAX_INTERVAL_S = 7 * 24 * 3600
+HOUR_S = 3600
+DAY_S = 86400
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -41,43 +43,48 @@ class Settings(BaseSettings):
     # "false", "true", or a comma-separated list of networks such as "127.0.0.0/8,::1/128".
     allow_private_addresses: str = "false"
     user_agent: str = "monitor-news-bot/0.1 (+https://github.com/monitor-news/monitor; media monitoring)"
-    host_min_interval: float = Field(default=1.0, ge=0)
-    host_concurrency: int = Field(default=2, ge=1)  # 0 would wait for a free slot forever
-    global_concurrency: int = Field(default=16, ge=1)
-    connect_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=30.0, gt=0)
-    request_deadline: float = Field(default=60.0, gt=0)  # whole request, body included: stops slow drips
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Upper bounds: past them a timedelta or a socket timeout overflows (OverflowError at the first use, not at
+    # start), or the machine runs out of processes, connections or memory.
+    host_min_interval: float = Field(default=1.0, ge=0, le=HOUR_S)
+    host_concurrency: int = Field(default=2, ge=1, le=64)  # 0 would wait for a free slot forever
+    global_concurrency: int = Field(default=16, ge=1, le=1024)
+    connect_timeout: float = Field(default=10.0, gt=0, le=HOUR_S)
+    read_timeout: float = Field(default=30.0, gt=0, le=HOUR_S)
+    request_deadline: float = Field(default=60.0, gt=0, le=HOUR_S)  # whole request, body included: stops slow drips
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     max_redirects: int = Field(default=5, ge=0, le=30)
-    max_items_per_feed: int = Field(default=200, ge=1)
+    max_items_per_feed: int = Field(default=200, ge=1, le=10_000)
     default_interval: str = "15m"
     max_interval: str = "6h"  # quiet feeds slow down to this, not further
-    disable_after_days: float = Field(default=7.0, gt=0)  # failing without a break this long: disabled, with why
-    item_max_attempts: int = Field(default=5, ge=1)  # tries for an article page before giving up with the reason
-    lease_seconds: float = Field(default=60.0, gt=0)  # a live worker renews what it holds; a dead one's runs out
-    poll_seconds: float = Field(default=30.0, gt=0)
-    extract_processes: int = Field(default=0, ge=0)  # 0: extraction in one thread of the worker; N: N processes
-    extract_timeout: float = Field(default=30.0, gt=0)  # seconds one page's extraction may take
-    import_max_line_bytes: int = Field(default=MAX_IMPORT_LINE_BYTES, ge=1024)  # a longer import line is skipped
+    disable_after_days: float = Field(default=7.0, gt=0, le=3650)  # failing without a break this long: disabled
+    # tries for an article page before giving up with the reason; the wait between them doubles each time
+    item_max_attempts: int = Field(default=5, ge=1, le=20)
+    # a live worker renews what it holds; a dead one's runs out
+    lease_seconds: float = Field(default=60.0, gt=0, le=DAY_S)
+    poll_seconds: float = Field(default=30.0, gt=0, le=DAY_S)
+    extract_processes: int = Field(default=0, ge=0, le=64)  # 0: extraction in one thread of the worker; N: N processes
+    extract_timeout: float = Field(default=30.0, gt=0, le=HOUR_S)  # seconds one page's extraction may take
+    # a longer import line is skipped; reading one takes about 35 times its size in memory
+    import_max_line_bytes: int = Field(default=MAX_IMPORT_LINE_BYTES, ge=1024, le=64 * 1024 * 1024)
     auto_upgrade: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     http_port: int | None = Field(default=None, ge=1, le=65535)  # /healthz, /readyz, /metrics; off unless set
     http_host: str = Field(default="127.0.0.1", min_length=1)  # 0.0.0.0 in a container
-    retention_days: float = Field(default=90.0, gt=0)  # raw HTML and fetch history older than this are pruned
+    retention_days: float = Field(default=90.0, gt=0, le=36500)  # raw HTML and fetch history older are pruned
     smtp_host: str = Field(default="localhost", min_length=1)
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None  # never shown: repr, logs and errors print ********
     smtp_from: str = "monitor@localhost"
-    smtp_timeout: float = Field(default=30.0, gt=0)
+    smtp_timeout: float = Field(default=30.0, gt=0, le=HOUR_S)
     # Overrides of StoryParams (monitor/grouping/params.py); unset: the default.
     story_threshold: float | None = Field(default=None, gt=0, le=1)
-    story_window_days: float | None = Field(default=None, gt=0)
-    story_max_span_days: float | None = Field(default=None, gt=0)
+    story_window_days: float | None = Field(default=None, gt=0, le=365)
+    story_max_span_days: float | None = Field(default=None, gt=0, le=365)
     story_merge_threshold: float | None = Field(default=None, gt=0, le=1)
-    story_refine_rounds: int | None = Field(default=None, ge=0)
+    story_refine_rounds: int | None = Field(default=None, ge=0, le=100)
     # The regrouping safety net (cron, UTC): placement already groups again what each batch touches; this
     # goes over every story changed since its last run, a chunk per transaction.
     merge_schedule: str = "30 3 * * *"
@@ -267,12 +274,14 @@ def _parse_feed(entry: Any, position: int, fallback_interval: int) -> FeedConfig
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("missing or empty", feed=f"#{position}", field="name")
+    _check_storable(name.strip(), MAX_FEED_NAME_CHARS, feed=name if len(name) <= 80 else name[:79] + "…", field="name")
     unknown = sorted(set(entry) - _FEED_KEYS)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)}", feed=name, field=unknown[0])
     url = entry.get("url")
     if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
         raise ConfigError("missing, or not an http(s) URL", feed=name, field="url")
+    _check_storable(url.strip(), MAX_URL_CHARS, feed=name, field="url")
     try:
         interval = parse_interval(entry["interval"]) if "interval" in entry else fallback_interval
     except ValueError as e:
@@ -287,10 +296,9 @@ def _parse_feed(entry: Any, position: int, fallback_interval: int) -> FeedConfig
     if not isinstance(robots, bool):
         raise ConfigError("must be true or false", feed=name, field="robots")
     outlet = entry.get("outlet", name)
-    if not isinstance(outlet, str) or not outlet.strip() or len(outlet.strip()) > MAX_OUTLET_CHARS:
-        raise ConfigError(
-            f"must be a non-empty name of at most {MAX_OUTLET_CHARS} characters", feed=name, field="outlet"
-        )
+    if not isinstance(outlet, str) or not outlet.strip():
+        raise ConfigError("must be a non-empty name", feed=name, field="outlet")
+    _check_storable(outlet.strip(), MAX_OUTLET_CHARS, feed=name, field="outlet")
     return FeedConfig(
         name=name.strip(),
         url=url.strip(),
@@ -300,6 +308,15 @@ def _parse_feed(entry: Any, position: int, fallback_interval: int) -> FeedConfig
         robots=robots,
         outlet=outlet.strip(),
     )
+
+
+def _check_storable(value: str, limit: int, *, feed: str, field: str) -> None:
+    """What the feeds table can hold: PostgreSQL would refuse a longer value or a NUL at start-up, in a
+    database error naming neither the feed nor the field."""
+    if len(value) > limit:
+        raise ConfigError(f"longer than {limit} characters", feed=feed, field=field)
+    if without_controls(value) != value:
+        raise ConfigError("must not hold control characters", feed=feed, field=field)
 
 
 @dataclass(frozen=True)

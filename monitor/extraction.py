@@ -13,14 +13,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urljoin
 
 import trafilatura
 from lxml import html as lxml_html
 from trafilatura.settings import Document
 
 from monitor.errors import ExtractionError
-from monitor.fetch.urls import canonical_url
+from monitor.fetch.urls import absolute_url, canonical_url
 from monitor.text import MONTHS, words
 
 MIN_TEXT_CHARS = 200
@@ -221,10 +220,7 @@ def _canonical_link(tree: lxml_html.HtmlElement, url: str) -> str | None:
     for href in tree.xpath("//link[@rel='canonical']/@href"):
         href = str(href).strip()
         if href.startswith(("http://", "https://", "/")):
-            try:
-                declared = canonical_url(urljoin(url, href))
-            except ValueError:  # urljoin on a broken IPv6 literal
-                continue
+            declared = canonical_url(absolute_url(href, url))
             if isinstance(declared, str):
                 return declared
     return None

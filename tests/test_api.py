@@ -242,6 +242,18 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert result.stderr == f"monitor: error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
 
 
+def test_the_desk_socket_does_not_wait_for_acks() -> None:
+    """Accepted connections inherit TCP_NODELAY from the listening socket: without it every keep-alive
+    response waited about 40 ms for the client's delayed ACK (uvicorn writes headers and body apart)."""
+    from monitor.web.app import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
+
+
 def test_missing_database_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/absent.db"}
     result = run_cli("web", "--port", str(free_port()), env=env, timeout=60)

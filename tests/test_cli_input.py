@@ -91,6 +91,27 @@ def _one_error_line(result: subprocess.CompletedProcess[str], *words: str) -> st
         ("LOG_FORMAT", "xml"),
         ("TEMPLATES_DIR", "/nonexistent/templates"),
         ("USER_AGENT", "bot\r\nX-Injected: 1"),
+        # too large: a timedelta or a socket timeout overflows, or the machine runs out of processes or memory
+        ("LEASE_SECONDS", "1e300"),
+        ("POLL_SECONDS", "1e300"),
+        ("DISABLE_AFTER_DAYS", "1e300"),
+        ("RETENTION_DAYS", "1e300"),
+        ("HOST_MIN_INTERVAL", "1e300"),
+        ("CONNECT_TIMEOUT", "1e300"),
+        ("READ_TIMEOUT", "1e300"),
+        ("REQUEST_DEADLINE", "1e300"),
+        ("EXTRACT_TIMEOUT", "1e300"),
+        ("SMTP_TIMEOUT", "1e300"),
+        ("STORY_WINDOW_DAYS", "1e300"),
+        ("STORY_MAX_SPAN_DAYS", "1e300"),
+        ("ITEM_MAX_ATTEMPTS", "1000"),  # the retry backoff doubles with each attempt
+        ("EXTRACT_PROCESSES", "100000"),
+        ("GLOBAL_CONCURRENCY", "1000000"),
+        ("HOST_CONCURRENCY", "100000"),
+        ("MAX_BODY_BYTES", "100000000000"),
+        ("MAX_ITEMS_PER_FEED", "100000000"),
+        ("IMPORT_MAX_LINE_BYTES", "100000000000"),
+        ("STORY_REFINE_ROUNDS", "100000000"),
     ],
 )
 def test_a_bad_setting_stops_the_start_in_one_line(tmp_path: Path, variable: str, value: str) -> None:
@@ -98,6 +119,16 @@ def test_a_bad_setting_stops_the_start_in_one_line(tmp_path: Path, variable: str
     line = _one_error_line(result, f"MONITOR_{variable}:")
     assert result.returncode == 2 and line.startswith("monitor: error: ")
     assert not (tmp_path / "cli.db").exists()  # stopped before touching anything
+
+
+def test_a_sqlite_database_in_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    env = _env(tmp_path, database_url=f"sqlite:///{missing}/monitor.db")
+    for command in (["run", "--once"], ["db", "upgrade"]):
+        result = run_cli(*command, env=env, timeout=60)
+        line = _one_error_line(result, str(missing))
+        assert result.returncode == 2 and line.startswith("monitor: error: "), line
+    assert not missing.exists()
 
 
 def test_eval_with_unknown_label_names_it(tmp_path: Path) -> None:
@@ -295,17 +326,31 @@ def test_import_messages_name_fields_not_classes(tmp_path: Path) -> None:
         f"postgresql+psycopg://user:{SECRET}@127.0.0.1:1/x",  # nothing listens on port 1
         f"postgresql+psycopg://user:{SECRET}@127.0.0.1:notaport/x",
         f"not a url {SECRET}",
+        f"nonsense://user@h/x?password={SECRET}",  # libpq takes it from the query string too
+        f"postgresql+psycopg://user@127.0.0.1:1/x?password={SECRET}",
+        f"postgresql+psycopg://user@127.0.0.1:1/x?sslmode=disable&sslpassword={SECRET}",
+        f"postgresql+psycopg://user@127.0.0.1:notaport/x?password={SECRET}",
     ],
 )
 def test_a_database_url_is_never_printed_with_its_password(tmp_path: Path, url: str) -> None:
-    for command in (["db", "status"], ["db", "upgrade"], ["run", "--once"]):
+    for command in (["db", "status"], ["db", "upgrade"], ["run", "--once"], ["stories"]):
         result = run_cli(*command, env=_env(tmp_path, database_url=url), timeout=60)
         line = _one_error_line(result)
         assert SECRET not in result.stdout + result.stderr, line
 
 
-def test_the_running_daemon_logs_its_database_without_the_password(tmp_path: Path, postgres_url: str) -> None:
-    url = postgres_url.replace("://postgres@", f"://postgres:{SECRET}@", 1)  # trust auth: any password will do
+@pytest.mark.parametrize(
+    ("where", "shown"),
+    [("user", "monitor running on postgresql+psycopg://postgres:***@"), ("query", "?password=***")],
+)
+def test_the_running_daemon_logs_its_database_without_the_password(
+    tmp_path: Path, postgres_url: str, where: str, shown: str
+) -> None:
+    # trust auth: any password will do
+    if where == "user":
+        url = postgres_url.replace("://postgres@", f"://postgres:{SECRET}@", 1)
+    else:
+        url = f"{postgres_url}?password={SECRET}"
     assert SECRET in url
     port = free_port()
     env = {**os.environ, **_env(tmp_path, database_url=url, http_port=str(port), log_level="DEBUG")}
@@ -319,7 +364,7 @@ def test_the_running_daemon_logs_its_database_without_the_password(tmp_path: Pat
 
     with running_daemon(env) as daemon:
         assert wait_until(healthy, timeout_s=60)
-    assert "monitor running on postgresql+psycopg://postgres:***@" in daemon.stderr
+    assert shown in daemon.stderr
     assert SECRET not in daemon.stderr
 
 

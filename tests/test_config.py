@@ -33,6 +33,12 @@ def test_shipped_feeds_file_is_valid_and_real() -> None:
         ("feeds:\n  - {name: A, url: 'https://a.fr/feed', tags: tech}\n", "A", "tags"),
         ("feeds:\n  - {name: A, url: 'https://a.fr/feed', intervall: 5m}\n", "A", "intervall"),
         ("feeds:\n  - {url: 'https://a.fr/feed'}\n", "#1", "name"),
+        # what the feeds table cannot hold (PostgreSQL refused it with "value too long", or a NUL, at start-up)
+        (f"feeds:\n  - {{name: {'N' * 201}, url: 'https://a.fr/feed', outlet: A}}\n", "N" * 79 + "…", "name"),
+        (f"feeds:\n  - {{name: A, url: 'https://a.fr/{'x' * 2048}'}}\n", "A", "url"),
+        ('feeds:\n  - {name: "A\\0B", url: "https://a.fr/feed", outlet: A}\n', "A\x00B", "name"),
+        ('feeds:\n  - {name: A, url: "https://a.fr/\\0feed"}\n', "A", "url"),
+        ('feeds:\n  - {name: A, url: "https://a.fr/feed", outlet: "A\\x01"}\n', "A", "outlet"),
     ],
 )
 def test_bad_feed_entries_name_feed_and_field(tmp_path: Path, body: str, feed: str, field: str) -> None:
@@ -135,6 +141,7 @@ def test_settings_accept_the_edges_of_their_ranges(tmp_path: Path) -> None:
         templates_dir=tmp_path,
     )
     assert settings.log_level == "WARNING" and settings.templates_dir == tmp_path
+    Settings(lease_seconds=86400, retention_days=36500, item_max_attempts=20, extract_processes=64, read_timeout=3600)
     defaults = Settings()
     assert (defaults.lease_seconds, defaults.extract_timeout, defaults.import_max_line_bytes) == (60, 30, 5 * 1024**2)
 

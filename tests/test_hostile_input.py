@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,12 @@ def test_canonical_url_never_raises_and_keeps_ipv6_brackets() -> None:
         ("http:///nohost", "no host"),
         ("http://a b.fr/x", "characters no host name has"),
         ("http://x.fr/" + "a" * 3000, "longer than 2048"),
+        ("http://x.fr/a\x00b.html", "control character '\\x00'"),
+        ("http://x.fr/a\tb.html", "control character '\\t'"),  # urlsplit would quietly drop it
+        ("\x01http://x.fr/a.html", "control character"),
+        ("http://x.fr/a.html#\x7f", "control character"),
+        ("http://[v1.fe]/", "IPvFuture address [v1.fe]"),
+        ("http://u@[v1.fe]:8080/", "IPvFuture address [v1.fe]"),
     ]:
         refused = canonical_url(bad)
         assert isinstance(refused, RefusedURL), bad
@@ -178,6 +185,102 @@ def test_a_server_asking_to_wait_forever_postpones_only_its_feed(tmp_path: Path,
         assert "HTTP 503" in row["last_error"] and row["next_fetch_delay_s"] <= 86400, row
 
 
+def test_nul_and_control_characters_in_a_feed_stay_with_their_item(tmp_path: Path, database_url: str) -> None:
+    """`&#0;` in an item's link refuses that item with the reason; in a title or a GUID it is taken out. Beside
+    them every article is stored, on PostgreSQL too, whose text columns cannot hold NUL."""
+    with LoopbackServer("127.0.0.54") as server, LoopbackServer("127.0.0.55") as good:
+        nul_link = f"{server.base}/a/x&#0;y.html"
+        tab_link = f"{server.base}/a/x&#9;y.html"  # urlsplit would quietly drop it
+        page = _page(server, 0, "/a/000.html")
+        when = f"{datetime.now(UTC):%a, %d %b %Y %H:%M:%S +0000}"
+        items = [
+            f"<item><title>Lien &#0; nul</title><link>{nul_link}</link><pubDate>{when}</pubDate></item>",
+            f"<item><title>Lien tab</title><link>{tab_link}</link><pubDate>{when}</pubDate></item>",
+            f'<item><title>Titre&#0;nul&#1;</title><link>{page}</link><guid isPermaLink="false">g&#0;1</guid>'
+            f"<author>a&#0;b@example.fr (A&#0;B)</author><pubDate>{when}</pubDate></item>",
+        ]
+        hostile = server.add("/feed.xml", _feed(*items), "application/rss+xml")
+        link = _page(good, 2, "/b/002.html")
+        entries = [{"title": "t", "link": link, "published": datetime.now(UTC)}]
+        feeds = {"nul": hostile, "good": good.add("/feed.xml", rss("Bon", good.base, entries), "application/rss+xml")}
+        env = loopback_env(database_url, write_feeds(tmp_path / "feeds.yaml", feeds), host_min_interval="0")
+        done = run_cli("run", "--once", env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 articles added" in done.stdout, done.stdout
+    titles = {row["url"]: row["title"] for row in query(database_url, "SELECT url, title FROM articles")}
+    assert titles == {page: "Titrenul", link: "t"}
+    rows = query(database_url, "SELECT guid, url, title, state, last_error FROM feed_items ORDER BY id")
+    rows = [row for row in rows if row["url"].startswith(server.base)]
+    assert [(row["state"], row["title"]) for row in rows] == [
+        ("failed", "Lien  nul"),
+        ("failed", "Lien tab"),
+        ("done", "Titrenul"),
+    ]
+    assert rows[0]["url"] == f"{server.base}/a/x%00y.html" and rows[1]["url"] == f"{server.base}/a/x%09y.html"
+    assert "control character" in rows[0]["last_error"] and "control character" in rows[1]["last_error"]
+    assert rows[2]["guid"] == "g1"
+
+
+def test_nul_in_an_imported_line_stays_out_of_the_database(tmp_path: Path, database_url: str) -> None:
+    """JSON spells NUL as \\u0000: in a URL the line is skipped with the reason; in a title, a text or a source
+    it is taken out, and the article stored, on PostgreSQL too."""
+    first, second = seeds()[0], seeds()[2]
+    lines = [
+        {"url": "https://a.example.fr/x\x00y", "text": first.body, "published_at": "2024-11-05T10:00:00+01:00"},
+        {
+            "url": "https://a.example.fr/ok",
+            "title": "Ti\x00tre",
+            "text": second.body.replace(". ", ".\x00 ", 2),
+            "source": "Sour\x00ce",
+            "published_at": "2024-11-05T10:00:00+01:00",
+        },
+    ]
+    archive = tmp_path / "nul.jsonl"
+    archive.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    env = loopback_env(database_url, write_feeds(tmp_path / "feeds.yaml", {}))
+    result = run_cli("import", str(archive), env=env)
+    assert result.returncode == 0 and "1 article added, 0 already known, 1 line skipped" in result.stdout, result
+    assert f"{archive}:line 1: " in result.stderr and "control character" in result.stderr
+    (row,) = query(database_url, "SELECT url, title, source, text FROM articles")
+    assert (row["url"], row["title"], row["source"]) == ("https://a.example.fr/ok", "Titre", "Source")
+    assert "\x00" not in row["text"]
+
+
+def test_an_error_recording_a_feed_stays_with_that_feed(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed's boundary covers recording what it said, not only fetching it: a bug while storing one
+    feed's items (a stand-in: record_items raises for it) is that feed's failure, recorded with the reason
+    and its lease handed back, and the other feed's articles are stored."""
+    from monitor.storage.queue import FeedQueue
+
+    real = FeedQueue.record_items
+
+    def poisoned(self: FeedQueue, feed_id: int, items: Any, now: datetime) -> int:
+        if self.feed(feed_id).name == "broken":
+            raise KeyError("a bug")
+        return real(self, feed_id, items, now)
+
+    monkeypatch.setattr(FeedQueue, "record_items", poisoned)
+    with LoopbackServer("127.0.0.44") as server:
+        feeds = {}
+        for name, seed in (("good", 0), ("broken", 4)):
+            link = _page(server, seed, f"/{name}/a.html")
+            feeds[name] = server.add(
+                f"/{name}.xml",
+                rss(name, server.base, [{"title": name, "link": link, "published": datetime.now(UTC)}]),
+                "application/rss+xml",
+            )
+        report = cycle(database_url, write_feeds(tmp_path / "feeds.yaml", feeds))
+    assert (report.feeds_ok, report.feeds_failed, report.articles_added) == (1, 1, 1)
+    rows = {
+        r["name"]: r for r in query(database_url, "SELECT name, last_error_kind, last_error, lease_until FROM feeds")
+    }
+    assert rows["broken"]["last_error_kind"] == "internal" and "KeyError" in rows["broken"]["last_error"]
+    assert rows["broken"]["lease_until"] is None and rows["good"]["last_error"] is None
+    assert [r["url"] for r in query(database_url, "SELECT url FROM articles")] == [f"{server.base}/good/a.html"]
+
+
 def test_an_unexpected_error_stays_with_its_item_and_stops_after_the_last_attempt(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -217,6 +320,33 @@ def test_an_unexpected_error_stays_with_its_item_and_stops_after_the_last_attemp
     assert report.items_failed == 1 and "ZeroDivisionError" in report.errors[0]
     (item,) = query(database_url, "SELECT state, attempts FROM feed_items WHERE url LIKE '%poison%'")
     assert item["state"] == "failed" and item["attempts"] == 2
+
+
+def test_an_item_given_up_at_claim_time_is_logged_with_its_feed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An item whose last attempt never finished (its worker was killed) is given up when next claimed; the
+    log line names its feed, as every other item failure's does."""
+    from monitor.config import FeedConfig
+    from monitor.fetch.feeds import FeedEntry
+
+    database = f"sqlite:///{tmp_path}/m.db"
+    with LoopbackServer("127.0.0.56") as server:
+        link = _page(server, 0, "/a/000.html")
+        feed = server.add("/feed.xml", _feed(_item("A", link)), "application/rss+xml")
+        storage = Storage(database)
+        storage.ensure_schema(upgrade=True)
+        with storage.repository() as repo:
+            repo.sync_feeds([FeedConfig("Flux tué", feed, 900)])
+            repo.record_items(repo.feeds()[0].id, [FeedEntry(link, link, "A", None)], datetime.now(UTC))
+        with storage.engine.begin() as db:  # both attempts started, the last one never settled
+            db.exec_driver_sql("UPDATE feed_items SET attempts = 2, last_error = 'worker killed'")
+        storage.engine.dispose()
+        with caplog.at_level("WARNING", logger="monitor.daemon.worker"):
+            report = cycle(database, write_feeds(tmp_path / "feeds.yaml", {"Flux tué": feed}), item_max_attempts=2)
+    assert report.items_failed == 1 and report.articles_added == 0
+    (line,) = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
+    assert line.startswith(f"feed Flux tué: item {link}: gave up after 2 attempts"), line
 
 
 def test_a_feed_body_naming_a_local_file_is_not_read(tmp_path: Path) -> None:
@@ -365,6 +495,37 @@ def test_a_taken_over_lease_cannot_be_settled_by_its_old_holder(database_url: st
     storage.engine.dispose()
 
 
+def test_a_taken_over_feed_lease_cannot_be_settled_by_its_old_holder(database_url: str) -> None:
+    """Worker A's lease on a feed runs out (it stalled); B claims the feed. A, waking up, no longer holds it:
+    held_feed, which a fetch's success or failure is recorded through, finds nothing for A, and A's renewal
+    and release leave B's lease alone."""
+    from monitor.config import FeedConfig
+
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    now = datetime.now(UTC)
+    lease = timedelta(seconds=60)
+    with storage.repository() as repo:
+        repo.sync_feeds([FeedConfig("f", "http://127.0.0.48/feed.xml", 900)])
+        (feed,) = repo.claim_feeds(now, lease, "worker-a", only_due=False)
+        feed_id = feed.id
+    with storage.repository() as repo:  # still A's: B gets nothing
+        assert repo.claim_feeds(now + timedelta(seconds=30), lease, "worker-b", only_due=False) == []
+        assert repo.held_feed(feed_id, "worker-a") is not None
+    with storage.repository() as repo:  # A stalled past its lease: B takes over
+        claimed = repo.claim_feeds(now + timedelta(seconds=90), lease, "worker-b", only_due=False)
+        assert [f.id for f in claimed] == [feed_id]
+    with storage.repository() as repo:
+        assert repo.held_feed(feed_id, "worker-a") is None
+        repo.renew_leases("worker-a", now + timedelta(days=1))
+        repo.release_leases("worker-a")
+    with storage.repository() as repo:
+        held = repo.held_feed(feed_id, "worker-b")
+        assert held is not None and held.lease_owner == "worker-b" and held.lease_until is not None
+        assert abs(held.lease_until - (now + timedelta(seconds=150))) < timedelta(seconds=1)
+    storage.engine.dispose()
+
+
 def test_every_vetted_address_is_tried_in_turn() -> None:
     """A dual-stack name whose first address does not answer (an IPv6 address on an IPv4-only network)
     is reached on the next one. The resolver is the one stand-in: no name here resolves to several
@@ -444,7 +605,7 @@ def test_a_killed_workers_items_are_taken_over_within_its_lease(tmp_path: Path, 
 
             def all_held() -> bool:
                 try:
-                    return query(postgres_url, held)[0]["n"] == 4
+                    return bool(query(postgres_url, held)[0]["n"] == 4)
                 except Exception:
                     return False
 
@@ -452,9 +613,13 @@ def test_a_killed_workers_items_are_taken_over_within_its_lease(tmp_path: Path, 
             while not all_held():
                 assert time.monotonic() < deadline, "worker A never held the items"
                 time.sleep(0.2)
-            owners = {r["lease_owner"] for r in query(postgres_url, "SELECT lease_owner FROM feed_items")}
-            time.sleep(5)  # longer than a lease: renewed, still A's
-            assert {r["lease_owner"] for r in query(postgres_url, "SELECT lease_owner FROM feed_items")} == owners
+            leases = "SELECT id, lease_owner, lease_until, attempts FROM feed_items ORDER BY id"
+            taken = query(postgres_url, leases)
+            time.sleep(3.5)  # past the end of the leases A took: renewed, still A's, not taken again
+            held_on = query(postgres_url, leases)
+            assert [r["lease_owner"] for r in held_on] == [r["lease_owner"] for r in taken]
+            assert all(now["lease_until"] > then["lease_until"] for now, then in zip(held_on, taken, strict=True))
+            assert [r["attempts"] for r in held_on] == [1, 1, 1, 1]
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)

@@ -150,6 +150,8 @@ def test_compose_file_matches_the_code() -> None:
     smtp = services["mail"]
     assert monitor["environment"]["MONITOR_SMTP_HOST"] == "mail" and "mailpit" in smtp["image"]
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    users = re.findall(r"^USER\s+([^\s:]+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0"), users  # the service runs as an unprivileged user
     command = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))[-1]  # type: ignore[union-attr]
     for step in command.split("&&"):
         args = shlex.split(step)

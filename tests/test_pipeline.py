@@ -125,8 +125,9 @@ def test_daemon_runs_until_sigterm(seed_sites, tmp_path: Path) -> None:  # type:
 def test_a_second_daemon_on_one_sqlite_file_is_refused(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     feeds_file, _servers = seed_sites
     env = loopback_env(f"sqlite:///{tmp_path}/one.db", feeds_file, poll_seconds="1")
+    lock = tmp_path / "one.db.daemon.lock"
     with running_daemon(env) as first:
-        time.sleep(3)
+        assert wait_until(lambda: lock.is_file() and lock.read_text() == str(first.process.pid), 60, 0.1)
         second = run_cli("run", "--once", env=env)
         assert second.returncode == 2
         assert f"another monitor daemon (pid {first.process.pid})" in second.stderr and "PostgreSQL" in second.stderr

@@ -28,8 +28,10 @@ from monitor.pipeline.prepare import Incoming
 from monitor.storage import Storage
 from tests.support import labelled_incoming, place_online, run_cli
 
+Placements = list[tuple[str, str, str, str | None, float | None]]  # url, story, method, matched, score
 
-def _placements(database_url: str) -> list[tuple[str, str, str, str | None, float | None]]:
+
+def _placements(database_url: str) -> Placements:
     """Each article's story (named by its earliest article's URL), method, matched article and score."""
     engine = create_engine(database_url)
     with engine.connect() as db:
@@ -53,16 +55,25 @@ def _archive(tmp_path: Path, lines: int) -> Path:
     return archive
 
 
-def test_batch_size_does_not_change_the_stories(tmp_path: Path, database_url: str) -> None:
-    archive = _archive(tmp_path, 120)
-    single_url = f"sqlite:///{tmp_path}/single.db"
-    for url, batch_size in ((single_url, 1), (database_url, 64)):
-        storage = Storage(url)
-        storage.ensure_schema(upgrade=True)
-        report = import_file(archive, Ingestor(storage), batch_size=batch_size)
-        assert report.added == 121 and not report.errors
-        storage.engine.dispose()
-    one_by_one, batched = _placements(single_url), _placements(database_url)
+def _import(database_url: str, archive: Path, batch_size: int) -> Placements:
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    report = import_file(archive, Ingestor(storage), batch_size=batch_size)
+    assert report.added == 121 and not report.errors
+    storage.engine.dispose()
+    return _placements(database_url)
+
+
+@pytest.fixture(scope="module")
+def one_by_one(tmp_path_factory: pytest.TempPathFactory) -> Placements:
+    """The placements of 120 articles and a reprint imported one at a time on SQLite: what batches on each
+    engine must give, made once."""
+    directory = tmp_path_factory.mktemp("one-by-one")
+    return _import(f"sqlite:///{directory}/single.db", _archive(directory, 120), batch_size=1)
+
+
+def test_batch_size_does_not_change_the_stories(tmp_path: Path, database_url: str, one_by_one: Placements) -> None:
+    batched = _import(database_url, _archive(tmp_path, 120), batch_size=64)
     assert [row[:2] for row in batched] == [row[:2] for row in one_by_one]  # same stories, each named alike
     methods = {method for _, _, method, _, _ in batched}
     assert {"near_copy", "story_match", "new_story"} <= methods

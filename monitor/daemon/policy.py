@@ -9,13 +9,12 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from monitor.fetch.politeness import MAX_RETRY_AFTER_S
+
 ITEM_RETRY_BASE = timedelta(minutes=5)
 
 
 MAX_FEED_BACKOFF = timedelta(days=1)
-
-
-MAX_RETRY_AFTER = timedelta(days=1)
 
 
 # A longer delay is named (adaptive interval, server hint) only past this factor of the configured interval:
@@ -68,6 +67,6 @@ def failure_delay(interval_s: int, failures: int, retry_after_s: float | None) -
     """Exponential backoff from the interval, capped at a day; a server's Retry-After (capped too) wins if as long."""
     backoff = min(timedelta(seconds=interval_s) * 2 ** min(failures, 10), MAX_FEED_BACKOFF)
     if retry_after_s is not None and timedelta(seconds=retry_after_s) >= backoff:
-        asked = min(timedelta(seconds=retry_after_s), MAX_RETRY_AFTER)
+        asked = timedelta(seconds=min(retry_after_s, MAX_RETRY_AFTER_S))
         return NextFetch(_jittered(asked), "retry_after", int(asked.total_seconds()))
     return NextFetch(_jittered(backoff), "backoff", int(backoff.total_seconds()))

@@ -34,7 +34,8 @@ class FeedPoller:
             return repo.claim_feeds(at, lease, self.token, only_due=only_due)
 
     async def poll(self, feed: Feed, report: CycleReport) -> None:
-        """Fetch one feed and record its new items; whatever goes wrong stays with this feed."""
+        """Fetch one feed and record its new items. Whatever goes wrong, fetching it or recording what it
+        said, stays with this feed: recorded as its failure, its lease handed back, the others untouched."""
         headers = {}
         if feed.etag:
             headers["If-None-Match"] = feed.etag
@@ -51,27 +52,48 @@ class FeedPoller:
                     parse_feed, feed.url, response, max_items=self.settings.max_items_per_feed, now=now_utc()
                 )
             )
-        except Exception as e:  # the feed's boundary: whatever went wrong stays with this feed
-            error = e if isinstance(e, FetchError | FeedError) else FeedError(feed.url, "internal", describe(e))
+        except Exception as e:  # the feed's boundary
+            error = _as_feed_error(feed, e)
             FETCHES.labels(kind="feed", outcome=error.kind).inc()
             FETCH_SECONDS.labels(kind="feed").observe(time.monotonic() - started)
-            report.feeds_failed += 1
-            report.errors.append(f"feed {feed.name!r}: {error}")
-            log.warning("feed %s failed: %s", feed.name, error, extra={"feed": feed.name, "url": feed.url})
-            await asyncio.to_thread(self._record_feed_failure, feed.id, error)
+            await self._failed(feed, error, report)
             return
         FETCHES.labels(kind="feed", outcome="ok").inc()
         FETCH_SECONDS.labels(kind="feed").observe(time.monotonic() - started)
+        try:
+            new = await asyncio.to_thread(self._record_feed_success, feed.id, response, parsed)
+        except Exception as e:  # the feed's boundary, recording included
+            await self._failed(feed, _as_feed_error(feed, e), report)
+            return
         report.feeds_ok += 1
-        if parsed is not None:
-            for entry in parsed.refused:
-                log.warning(
-                    "feed %s: item refused: %s", feed.name, entry.error, extra={"feed": feed.name, "url": feed.url}
-                )
-                report.items_failed += 1
-                report.errors.append(f"feed {feed.name!r}: item refused: {entry.error}")
-        new = await asyncio.to_thread(self._record_feed_success, feed.id, response, parsed)
         report.items_new += new  # not `+= await`: that reads the counter before the await
+        for entry in parsed.refused if parsed is not None else ():
+            log.warning("feed %s: item refused: %s", feed.name, entry.error, extra={"feed": feed.name, "url": feed.url})
+            report.items_failed += 1
+            report.errors.append(f"feed {feed.name!r}: item refused: {entry.error}")
+
+    async def _failed(self, feed: Feed, error: FetchError | FeedError, report: CycleReport) -> None:
+        """Count, log once and record a feed's failure; if even that cannot be written, hand its lease back
+        so that the feed is tried again rather than renewed forever by this worker."""
+        report.feeds_failed += 1
+        report.errors.append(f"feed {feed.name!r}: {error}")
+        log.warning("feed %s failed: %s", feed.name, error, extra={"feed": feed.name, "url": feed.url})
+        try:
+            await asyncio.to_thread(self._record_feed_failure, feed.id, error)
+        except Exception as e:
+            log.error(
+                "feed %s: its failure could not be recorded: %s", feed.name, describe(e), extra={"feed": feed.name}
+            )
+            try:
+                await asyncio.to_thread(self._release, feed.id)
+            except Exception:  # the database is unreachable: the lease goes back when this worker stops
+                log.error("feed %s: its lease could not be handed back", feed.name, extra={"feed": feed.name})
+
+    def _release(self, feed_id: int) -> None:
+        with self.storage.repository() as repo:
+            row = repo.held_feed(feed_id, self.token)
+            if row is not None:
+                row.lease_until, row.lease_owner = None, None
 
     def _record_feed_success(self, feed_id: int, response: Response, parsed: ParsedFeed | None) -> int:
         """Record new items and advance the feed's validators and schedule; returns how many items were new."""
@@ -144,3 +166,8 @@ def _schedule(row: Feed, now: datetime, upcoming: NextFetch) -> None:
     """Move the feed's next fetch, keeping why it is then for ``monitor feeds`` and the Flux page."""
     row.next_fetch_at = now + upcoming.delay
     row.next_fetch_reason, row.next_fetch_delay_s = upcoming.reason, upcoming.seconds
+
+
+def _as_feed_error(feed: Feed, e: Exception) -> FetchError | FeedError:
+    """The project's errors as they are; any other, from a library or a bug, as this feed's ``internal`` one."""
+    return e if isinstance(e, FetchError | FeedError) else FeedError(feed.url, "internal", describe(e))

@@ -60,7 +60,11 @@ def _single_sqlite_daemon(storage: Storage) -> Iterator[None]:
     if storage.engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.daemon.lock", "a+", encoding="utf-8") as handle:
+    try:
+        lock = open(f"{database}.daemon.lock", "a+", encoding="utf-8")  # noqa: SIM115  (closed by the with below)
+    except OSError as e:  # the database's directory missing or not writable: SQLite could not open it either
+        raise StorageError(f"cannot open {database}.daemon.lock beside the SQLite database: {e.strerror}") from e
+    with lock as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
@@ -273,7 +277,7 @@ async def _serve(
         scheduler.start()
         log.info(
             "monitor running on %s with %s; SIGTERM or Ctrl-C to stop",
-            storage.engine.url.render_as_string(),
+            storage.display_url,
             settings.feeds_file,
         )
         await stop.wait()

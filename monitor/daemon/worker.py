@@ -155,7 +155,10 @@ class Worker:
                 now_utc(), lease, self.token, limit=limit, max_attempts=self.settings.item_max_attempts
             )
             for item in given_up:
-                log.warning("item %s: %s", item.url, item.last_error, extra={"url": item.url})
+                feed = self._feed_names.get(item.feed_id, "?")
+                log.warning(
+                    "feed %s: item %s: %s", feed, item.url, item.last_error, extra={"feed": feed, "url": item.url}
+                )
                 report.items_failed += 1
                 report.errors.append(f"item {item.url}: {item.last_error}")
             return [

@@ -50,6 +50,7 @@ from monitor.storage import (
     Story,
     StoryEvent,
 )
+from monitor.storage.engine import masked, shown_url
 
 COUNT_CAP = 10_000  # stories counted past a page's offset; beyond it a listing says "more than"
 HISTORY_LIMIT = 200  # story_events shown on a story page
@@ -61,7 +62,7 @@ def _read_only_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as e:
-        raise StorageError(f"bad MONITOR_DATABASE_URL: {e}") from e
+        raise StorageError(f"bad MONITOR_DATABASE_URL {shown_url(url)}: {masked(e, url)}") from e
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
         if path and path != ":memory:" and not path.startswith("file:") and not Path(path).is_file():
@@ -80,7 +81,7 @@ def _read_only_engine(url: str) -> Engine:
     try:
         return create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
     except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise StorageError(f"bad MONITOR_DATABASE_URL {parsed.render_as_string(hide_password=True)!r}: {e}") from e
+        raise StorageError(f"bad MONITOR_DATABASE_URL {shown_url(url)}: {masked(str(e).splitlines()[0], url)}") from e
 
 
 def _outlets(session: Session) -> list[str]:

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -21,7 +21,7 @@ from monitor.config import Settings
 from monitor.errors import AddressRefused, FetchError
 from monitor.fetch.guard import AddressGuard, Resolver, _GuardedBackend, _resolve
 from monitor.fetch.politeness import HostBudget, retry_after_seconds
-from monitor.fetch.urls import RefusedURL, canonical_url
+from monitor.fetch.urls import RefusedURL, absolute_url, canonical_url
 
 FEED_TYPES = ("xml", "rss", "atom", "rdf", "text/html", "text/plain", "application/octet-stream")
 
@@ -129,10 +129,7 @@ class Fetcher:
                     raise FetchError(
                         current, "http", f"redirect {response.status} without Location", status=response.status
                     )
-                try:
-                    target = urljoin(current, location)
-                except ValueError:
-                    target = location
+                target = absolute_url(location, current)
                 refused = canonical_url(target)
                 if isinstance(refused, RefusedURL):
                     raise FetchError(current, "invalid", f"redirect to an {refused}", status=response.status)

@@ -10,14 +10,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
 
 import feedparser
 
 from monitor.errors import FeedError
 from monitor.fetch.client import Response
-from monitor.fetch.urls import RefusedURL, canonical_url
-from monitor.limits import MAX_TITLE_CHARS, MAX_URL_CHARS, clip
+from monitor.fetch.urls import RefusedURL, absolute_url, canonical_url, quoted_controls
+from monitor.limits import MAX_TITLE_CHARS, MAX_URL_CHARS, clip, without_controls
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,8 @@ def parse_feed(url: str, response: Response, *, max_items: int, now: datetime) -
     return ParsedFeed(
         entries=entries,
         title=parsed.feed.get("title"),
-        ttl_minutes=int(ttl) if isinstance(ttl, str) and ttl.isdigit() else None,
+        # "²" is a digit to isdigit(), not to int(); a ttl of thousands of digits is more than int() reads
+        ttl_minutes=int(ttl) if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit() and len(ttl) < 10 else None,
         warning=f"malformed feed, items used anyway: {parsed.bozo_exception}" if parsed.bozo else None,
     )
 
@@ -86,17 +86,20 @@ def _entry(base: str, raw: Any, now: datetime) -> FeedEntry:
     error = None
     url: str | None = None
     if link:
-        try:
-            absolute = urljoin(base, str(link))
-        except ValueError:
-            absolute = str(link)
+        absolute = absolute_url(str(link), base)
         canonical = canonical_url(absolute)
         if isinstance(canonical, RefusedURL):
-            url, error = clip(absolute.strip(), MAX_URL_CHARS), str(canonical)
+            url, error = clip(quoted_controls(absolute.strip()), MAX_URL_CHARS), str(canonical)
         else:
             url = canonical
     guid = str(raw.get("id") or url or _digest(str(raw.get("title", "")), str(raw.get("summary", ""))))
-    return FeedEntry(guid=guid[:MAX_URL_CHARS], url=url, title=title, published_at=_entry_time(raw, now), error=error)
+    return FeedEntry(
+        guid=without_controls(guid)[:MAX_URL_CHARS],
+        url=url,
+        title=title,
+        published_at=_entry_time(raw, now),
+        error=error,
+    )
 
 
 def _entry_time(raw: Any, now: datetime) -> datetime | None:

@@ -1,15 +1,17 @@
 """Canonical article URLs: the identity that makes one article one row across feeds and fetches.
 
 A URL from a feed or a page is untrusted text. ``canonical_url`` never raises: what it cannot make
-canonical (no http(s) scheme, no host, a port out of range, a broken IPv6 literal, too long for the
-schema) comes back as ``RefusedURL`` with the reason, to be recorded against the item it came with.
+canonical (no http(s) scheme, no host, a port out of range, a broken IPv6 literal, a control character,
+too long for the schema) comes back as ``RefusedURL`` with the reason, to be recorded against the item
+it came with.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import tld
 from courlan.filters import is_navigation_page
@@ -49,9 +51,15 @@ class RefusedURL:
         return f"invalid URL {shown!r}: {self.reason}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def canonical_url(url: str) -> str | RefusedURL:
     """Lower-cased scheme and host, no default port, no fragment, no tracking parameters; IPv6 literals
     keep their brackets. A URL that cannot be made canonical is refused with the reason."""
+    control = _CONTROL.search(url.strip())
+    if control:  # urlsplit drops tabs and line breaks and keeps NUL, which PostgreSQL cannot store
+        return RefusedURL(url, f"control character {control.group()!r} in it")
     try:
         parts = urlsplit(url.strip())
         scheme = parts.scheme.lower()
@@ -61,6 +69,8 @@ def canonical_url(url: str) -> str | RefusedURL:
         if not host:
             return RefusedURL(url, "no host")
         port = parts.port
+        if parts.netloc.rpartition("@")[2].startswith("[") and ":" not in host:  # [v1.fe], brackets dropped
+            return RefusedURL(url, f"IPvFuture address [{host}] cannot be connected to")
         if ":" in host:  # an IPv6 literal: urlsplit has dropped its brackets
             host = f"[{ipaddress.IPv6Address(host.split('%', 1)[0]).compressed}]"
         elif any(c.isspace() or c in '<>"\\^`{|}' for c in host):
@@ -75,6 +85,23 @@ def canonical_url(url: str) -> str | RefusedURL:
     if len(canonical) > MAX_URL_CHARS:
         return RefusedURL(url, f"longer than {MAX_URL_CHARS} characters")
     return canonical
+
+
+def absolute_url(link: str, base: str) -> str:
+    """``link`` resolved against ``base``; as it came when it has a control character (urljoin would drop
+    a tab or a line break, hiding it from ``canonical_url``) or cannot be resolved (a broken IPv6 literal)."""
+    if _CONTROL.search(link.strip()):
+        return link
+    try:
+        return urljoin(base, link)
+    except ValueError:
+        return link
+
+
+def quoted_controls(url: str) -> str:
+    """``url`` with its control characters percent-encoded, as a browser writes them: a refused URL is
+    recorded as it came, in a form the database can hold."""
+    return _CONTROL.sub(lambda c: f"%{ord(c.group()):02X}", url)
 
 
 def _is_tracking(name: str) -> bool:

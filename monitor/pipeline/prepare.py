@@ -60,8 +60,8 @@ def prepare(incoming: Incoming, params: grouping.StoryParams) -> Prepared:
         title = title or page.title
         published = published or page.published_at
         author, site, language = page.author, page.site_name, page.language or language
-    text = (text or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
-    title = clip((title or "").replace("\x00", "").strip(), MAX_TITLE_CHARS) or text.split("\n", 1)[0][:200]
+    text = (text or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL; clip() takes it out of the rest
+    title = clip((title or "").strip(), MAX_TITLE_CHARS) or text.split("\n", 1)[0][:200]
     signature = nearcopy.signature(text)
     article = NewArticle(
         url=url,

@@ -12,13 +12,46 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy import text as sql_text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from monitor.errors import SchemaOutOfDate, StorageError
 from monitor.storage.dialect import _lock_key
 from monitor.storage.repository import Repository
+
+
+def _is_secret(parameter: str) -> bool:
+    """libpq also takes a password from the query string (?password=, ?sslpassword=)."""
+    return any(word in parameter.lower() for word in ("password", "secret", "token"))
+
+
+def shown_url(url: str | URL) -> str:
+    """The database URL as it may be printed: its password and secret query parameters masked. A URL that
+    does not even parse is not shown at all (where its password starts is unknown)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "(not shown)"
+    query = {key: "***" if _is_secret(key) else value for key, value in parsed.query.items()}
+    # the query is percent-encoded when rendered: *** comes out as %2A%2A%2A, put back as the password's is
+    return parsed.set(query=query).render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
+
+
+def masked(message: object, url: str | URL) -> str:
+    """``message`` with the URL's secrets masked: a driver error may quote the connection string."""
+    text = str(message)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return text
+    secrets = [str(parsed.password or "")]
+    for key, value in parsed.query.items():
+        if _is_secret(key):
+            secrets.extend([value] if isinstance(value, str) else value)
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -38,10 +71,16 @@ class Storage:
             # hide_parameters: an error names the statement, never the values (article text, addresses)
             self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         except (SQLAlchemyError, ImportError, ValueError) as e:
-            raise StorageError(f"bad MONITOR_DATABASE_URL {self._without_password(url, e)}") from e
+            reason = masked(str(e).splitlines()[0], url)
+            raise StorageError(f"bad MONITOR_DATABASE_URL {shown_url(url)}: {reason}") from e
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        """The database URL as a log line may show it."""
+        return shown_url(self.engine.url)
 
     @contextmanager
     def repository(self) -> Iterator[Repository]:
@@ -51,25 +90,12 @@ class Storage:
             session.commit()
         except SQLAlchemyError as e:
             session.rollback()
-            raise StorageError(f"database error: {e}") from e
+            raise StorageError(f"database error: {masked(e, self.engine.url)}") from e
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
-
-    @staticmethod
-    def _without_password(url: str, error: Exception) -> str:
-        """The URL and the reason it was refused, the password masked in both; a URL that does not even
-        parse is not shown at all (where its password starts is unknown)."""
-        reason = str(error).splitlines()[0]
-        try:
-            parsed = make_url(url)
-        except (ArgumentError, ValueError):
-            return f"(not shown): {reason}"
-        if parsed.password:
-            reason = reason.replace(str(parsed.password), "***")
-        return f"{parsed.render_as_string(hide_password=True)!r}: {reason}"
 
     # --- migrations --------------------------------------------------------
     def _alembic_config(self) -> Any:
@@ -89,8 +115,7 @@ class Storage:
             with self._migration_lock():
                 command.upgrade(self._alembic_config(), "head")
         except SQLAlchemyError as e:
-            shown = self.engine.url.render_as_string(hide_password=True)
-            raise StorageError(f"migration failed on {shown}: {e}") from e
+            raise StorageError(f"migration failed on {shown_url(self.engine.url)}: {masked(e, self.engine.url)}") from e
 
     @contextmanager
     def _migration_lock(self) -> Iterator[None]:
@@ -117,7 +142,7 @@ class Storage:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
         except SQLAlchemyError as e:
-            raise StorageError(f"cannot reach the database: {e}") from e
+            raise StorageError(f"cannot reach the database: {masked(e, self.engine.url)}") from e
         return current, head or ""
 
     def ensure_schema(self, *, upgrade: bool) -> None:
