@@ -564,6 +564,55 @@ def test_extraction_has_a_time_limit(tmp_path: Path) -> None:
     assert all("extract_timeout" in e for e in errors), errors
 
 
+def test_an_extraction_process_that_dies_is_replaced() -> None:
+    """MONITOR_EXTRACT_PROCESSES=1. The process killed while idle (the OOM killer, an operator) breaks the
+    pool: the next page rebuilds it and is extracted all the same. Killed while extracting, that page fails
+    with extract_crashed (tried again later) and the next is extracted. A page over the time limit fails
+    with extract_timeout, its process ended, and a fresh one serves the rest."""
+    import os
+    import signal
+
+    from monitor.daemon.extractor import Extractor
+    from monitor.errors import ExtractionError, FetchError
+    from monitor.grouping import StoryParams
+
+    def page(i: int, repeat: int = 1) -> Incoming:  # repeated: a page that takes a while
+        seed, url = seeds()[i], f"https://www.example.fr/{i}.html"
+        body = "\n\n".join([seed.body] * repeat)
+        html_page = article_page(title=seed.title, body=body, site="S", url=url, published=seed.published)
+        return Incoming(url, datetime.now(UTC), html=html_page)
+
+    def kill_all(extractor: Extractor) -> None:
+        for process in list(extractor._executor._processes.values()):  # type: ignore[attr-defined]
+            os.kill(process.pid, signal.SIGKILL)
+            process.join()
+
+    async def scenario() -> list[str]:
+        extractor = Extractor(1, 60, StoryParams())
+        said = []
+        try:
+            said.append((await extractor.prepare(page(0))).article.url)
+            kill_all(extractor)  # idle
+            said.append((await extractor.prepare(page(1))).article.url)
+            extracting = asyncio.ensure_future(extractor.prepare(page(2, repeat=1500)))
+            await asyncio.sleep(0.1)  # extraction takes about a second
+            kill_all(extractor)
+            with pytest.raises(FetchError, match="extract_crashed"):
+                await extracting
+            said.append((await extractor.prepare(page(3))).article.url)
+            extractor.timeout = 0.0001
+            with pytest.raises(ExtractionError, match="extract_timeout"):
+                await extractor.prepare(page(4))
+            extractor.timeout = 60
+            said.append((await extractor.prepare(page(0))).article.url)
+        finally:
+            extractor.close()
+        return said
+
+    urls = asyncio.run(scenario())
+    assert urls == [f"https://www.example.fr/{i}.html" for i in (0, 1, 3, 0)]
+
+
 def test_a_killed_workers_items_are_taken_over_within_its_lease(tmp_path: Path, postgres_url: str) -> None:
     """Worker A holds every item (its pages hang) and is SIGKILLed; B, started at once, has them all done
     shortly after A's 3-second lease ends, each counted as a second attempt. A live worker renews: A held

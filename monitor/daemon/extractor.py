@@ -24,11 +24,18 @@ class Extractor:
 
     async def prepare(self, incoming: Incoming) -> Prepared:
         """Within MONITOR_EXTRACT_TIMEOUT: a page that takes longer fails (extract_timeout) and the executor
-        is replaced. A process pool whose process died is rebuilt, and the item tried again later."""
+        is replaced. A process pool whose process died is rebuilt: the page it was extracting is tried again
+        later, and one that found the pool already broken (a process killed while idle) at once."""
+        loop = asyncio.get_running_loop()
         async with self._slots:
             executor = self._executor
-            future = asyncio.get_running_loop().run_in_executor(executor, prepare, incoming, self.params)
             try:
+                try:
+                    future = loop.run_in_executor(executor, prepare, incoming, self.params)
+                except BrokenExecutor:  # a process died while idle, before this page reached the pool
+                    self._replace(executor)
+                    executor = self._executor
+                    future = loop.run_in_executor(executor, prepare, incoming, self.params)
                 return await asyncio.wait_for(future, self.timeout)
             except TimeoutError as e:
                 self._replace(executor)
