@@ -21,7 +21,7 @@ from monitor.grouping.features import MAX_TERM_CHARS, _norm, event_date, week_of
 from monitor.grouping.merging import Placed, _Members, merge_plan, refine_plan
 from monitor.grouping.params import StoryParams
 from monitor.grouping.scoring import _mixed_score
-from monitor.grouping.state import Candidate
+from monitor.grouping.state import Candidate, majority_date
 from monitor.pipeline.importing import import_file
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
@@ -287,6 +287,18 @@ def test_event_date_is_the_median_date_of_the_lead_the_later_of_two() -> None:
     assert event_date("Sans date", "Rien de daté ici, seulement du texte.", published, params) is None
     late = "x" * params.date_lead_chars + " le 5 août"
     assert event_date("Trop loin", late, published, params) is None  # beyond the lead
+
+
+def test_a_story_is_dated_by_what_most_members_say() -> None:
+    """One lead quoting a 2005 precedent must not date a 2008 story: the date most members agree on wins,
+    among equals the one nearest the first report (a lower median picked 2005 for two members)."""
+    first = datetime(2008, 10, 2, 9, tzinfo=UTC)
+    background, event = date(2005, 4, 22), date(2008, 9, 30)
+    assert majority_date([background, event], first) == event
+    assert majority_date([event, background, date(2008, 10, 1), background], first) == event
+    assert majority_date([background, background, event], first) == background  # most members say 2005
+    assert majority_date([date(2008, 9, 1), date(2008, 9, 20), date(2008, 10, 1)], first) == date(2008, 9, 20)
+    assert majority_date([], first) is None
 
 
 def test_a_url_met_twice_is_one_article_within_a_batch_and_across_batches(database_url: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from monitor.grouping.features import add_to_centroid
@@ -44,11 +45,33 @@ class _Dated(Protocol):
 
 
 def _span_and_event(articles: Iterable[_Dated]) -> tuple[datetime, datetime, date | None]:
-    """First and last publication of a story's articles, and its event date: the lower median of theirs."""
+    """First and last publication of a story's articles, and its event date (``majority_date``)."""
     listed = list(articles)
     moments = [a.published_at for a in listed]
-    dates = sorted(a.event_date for a in listed if a.event_date is not None)
-    return min(moments), max(moments), dates[(len(dates) - 1) // 2] if dates else None
+    first = min(moments)
+    return first, max(moments), majority_date([a.event_date for a in listed if a.event_date is not None], first)
+
+
+# Two event dates agree when the merge rule would let them meet (StoryParams.date_gap_days).
+_AGREE = timedelta(days=StoryParams().date_gap_days)
+
+
+def majority_date(dates: list[date], first: datetime) -> date | None:
+    """The date most members agree on, so that one lead quoting a background date (a 2005 precedent in a
+    2008 story) does not date the story: the member date that most others agree with, among equals the
+    nearest the first report; then the lower median of the dates that agree with it."""
+    if not dates:
+        return None
+    ordered = sorted(dates)
+    day = first.date()
+
+    def standing(d: date) -> tuple[int, int, date]:
+        support = bisect_right(ordered, d + _AGREE) - bisect_left(ordered, d - _AGREE)
+        return support, -abs((d - day).days), d
+
+    anchor = max(ordered, key=standing)
+    agreeing = [d for d in ordered if abs(d - anchor) <= _AGREE]
+    return agreeing[(len(agreeing) - 1) // 2]
 
 
 @dataclass

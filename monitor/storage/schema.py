@@ -120,7 +120,7 @@ class Story(Base):
     original_count: Mapped[int] = mapped_column(Integer, default=0)  # articles that are not near-copies
     outlet_count: Mapped[int] = mapped_column(Integer, default=0)
     centroid: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
-    event_date: Mapped[date | None] = mapped_column(Date)  # median of its articles' event dates
+    event_date: Mapped[date | None] = mapped_column(Date)  # what most of its articles' event dates agree on
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the periodic merge pass found it covers the same event as an older story: its articles
