@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -15,55 +12,27 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
-from tests.support import seed_database, seeded_env, serving, stories_of
-
-POSTGRES_ADMIN = os.environ.get("MONITOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@contextmanager
-def _postgres_database(template: str | None = None) -> Iterator[str]:
-    """A database of its own, empty or a copy of ``template`` (which nobody may be connected to)."""
-    name = f"monitor_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL is required for the tests ({POSTGRES_ADMIN}): {e}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def _database(engine: str, directory: Path, template: str | None = None) -> Iterator[str]:
-    """A database of its own on ``engine``, empty or a copy of the closed database at ``template``."""
-    if engine == "postgresql":
-        with _postgres_database(template and make_url(template).database) as url:
-            yield url
-        return
-    path = directory / "monitor.db"
-    if template:
-        source = Path(make_url(template).database or "")
-        assert not source.with_name(f"{source.name}-wal").exists(), "the template is still open"
-        shutil.copyfile(source, path)
-    yield f"sqlite:///{path}"
+from tests.support import (
+    ENGINES,
+    POSTGRES_ADMIN,
+    own_database,
+    postgres_database,
+    seed_database,
+    seeded_env,
+    serving,
+    stories_of,
+)
 
 
 @pytest.fixture(params=ENGINES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with _database(request.param, tmp_path) as url:
+    with own_database(request.param, tmp_path) as url:
         yield url
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    with _postgres_database() as url:
+    with postgres_database() as url:
         yield url
 
 
@@ -75,7 +44,7 @@ def seed_template(
     story each outlet's article is in. Never opened again: the fixtures below copy it, which takes a
     tenth of an import."""
     directory = tmp_path_factory.mktemp(f"seeds-{request.param}")
-    with _database(request.param, directory) as url:
+    with own_database(request.param, directory) as url:
         seed_database(url, directory)
         yield url, stories_of(url)
 
@@ -87,7 +56,7 @@ def seeded_database(
     """A copy of the seed stories of the test's own, which it may change; the environment of a `monitor`
     process on it, and which story each outlet's article is in."""
     template, stories = seed_template
-    with _database(make_url(template).get_backend_name(), tmp_path, template) as url:
+    with own_database(make_url(template).get_backend_name(), tmp_path, template) as url:
         yield seeded_env(url, tmp_path), stories
 
 
@@ -102,7 +71,7 @@ def seeded_desk(
     template, stories = seed_template
     engine = make_url(template).get_backend_name()
     directory = tmp_path_factory.mktemp(f"desk-{engine}")
-    with _database(engine, directory, template) as url:
+    with own_database(engine, directory, template) as url:
         if engine == "postgresql":
             with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
                 admin.execute(f'ALTER DATABASE "{make_url(url).database}" SET default_transaction_read_only = on')

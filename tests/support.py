@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
+import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss, seeds
+from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss, seeds, text_units
 from monitor.config import Settings
 from monitor.daemon.report import CycleReport
 from monitor.daemon.service import run_once
@@ -339,3 +344,87 @@ def chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
             *args,
         ]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+POSTGRES_ADMIN = os.environ.get("MONITOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def postgres_database(template: str | None = None) -> Iterator[str]:
+    """A database of its own, empty or a copy of ``template`` (which nobody may be connected to)."""
+    name = f"monitor_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        pytest.fail(f"PostgreSQL is required for the tests ({POSTGRES_ADMIN}): {e}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def own_database(engine: str, directory: Path, template: str | None = None) -> Iterator[str]:
+    """A database of its own on ``engine``, empty or a copy of the closed database at ``template``."""
+    if engine == "postgresql":
+        with postgres_database(template and make_url(template).database) as url:
+            yield url
+        return
+    path = directory / "monitor.db"
+    if template:
+        source = Path(make_url(template).database or "")
+        assert not source.with_name(f"{source.name}-wal").exists(), "the template is still open"
+        shutil.copyfile(source, path)
+    yield f"sqlite:///{path}"
+
+
+COPIER = "Agence Reprise"
+# Two dispatches written for these tests, on subjects nothing else in the data covers: stories of their own.
+RAIL = (
+    "Grève des aiguilleurs : le trafic ferroviaire perturbé en Bretagne",
+    "Les aiguilleurs du réseau ferré breton ont cessé le travail lundi matin à l'appel de trois syndicats, qui "
+    "réclament des embauches et une prime de nuit. Entre Rennes et Brest, un train régional sur trois circulait, "
+    "et les correspondances vers Quimper ont été supprimées jusqu'au soir. La direction régionale promet une "
+    "table ronde jeudi avec les représentants des agents de circulation.",
+)
+MUSEUM = (
+    "Le musée des Beaux-Arts de Lyon rouvre après deux ans de travaux",
+    "Fermé depuis deux ans pour la rénovation de ses toitures et de ses réserves, le musée des Beaux-Arts de Lyon "
+    "rouvre ses salles au public samedi. Les conservateurs ont profité du chantier pour restaurer une trentaine de "
+    "tableaux flamands et réaccrocher les sculptures du cloître. L'entrée restera gratuite pendant le premier "
+    "week-end, annonce la mairie.",
+)
+
+
+def recent_articles(now: datetime) -> list[dict[str, str]]:
+    """Four stories dated back from ``now``, so that each period keeps a different set (``story`` names them):
+    ``today``, seeds 000-003 five to two hours ago; ``yesterday``, a dispatch 30 hours ago; ``this_week``,
+    another 4 days ago; ``weeks_ago``, seed 004 sixteen days ago (more than the 14 days a story may span
+    before ``today``, which it joins when closer: they share Meta, Llama and Nick Clegg) and an hour later its
+    near-copy by another outlet, the same text with one sentence cut."""
+
+    def line(url: str, title: str, body: str, hours: int, source: str, story: str) -> dict[str, str]:
+        published = (now - timedelta(hours=hours)).isoformat(timespec="seconds")
+        return {"url": url, "title": title, "text": body, "published_at": published, "source": source, "story": story}
+
+    meta = seeds()
+    lines = [
+        line(f"https://outlet-{s.name}.example.fr/article", s.title, s.body, hours, f"outlet-{s.name}", "today")
+        for s, hours in zip(meta[:4], (5, 4, 3, 2), strict=True)
+    ]
+    lines.append(line("https://rail.example.fr/greve", *RAIL, 30, "Ouest Rail", "yesterday"))
+    lines.append(line("https://musee.example.fr/reouverture", *MUSEUM, 96, "Lyon Culture", "this_week"))
+    llama2 = meta[4]
+    lines.append(
+        line("https://outlet-004.example.fr/article", llama2.title, llama2.body, 384, "outlet-004", "weeks_ago")
+    )
+    units = text_units(llama2.body)
+    cut = "\n".join(units[:3] + units[4:])
+    lines.append(line("https://reprise.example.fr/depeche", f"{llama2.title} (dépêche)", cut, 383, COPIER, "weeks_ago"))
+    return lines

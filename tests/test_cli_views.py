@@ -224,3 +224,32 @@ def test_an_opml_file_with_entities_is_refused_in_one_line(tmp_path: Path) -> No
     done = run_cli("feeds", "import-opml", str(bomb), env={})
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "is not valid OPML" in done.stderr, done.stderr
+
+
+def test_since_and_until_take_relative_times(database_url: str, tmp_path: Path) -> None:
+    """`--since 6h`, `2d`, `7d` and `--until` count back from now: each keeps exactly the stories of
+    that period (``recent_articles``: 5 to 2 hours, 30 hours, 4 days and 16 days ago), as `search --since` does."""
+    from datetime import UTC, datetime
+
+    from tests.support import query, recent_articles
+
+    lines = recent_articles(datetime.now(UTC))
+    env = {"MONITOR_DATABASE_URL": database_url, "COLUMNS": "200"}
+    _import(env, tmp_path / "recent.jsonl", lines)
+    stored = {row["url"]: row["story_id"] for row in query(database_url, "SELECT url, story_id FROM articles")}
+    story = {line["story"]: stored[line["url"]] for line in lines}
+    assert len(set(story.values())) == len(set(stored.values())) == 4
+    today, yesterday, this_week, weeks_ago = (story[n] for n in ("today", "yesterday", "this_week", "weeks_ago"))
+
+    def listed(*args: str) -> list[int]:
+        return [s["id"] for s in json.loads(_ok("stories", "--json", *args, env=env))["items"]]
+
+    assert listed("--since", "6h") == [today]
+    assert listed("--since", "2d") == [today, yesterday]
+    assert listed("--since", "7d") == [today, yesterday, this_week]  # the most outlets, then the most recent
+    assert listed("--until", "6h") == [weeks_ago, yesterday, this_week]  # 004 and its copy: 2 outlets
+    assert listed("--since", "2d", "--until", "6h") == [yesterday]
+    assert listed("--since", "7d", "--until", "2d") == [this_week]
+    found = json.loads(_ok("search", "Clegg", "--since", "2d", "--json", env=env))
+    assert [hit["story"]["id"] for hit in found["items"]] == [today]  # 004 names him too, 16 days ago
+    assert len(json.loads(_ok("search", "Clegg", "--json", env=env))["items"]) == 2

@@ -124,7 +124,7 @@ def test_daemon_runs_until_sigterm(seed_sites, tmp_path: Path) -> None:  # type:
 
 def test_a_second_daemon_on_one_sqlite_file_is_refused(seed_sites, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     feeds_file, _servers = seed_sites
-    env = loopback_env(f"sqlite:///{tmp_path}/one.db", feeds_file, poll_seconds="1")
+    env = loopback_env(f"sqlite:///{tmp_path}/one.db", feeds_file, poll_seconds="1", host_min_interval="0")
     lock = tmp_path / "one.db.daemon.lock"
     with running_daemon(env) as first:
         assert wait_until(lambda: lock.is_file() and lock.read_text() == str(first.process.pid), 60, 0.1)

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from benchmarks.corpus import LoopbackServer, article_page, reprints, rss
-from tests.support import write_feeds
+from tests.support import postgres_database, write_feeds
 
 TOPICS = ["T01_C1", "T03_C1", "T06_C1", "T07_C1", "T09_C1", "T11_C1", "T14_C1"]  # unrelated events
 PER_GROUP = 20
@@ -77,12 +77,10 @@ def _env(database_url: str, feeds_file: Path) -> dict[str, str]:
 
 
 def test_four_workers_match_one_and_survive_a_kill(tmp_path: Path, postgres_url: str) -> None:
-    from tests.conftest import _postgres_database
-
     total = len(TOPICS) * PER_GROUP
     with ExitStack() as stack:
         feeds_file = _serve(stack, tmp_path)
-        single_url = stack.enter_context(_postgres_database())
+        single_url = stack.enter_context(postgres_database())
         single = subprocess.run(
             [sys.executable, "-m", "monitor", "run", "--once"],
             env=_env(single_url, feeds_file),

@@ -24,25 +24,29 @@ class Extractor:
 
     async def prepare(self, incoming: Incoming) -> Prepared:
         """Within MONITOR_EXTRACT_TIMEOUT: a page that takes longer fails (extract_timeout) and the executor
-        is replaced. A process pool whose process died is rebuilt: the page it was extracting is tried again
-        later, and one that found the pool already broken (a process killed while idle) at once."""
+        is replaced. A process pool whose process died is rebuilt and the page tried once more at once (the
+        process may have died before the page reached it: killed while idle); if that dies too, the page
+        fails with extract_crashed and is tried again later."""
         loop = asyncio.get_running_loop()
+        retried = False
         async with self._slots:
-            executor = self._executor
-            try:
+            while True:
+                executor = self._executor
                 try:
                     future = loop.run_in_executor(executor, prepare, incoming, self.params)
-                except BrokenExecutor:  # a process died while idle, before this page reached the pool
+                    return await asyncio.wait_for(future, self.timeout)
+                except TimeoutError as e:
                     self._replace(executor)
-                    executor = self._executor
-                    future = loop.run_in_executor(executor, prepare, incoming, self.params)
-                return await asyncio.wait_for(future, self.timeout)
-            except TimeoutError as e:
-                self._replace(executor)
-                raise ExtractionError(incoming.url, f"extract_timeout: extraction took over {self.timeout:g} s") from e
-            except BrokenExecutor as e:
-                self._replace(executor)
-                raise FetchError(incoming.url, "extract_crashed", "the extraction process died; retried later") from e
+                    raise ExtractionError(
+                        incoming.url, f"extract_timeout: extraction took over {self.timeout:g} s"
+                    ) from e
+                except BrokenExecutor as e:
+                    self._replace(executor)
+                    if retried:
+                        raise FetchError(
+                            incoming.url, "extract_crashed", "the extraction process died; retried later"
+                        ) from e
+                    retried = True
 
     def _replace(self, broken: Executor) -> None:
         """A new executor for what comes next. Processes of the old one are ended; a thread cannot be, so a
