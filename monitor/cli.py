@@ -99,9 +99,9 @@ def run(
     ] = False,
 ) -> None:
     """Run the daemon: poll due feeds and ingest new articles until SIGTERM/SIGINT."""
+    settings = _settings()  # a bad setting is refused before the daemon's imports (about a second)
     from monitor.daemon.service import run_forever, run_once
 
-    settings = _settings()
     if not once:
         asyncio.run(run_forever(settings))
         return

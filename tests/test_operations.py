@@ -181,27 +181,31 @@ def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) 
     feeds_file.write_text("feeds: []\n", encoding="utf-8")
     ports = [free_port(), free_port()]
 
-    def merged_total() -> list[float]:
-        totals = []
+    def totals(name: str) -> list[float]:
+        found = []
         for port in ports:
             try:
                 metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
             except OSError:
-                totals.append(0.0)
+                found.append(0.0)
                 continue
-            found = re.search(r"^monitor_stories_merged_total (\S+)$", metrics, re.M)
-            totals.append(float(found.group(1)) if found else 0.0)
-        return totals
+            value = re.search(rf"^{name}_total (\S+)$", metrics, re.M)
+            found.append(float(value.group(1)) if value else 0.0)
+        return found
+
+    def merged_total() -> list[float]:
+        return totals("monitor_stories_merged")
 
     envs = [loopback_env(postgres_url, feeds_file, merge_schedule="* * * * *", http_port=str(p)) for p in ports]
     offset = minute_soon()  # one clock for both, as NTP gives them
     with running_daemon(envs[0], offset) as first, running_daemon(envs[1], offset) as second:
         assert wait_until(lambda: sum(merged_total()) > 0, timeout_s=100), (first.stderr, second.stderr)
         time.sleep(2)
-        counted = merged_total()
+        counted, passes = merged_total(), totals("monitor_regrouping_passes")
     engine = create_engine(postgres_url)
     with engine.connect() as db:
         records = db.execute(text("SELECT COUNT(*) FROM stories WHERE merged_into_id IS NOT NULL")).scalar_one()
     engine.dispose()
-    assert sorted(counted)[0] == 0.0  # one daemon ran the pass, the other found it done
+    assert sorted(passes) == [0.0, 1.0]  # one daemon ran the pass, the other found it done
+    assert sorted(counted)[0] == 0.0
     assert sum(counted) == records - before > 0  # before: stories regrouping emptied while placing

@@ -28,7 +28,7 @@ from monitor.digests.runs import Digester, warn_unknown_outlets
 from monitor.errors import MonitorError, StorageError
 from monitor.fetch.client import Fetcher
 from monitor.ops.health import HealthServer
-from monitor.ops.metrics import STORIES_MERGED
+from monitor.ops.metrics import REGROUPING_PASSES, STORIES_MERGED
 from monitor.ops.retention import retention
 from monitor.pipeline.placement import Ingestor
 from monitor.storage import Storage
@@ -246,6 +246,8 @@ async def _serve(
 
         async def merge() -> None:
             merges = await _in_thread("regrouping pass", functools.partial(ingestor.merge_young_stories, merge_due))
+            if merges is not None:  # None: another worker ran this period's pass
+                REGROUPING_PASSES.inc()
             if merges:
                 STORIES_MERGED.inc(len(merges))
                 log.info("regrouping pass: %d stories merged into others", len(merges))

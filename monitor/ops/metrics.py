@@ -39,6 +39,11 @@ ARTICLES = Counter(
 
 
 STORIES_MERGED = Counter("monitor_stories_merged", "Stories merged into another", registry=REGISTRY)
+REGROUPING_PASSES = Counter(
+    "monitor_regrouping_passes",
+    "Regrouping safety-net passes this worker ran (one per period in the cluster)",
+    registry=REGISTRY,
+)
 
 
 FEEDS = Gauge("monitor_feeds", "Feeds by state, cluster-wide", ["state"], registry=REGISTRY)
