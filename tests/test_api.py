@@ -238,8 +238,14 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = run_cli("web", "--port", str(port), env=env, timeout=60)
+        feeds = tmp_path / "feeds.yaml"
+        feeds.write_text("feeds: []\n", encoding="utf-8")
+        daemon = run_cli(
+            "run", env={**env, "MONITOR_FEEDS_FILE": str(feeds), "MONITOR_WEB_PORT": str(port)}, timeout=60
+        )
     assert result.returncode == 2, result
     assert result.stderr == f"monitor: error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
+    assert daemon.returncode == 2 and daemon.stderr.endswith(result.stderr), daemon  # the desk `monitor run` starts
 
 
 def test_the_desk_socket_does_not_wait_for_acks() -> None:

@@ -221,12 +221,11 @@ class WebServer:
         import uvicorn
 
         check_bind(host, settings)  # before anything listens
+        sock = listen(host, port)  # a port in use stops the start in one line
         self.desk = Desk(settings.database_url, timezone=settings.timezone)
-        config = uvicorn.Config(
-            create_app(settings, self.desk), host=host, port=port, log_level="warning", server_header=False
-        )
+        config = uvicorn.Config(create_app(settings, self.desk), log_level="warning", server_header=False)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="web", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
