@@ -20,7 +20,7 @@ from sqlalchemy import String, bindparam, cast, create_engine, insert, literal, 
 
 from monitor.config import DigestConfig, FeedConfig, Settings, load_digests
 from monitor.digests.build import build
-from monitor.digests.periods import period_start, scheduled_end
+from monitor.digests.periods import next_fire, period_start, scheduled_end
 from monitor.digests.render import render
 from monitor.digests.runs import Digester, warn_unknown_outlets
 from monitor.errors import ConfigError
@@ -382,6 +382,15 @@ def test_runs_are_recorded_with_the_scheduled_period(tmp_path: Path) -> None:
         # 24h is not the 72 hours since Friday 07:00: the period is the last 24 hours
         assert (week.period_start, week.period_end) == (monday - timedelta(hours=24), monday)
     storage.engine.dispose()
+
+
+def test_the_next_send_skips_a_repeated_hour() -> None:
+    """The preview's next send: 02:30 comes twice on the night the clocks go back, and only the first is a
+    run (the second names the period already sent), so from between the two the next send is the next night."""
+    nightly = DigestConfig(name="nuit", recipients=("veille@example.fr",), schedule="30 2 * * *")
+    assert next_fire(nightly, datetime(2025, 10, 25, 12, 0, tzinfo=UTC)) == datetime(2025, 10, 26, 0, 30, tzinfo=UTC)
+    assert next_fire(nightly, datetime(2025, 10, 26, 0, 40, tzinfo=UTC)) == datetime(2025, 10, 27, 1, 30, tzinfo=UTC)
+    assert next_fire(nightly, datetime(2026, 12, 1, 9, 0, tzinfo=UTC)) == datetime(2026, 12, 2, 1, 30, tzinfo=UTC)
 
 
 def test_a_hour_the_clocks_repeat_is_named_once() -> None:

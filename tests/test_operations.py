@@ -25,7 +25,16 @@ from monitor.ops.health import HealthServer
 from monitor.ops.retention import retention
 from monitor.pipeline.placement import Ingestor
 from monitor.storage import Storage
-from tests.support import loopback_env, minute_soon, place_online, query, run_cli, running_daemon, wait_until
+from tests.support import (
+    DAEMON_START_UP_S,
+    loopback_env,
+    minute_soon,
+    place_online,
+    query,
+    run_cli,
+    running_daemon,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,26 +191,28 @@ def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) 
     ports = [free_port(), free_port()]
 
     def totals(name: str) -> list[float]:
+        """Each daemon's counter; a daemon that does not answer fails the test (it must not read as 0)."""
         found = []
         for port in ports:
-            try:
-                metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
-            except OSError:
-                found.append(0.0)
-                continue
-            value = re.search(rf"^{name}_total (\S+)$", metrics, re.M)
+            value = re.search(rf"^{name}_total (\S+)$", _get(f"http://127.0.0.1:{port}/metrics")[1], re.M)
             found.append(float(value.group(1)) if value else 0.0)
         return found
 
-    def merged_total() -> list[float]:
-        return totals("monitor_stories_merged")
+    def answering() -> bool:
+        try:
+            return all(_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 for port in ports)
+        except OSError:
+            return False
 
     envs = [loopback_env(postgres_url, feeds_file, merge_schedule="* * * * *", http_port=str(p)) for p in ports]
+    fires_at = time.monotonic() + DAEMON_START_UP_S
     offset = minute_soon()  # one clock for both, as NTP gives them
     with running_daemon(envs[0], offset) as first, running_daemon(envs[1], offset) as second:
-        assert wait_until(lambda: sum(merged_total()) > 0, timeout_s=100), (first.stderr, second.stderr)
+        # Both up before the minute begins, or the lock between them would go untested.
+        assert wait_until(answering, timeout_s=30) and time.monotonic() < fires_at, (first.stderr, second.stderr)
+        assert wait_until(lambda: sum(totals("monitor_stories_merged")) > 0, timeout_s=100), first.stderr
         time.sleep(2)
-        counted, passes = merged_total(), totals("monitor_regrouping_passes")
+        counted, passes = totals("monitor_stories_merged"), totals("monitor_regrouping_passes")
     engine = create_engine(postgres_url)
     with engine.connect() as db:
         records = db.execute(text("SELECT COUNT(*) FROM stories WHERE merged_into_id IS NOT NULL")).scalar_one()

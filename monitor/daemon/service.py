@@ -246,7 +246,7 @@ async def _serve(
 
         async def merge() -> None:
             merges = await _in_thread("regrouping pass", functools.partial(ingestor.merge_young_stories, merge_due))
-            if merges is not None:  # None: another worker ran this period's pass
+            if merges is not None:  # None: another worker ran this period's pass (or it failed, logged)
                 REGROUPING_PASSES.inc()
             if merges:
                 STORIES_MERGED.inc(len(merges))

@@ -236,12 +236,14 @@ class Worker:
             for item in repo.held_items(item_ids, self.token):  # one taken over is the other worker's to settle
                 item.last_error = error[:MAX_ERROR_CHARS]
                 item.lease_until, item.lease_owner = None, None
-                if not logged:
-                    feed = self._feed_names.get(item.feed_id, "?")
-                    log.warning("feed %s: item %s: %s", feed, item.url, error, extra={"feed": feed, "url": item.url})
+                feed = self._feed_names.get(item.feed_id, "?")
+                where = {"feed": feed, "url": item.url}
                 if retry and item.attempts < self.settings.item_max_attempts:
                     item.next_attempt_at = now_utc() + ITEM_RETRY_BASE * 2 ** (item.attempts - 1)
-                else:
+                    if not logged:
+                        log.warning("feed %s: item %s: %s", feed, item.url, error, extra=where)
+                else:  # given up: said once, whoever logged the cause
                     item.state = "failed"
                     given_up.append(f"item {item.url}: {error}")
+                    log.warning("feed %s: item %s given up: %s", feed, item.url, error, extra=where)
         return given_up

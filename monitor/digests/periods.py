@@ -83,5 +83,15 @@ def next_fire(config: DigestConfig, now: datetime) -> datetime | None:
     """When the digest's schedule fires next after ``now`` (None if never): the end of the period a
     preview shows filling up."""
     trigger = CronTrigger.from_crontab(config.schedule, timezone=ZoneInfo(config.timezone))
-    fire = trigger.get_next_fire_time(None, now + timedelta(seconds=1))
-    return None if fire is None else fire.astimezone(UTC)
+    after = now.astimezone(UTC)
+    for _ in range(3):  # stepping in UTC: local-time arithmetic would drop the fold and come back here
+        found: datetime | None = trigger.get_next_fire_time(None, after + timedelta(seconds=1))
+        if found is None:
+            return None
+        fire = found.astimezone(UTC)
+        # A wall-clock time the autumn change repeats is one run, at its first occurrence (``last_fire``):
+        # the second names a period already sent, so the next send is the fire after it.
+        if last_fire(config, fire) == fire:
+            return fire
+        after = fire
+    return None

@@ -114,7 +114,7 @@ class StoryState:
         return self._summary()[3]
 
     def _summary(self) -> tuple[datetime, datetime, date | None, int]:
-        """First and last publication, event date (the lower median of the members'), originals. Cached
+        """First and last publication, event date (``majority_date`` of the members'), originals. Cached
         while the member list stays the same list of the same length (members are only ever appended):
         placement asks for every story a batch touched, for every article of the batch."""
         key = (self.members, len(self.members))

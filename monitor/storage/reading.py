@@ -15,6 +15,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import text as sql_text
+from sqlalchemy.orm import defer
 
 from monitor.search import Query, fold_name, fts5_match, index_terms
 from monitor.storage.dialect import Unit
@@ -84,7 +85,10 @@ class DigestQueries(Unit):
     def story_articles(self, story_id: int) -> list[Article]:
         return list(
             self.session.scalars(
-                select(Article).where(Article.story_id == story_id).order_by(Article.published_at, Article.id)
+                select(Article)
+                .options(defer(Article.raw_html))  # a digest shows text, never the page
+                .where(Article.story_id == story_id)
+                .order_by(Article.published_at, Article.id)
             )
         )
 
