@@ -118,7 +118,7 @@ def run(
         f"{plural(report.stories_merged, 'story', 'stories')} merged"
     )
     for line in report.errors[:50]:
-        errors.print(f"  {line}", markup=False, highlight=False)
+        errors.print(f"  {line}", highlight=False)
     if report.feeds_ok == 0 and report.feeds_failed > 0:
         raise typer.Exit(1)
 
@@ -166,7 +166,7 @@ def import_(
             max_line_bytes=settings.import_max_line_bytes,
         )
     for error in report.errors:
-        errors.print(f"{name}:{_one_line(error)}", markup=False, highlight=False)
+        errors.print(f"{name}:{_one_line(error)}", highlight=False)
     console.print(
         f"{plural(report.added, 'article')} added, {report.already_known} already known, "
         f"{plural(len(report.errors), 'line')} skipped, {plural(report.merged, 'story', 'stories')} merged"
@@ -277,7 +277,7 @@ def stories(
             row.title,
         )
     console.print(table)
-    console.print(_matches(page, ("story", "stories"), ""), markup=False, highlight=False)
+    console.print(_matches(page, ("story", "stories"), ""), highlight=False)
 
 
 def _outlets(row: StoryRow) -> str:
@@ -332,7 +332,7 @@ def story(
     if detail.history:
         out += ["", "history (newest first):"]
         out += [f"  {local(e.at, zone)}  {_event(e)}" for e in detail.history]
-    console.print("\n".join(out), markup=False, highlight=False)
+    console.print("\n".join(out), highlight=False)
 
 
 def _event(event: StoryEventRow) -> str:
@@ -402,7 +402,7 @@ def items(
     console.print(table)
     shown = f"; showing {len(page.items)} (--limit)" if len(page.items) < page.total else ""
     noun = "item" if page.total == 1 else "items"
-    console.print(f"{page.total} {noun} {' or '.join(states)}{shown}", markup=False, highlight=False)
+    console.print(f"{page.total} {noun} {' or '.join(states)}{shown}", highlight=False)
 
 
 @feeds_app.callback()
@@ -470,7 +470,7 @@ def feeds_import_opml(
 
     entries, skipped = read_opml(path)
     for line in skipped:
-        errors.print(f"{path}: skipped {line}", markup=False, highlight=False)
+        errors.print(f"{path}: skipped {line}", highlight=False)
     if not append:
         sys.stdout.write(entries_yaml(entries))
         return
@@ -525,7 +525,7 @@ def search(
             snippet,
         )
     console.print(table)
-    console.print(_matches(page, ("story", "stories"), f" {parsed}"), markup=False, highlight=False)
+    console.print(_matches(page, ("story", "stories"), f" {parsed}"), highlight=False)
 
 
 @app.command()
@@ -549,7 +549,7 @@ def web(
     chosen = port or settings.web_port or 8000
     sock = listen(host, chosen)
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"monitor web: http://{shown}:{chosen}/ (read-only; Ctrl-C stops)", markup=False, highlight=False)
+    console.print(f"monitor web: http://{shown}:{chosen}/ (read-only; Ctrl-C stops)", highlight=False)
     server = uvicorn.Server(uvicorn.Config(create_app(settings, desk), log_level="warning", server_header=False))
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already stopped in order
         server.run(sockets=[sock])
@@ -677,18 +677,18 @@ def main() -> None:
     try:
         app()
     except MonitorError as e:
-        errors.print(f"monitor: error: {_one_line(e)}", markup=False, highlight=False)
+        errors.print(f"monitor: error: {_one_line(e)}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:  # before typer took over
-        errors.print("monitor: interrupted", markup=False, highlight=False)
+        errors.print("monitor: interrupted", highlight=False)
         sys.exit(130)
     except Exception as e:  # not ours: still one line, with the type that names it
         if _interrupted(e):  # Ctrl-C while a module loaded: C extensions turn it into ImportError
-            errors.print("monitor: interrupted", markup=False, highlight=False)
+            errors.print("monitor: interrupted", highlight=False)
             sys.exit(130)
-        errors.print(f"monitor: internal error: {type(e).__name__}: {_one_line(e)}", markup=False, highlight=False)
+        errors.print(f"monitor: internal error: {type(e).__name__}: {_one_line(e)}", highlight=False)
         sys.exit(70)
     except SystemExit as e:
         if e.code == 130:  # typer's silent exit for Ctrl-C inside a command
-            errors.print("monitor: interrupted", markup=False, highlight=False)
+            errors.print("monitor: interrupted", highlight=False)
         raise

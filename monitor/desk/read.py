@@ -50,7 +50,7 @@ from monitor.storage import (
     Story,
     StoryEvent,
 )
-from monitor.storage.engine import masked, shown_url
+from monitor.storage.engine import bad_url
 
 COUNT_CAP = 10_000  # stories counted past a page's offset; beyond it a listing says "more than"
 HISTORY_LIMIT = 200  # story_events shown on a story page
@@ -62,7 +62,7 @@ def _read_only_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as e:
-        raise StorageError(f"bad MONITOR_DATABASE_URL {shown_url(url)}: {masked(e, url)}") from e
+        raise bad_url(url, e) from e
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
         if path and path != ":memory:" and not path.startswith("file:") and not Path(path).is_file():
@@ -81,7 +81,7 @@ def _read_only_engine(url: str) -> Engine:
     try:
         return create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
     except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise StorageError(f"bad MONITOR_DATABASE_URL {shown_url(url)}: {masked(str(e).splitlines()[0], url)}") from e
+        raise bad_url(url, e) from e
 
 
 def _outlets(session: Session) -> list[str]:

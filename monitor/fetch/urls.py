@@ -9,14 +9,13 @@ it came with.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import tld
 from courlan.filters import is_navigation_page
 
-from monitor.limits import MAX_URL_CHARS
+from monitor.limits import CONTROL, MAX_URL_CHARS
 
 _TRACKING_PREFIXES = ("utm_", "at_", "pk_", "mtm_", "xtor", "ns_")
 _TRACKING_NAMES = {
@@ -51,13 +50,10 @@ class RefusedURL:
         return f"invalid URL {shown!r}: {self.reason}"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def canonical_url(url: str) -> str | RefusedURL:
     """Lower-cased scheme and host, no default port, no fragment, no tracking parameters; IPv6 literals
     keep their brackets. A URL that cannot be made canonical is refused with the reason."""
-    control = _CONTROL.search(url.strip())
+    control = CONTROL.search(url.strip())
     if control:  # urlsplit drops tabs and line breaks and keeps NUL, which PostgreSQL cannot store
         return RefusedURL(url, f"control character {control.group()!r} in it")
     try:
@@ -90,7 +86,7 @@ def canonical_url(url: str) -> str | RefusedURL:
 def absolute_url(link: str, base: str) -> str:
     """``link`` resolved against ``base``; as it came when it has a control character (urljoin would drop
     a tab or a line break, hiding it from ``canonical_url``) or cannot be resolved (a broken IPv6 literal)."""
-    if _CONTROL.search(link.strip()):
+    if CONTROL.search(link.strip()):
         return link
     try:
         return urljoin(base, link)
@@ -101,7 +97,7 @@ def absolute_url(link: str, base: str) -> str:
 def quoted_controls(url: str) -> str:
     """``url`` with its control characters percent-encoded, as a browser writes them: a refused URL is
     recorded as it came, in a form the database can hold."""
-    return _CONTROL.sub(lambda c: f"%{ord(c.group()):02X}", url)
+    return CONTROL.sub(lambda c: f"%{ord(c.group()):02X}", url)
 
 
 def _is_tracking(name: str) -> bool:

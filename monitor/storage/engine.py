@@ -54,6 +54,11 @@ def masked(message: object, url: str | URL) -> str:
     return text
 
 
+def bad_url(url: str, error: Exception) -> StorageError:
+    """A MONITOR_DATABASE_URL that cannot be used, shown masked, with the first line of why."""
+    return StorageError(f"bad MONITOR_DATABASE_URL {shown_url(url)}: {masked(str(error).splitlines()[0], url)}")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -71,8 +76,7 @@ class Storage:
             # hide_parameters: an error names the statement, never the values (article text, addresses)
             self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         except (SQLAlchemyError, ImportError, ValueError) as e:
-            reason = masked(str(e).splitlines()[0], url)
-            raise StorageError(f"bad MONITOR_DATABASE_URL {shown_url(url)}: {reason}") from e
+            raise bad_url(url, e) from e
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
