@@ -75,3 +75,37 @@ def postgres_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def psycopg_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+
+
+@contextmanager
+def database(admin_url: str, existing: str | None, keep: bool) -> Iterator[str]:
+    """The corpus database's SQLAlchemy URL: an existing one, a new one kept, or a throwaway one."""
+    if existing:
+        yield sqlalchemy_url(existing)
+        return
+    if not keep:
+        with postgres_database(admin_url) as url:
+            yield url
+        return
+    name = f"monitor_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"{sqlalchemy_url(admin_url.rsplit('/', 1)[0])}/{name}"
+    try:
+        yield url
+    finally:
+        print(f"\ndatabase kept (reuse it with --database {psycopg_url(url)}; drop it when done)")
+
+
+def article_count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM articles").fetchone()
+    return int(row[0]) if row else 0

@@ -1,6 +1,7 @@
 """Placement of one new article against a PostgreSQL corpus of 10k, 100k and 1M articles: latency and memory.
 
     .venv/bin/python benchmarks/placement_scale.py [--sizes 10000,100000,1000000] [--placements 400]
+        [--keep | --database URL]
         [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 One throwaway database grows from one size to the next. The corpus is bulk-loaded (COPY), not placed through
@@ -69,7 +70,7 @@ from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from benchmarks.common import machine, postgres_database  # noqa: E402
+from benchmarks.common import article_count, database, machine, psycopg_url  # noqa: E402
 from benchmarks.corpus import RPM2, SEEDS  # noqa: E402
 from monitor import grouping  # noqa: E402
 from monitor.grouping import nearcopy  # noqa: E402
@@ -492,6 +493,9 @@ class StatementTimes:
     commit_started: float = 0.0
     locked_at: float = 0.0  # when this transaction's cluster-wide lock was granted
     holds: list[float] = field(default_factory=list)  # how long each transaction held it, in seconds
+    held: defaultdict[str, float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # seconds of each kind of statement run while holding it
 
 
 KINDS = (
@@ -537,6 +541,8 @@ def instrument(
         kind = key(statement)
         times.seconds[kind] += seconds
         times.calls[kind] += 1
+        if times.locked_at:
+            times.held[kind] += seconds
         slowest = times.slowest.get(kind)
         if not executemany and statement.lstrip().startswith("SELECT") and (slowest is None or seconds > slowest[0]):
             times.slowest[kind] = (seconds, statement, parameters)
@@ -551,6 +557,7 @@ def instrument(
             times.calls["COMMIT"] += 1
         if times.on and times.locked_at:
             times.holds.append(now - times.locked_at)
+            times.held["COMMIT"] += now - times.commit_started
         times.commit_started = times.locked_at = 0.0
 
     event.listen(engine, "before_cursor_execute", before)
@@ -654,6 +661,8 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
     settles: list[tuple[float, float]] = []  # wall and CPU seconds of each timed Ingestor.settle
     placement_holds: list[float] = []
     settle_holds: list[float] = []
+    placement_held: defaultdict[str, float] = defaultdict(float)
+    settle_held: defaultdict[str, float] = defaultdict(float)
     for i, item in enumerate(prepared):
         if i == WARMUP:
             rss_warm, peak_warm = memory_kib()
@@ -669,14 +678,20 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
             methods[outcome.method] += 1
             touched.add(outcome.story_id)
             placement_holds += times.holds
+            for kind, held in times.held.items():
+                placement_held[kind] += held
         times.holds.clear()
+        times.held.clear()
         if (i + 1) % BURST == 0:  # the worker's queue runs dry: it groups again what the burst touched
             started, cpu = time.perf_counter(), time.process_time()
             ingestor.settle()
             if i >= WARMUP:
                 settles.append((time.perf_counter() - started, time.process_time() - cpu))
                 settle_holds += times.holds
+                for kind, held in times.held.items():
+                    settle_held[kind] += held
             times.holds.clear()
+            times.held.clear()
     load_after = os.getloadavg()[0]
     rss_placed, peak_placed = memory_kib()
     started = time.perf_counter()
@@ -701,6 +716,10 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
             "placement": [s * 1000 for s in placement_holds],
             "regrouping": [s * 1000 for s in settle_holds],
             "pass": [s * 1000 for s in pass_holds],
+        },
+        "held_ms": {
+            "placement": {k: v * 1000 for k, v in placement_held.items()},
+            "regrouping": {k: v * 1000 for k, v in settle_held.items()},
         },
         "statements": {k: [times.seconds[k] * 1000, times.calls[k]] for k in times.seconds},
         "plans": plans,
@@ -777,6 +796,13 @@ def report_measure(result: dict[str, Any], seconds: float) -> tuple[float, float
                 f"  placement lock held per transaction ({what}, {len(held)} transactions): p50"
                 f" {np.percentile(held, 50):.1f} ms, p99 {np.percentile(held, 99):.1f} ms, max {held.max():.1f} ms"
             )
+    for what, held_ms in result.get("held_ms", {}).items():
+        count = len(result["lock_holds_ms"][what]) or 1
+        top = sorted(held_ms.items(), key=lambda kv: -kv[1])[:6]
+        print(
+            f"  under the lock ({what}), mean ms per transaction: "
+            + ", ".join(f"{kind} {ms / count:.1f}" for kind, ms in top)
+        )
     statements = sorted(result["statements"].items(), key=lambda kv: -kv[1][0])
     total = sum(ms for ms, _ in result["statements"].values())
     print(f"  per placement, mean ms [statements]; rest (Python, driver) {lat.mean() - total / n:.2f} ms:")
@@ -794,8 +820,10 @@ def report_measure(result: dict[str, Any], seconds: float) -> tuple[float, float
     return p50, p95, int(memory["after the placements"][1])
 
 
-def child_args(seed: int, size: int) -> list[str]:
-    return ["--seed", str(seed + size), "--label", str(size)]
+def child_args(seed: int, size: int, found: int) -> list[str]:
+    """The measuring child's seed and label: on a database found holding ``found`` articles (earlier runs'
+    placements included), the new articles' URLs differ from those of earlier runs."""
+    return ["--seed", str(seed + size), "--label", f"{size}r{found}" if found else str(size)]
 
 
 def main() -> None:
@@ -803,6 +831,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="corpus sizes, ascending (default %(default)s)")
     parser.add_argument("--postgres", metavar="ADMIN_URL", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--placements", type=int, default=400, help="timed placements per size (default %(default)s)")
+    parser.add_argument("--database", metavar="URL", help="an existing corpus database: grown, measured, kept")
+    parser.add_argument("--keep", action="store_true", help="keep the database built (its URL is printed)")
     parser.add_argument("--seed", type=int, default=20250101)
     parser.add_argument("--measure", metavar="DATABASE_URL", help=argparse.SUPPRESS)  # the child
     parser.add_argument("--label", default="", help=argparse.SUPPRESS)
@@ -816,11 +846,16 @@ def main() -> None:
     templates = load_templates()
     print(f"{len(templates)} real texts (rpm2-dev + seeds) loaded and signed in {time.perf_counter() - started:.1f} s")
     summary: list[tuple[int, float, float, int]] = []
-    with postgres_database(args.postgres) as url:
+    with database(args.postgres, args.database, args.keep) as url:
         Storage(url).ensure_schema(upgrade=True)
-        corpus = Corpus(url.replace("postgresql+psycopg://", "postgresql://", 1), templates, args.seed)
-        for size in sizes:
-            report_load(corpus.grow(size))
+        corpus = Corpus(psycopg_url(url), templates, args.seed)
+        held = article_count(psycopg_url(url))
+        found = held if held >= sizes[-1] else 0
+        for size in [s for s in sizes if s > held] or [held]:
+            if size > held:
+                report_load(corpus.grow(size))
+            else:
+                print(f"\ncorpus {held:,} articles (as found)")
             started = time.perf_counter()
             child = subprocess.run(
                 [
@@ -830,7 +865,7 @@ def main() -> None:
                     url,
                     "--placements",
                     str(args.placements),
-                    *child_args(args.seed, size),
+                    *child_args(args.seed, size, found),
                 ],
                 capture_output=True,
                 text=True,

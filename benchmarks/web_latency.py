@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,9 +56,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 
-from benchmarks.common import machine, postgres_database  # noqa: E402
+from benchmarks.common import article_count, database, machine, psycopg_url  # noqa: E402
 from benchmarks.placement_scale import (  # noqa: E402
     Corpus,
     StatementTimes,
@@ -84,40 +82,6 @@ _COLUMNS = re.compile(r"^SELECT (DISTINCT )?(.*?) FROM ")
 
 
 # --- the database ------------------------------------------------------------------------------------------------
-
-
-def _psycopg_url(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def _sqlalchemy_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
-
-
-@contextmanager
-def database(admin_url: str, existing: str | None, keep: bool) -> Iterator[str]:
-    """The corpus database's SQLAlchemy URL: an existing one, a new one kept, or a throwaway one."""
-    if existing:
-        yield _sqlalchemy_url(existing)
-        return
-    if not keep:
-        with postgres_database(admin_url) as url:
-            yield url
-        return
-    name = f"monitor_bench_web_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{_sqlalchemy_url(admin_url.rsplit('/', 1)[0])}/{name}"
-    try:
-        yield url
-    finally:
-        print(f"\ndatabase kept (reuse it with --database {_psycopg_url(url)}; drop it when done)")
-
-
-def article_count(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM articles").fetchone()
-    return int(row[0]) if row else 0
 
 
 @dataclass(frozen=True)
@@ -405,7 +369,7 @@ def main() -> None:
     rows: list[tuple[int, list[Result]]] = []
     with database(args.postgres, args.database, args.keep) as url, tempfile.TemporaryDirectory() as tmp:
         Storage(url).ensure_schema(upgrade=True)
-        dsn = _psycopg_url(url)
+        dsn = psycopg_url(url)
         corpus = Corpus(dsn, templates, args.seed)
         current = article_count(dsn)
         plan = [s for s in sizes if s >= current] or [current]

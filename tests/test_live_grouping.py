@@ -3,7 +3,9 @@ batch would give, whatever came first."""
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from benchmarks.corpus import LoopbackServer, article_page, reprints, rss, seeds
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Article, Storage
-from tests.support import loopback_env, query, run_cli, write_feeds
+from tests.support import MUSEUM, RAIL, loopback_env, postgres_database, query, run_cli, wait_until, write_feeds
 
 
 def test_an_other_story_arriving_second_ends_in_a_story_of_its_own(tmp_path: Path, database_url: str) -> None:
@@ -99,3 +101,68 @@ def test_reprints_group_the_same_whichever_arrives_first(seed: int, database_url
         if row.duplicate_of_id is not None:
             assert row.story_id == found[row.duplicate_of_id].story_id, row.url
     assert sorted(stories.values(), key=min) == [{"g0"}, {"g1"}, {"g2"}]
+
+
+def _seed_incoming(name: str, body: str, title: str, minute: int) -> Incoming:
+    published = datetime(2024, 11, 5, 9, minute, tzinfo=UTC)
+    url = f"https://veille.example.fr/{name}.html"
+    return Incoming(url, published, title=title, text=body, published_at=published, source="Veille", language="fr")
+
+
+@pytest.mark.parametrize("other_first", [False, True], ids=["same-story", "other-story"])
+def test_placement_decides_without_the_lock_and_again_when_what_it_read_changed(
+    other_first: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers on PostgreSQL. B places a report and holds the cluster lock (its transaction not yet
+    committed) while A places another report: A decides without the lock (it sees nothing of B's yet) and
+    then waits for it. When B commits, A asks what changed since it started. Another wording of B's
+    announcement: B's new story shares its terms, so A decides again and joins it (one story, not two).
+    An unrelated dispatch: A keeps its decision and does not decide again."""
+    first = seeds()[0]
+    second = seeds()[1]
+    with postgres_database() as url:
+        storage_a, storage_b = Storage(url), Storage(url)
+        storage_a.ensure_schema(upgrade=True)
+        a, b = Ingestor(storage_a), Ingestor(storage_b)
+        a.store_many([a.prepare(_seed_incoming("warm-up", MUSEUM[1], MUSEUM[0], 0))], regroup=False)
+        b_holds, a_waits = threading.Event(), threading.Event()
+
+        def hold(_repo: object, _outcomes: object) -> None:
+            b_holds.set()
+            assert a_waits.wait(60), "A never waited for the lock"
+
+        b_article = (
+            _seed_incoming("rail", RAIL[1], RAIL[0], 1)
+            if other_first
+            else _seed_incoming(first.name, first.body, first.title, 1)
+        )
+        worker_b = threading.Thread(target=lambda: b.store_many([b.prepare(b_article)], hold, regroup=False))
+        worker_b.start()
+        assert b_holds.wait(60)
+        caplog.set_level(logging.DEBUG, logger="monitor.pipeline.placement")
+        placed: list[int] = []
+        worker_a = threading.Thread(
+            target=lambda: placed.extend(
+                o.story_id
+                for o in a.store_many(
+                    [a.prepare(_seed_incoming(second.name, second.body, second.title, 2))], regroup=False
+                )
+            )
+        )
+        worker_a.start()
+        waiting = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        try:
+            assert wait_until(lambda: query(url, waiting)[0]["n"] == 1, 60, 0.05), "A did not reach the lock"
+        finally:
+            a_waits.set()
+            worker_b.join(60)
+            worker_a.join(60)
+        rows = query(url, "SELECT url, story_id FROM articles ORDER BY id")
+    stories = {r["url"].rsplit("/", 1)[1]: r["story_id"] for r in rows}
+    decided_again = [r for r in caplog.records if "decided again under the lock" in r.getMessage()]
+    if other_first:
+        assert stories["rail.html"] != stories[f"{second.name}.html"]
+        assert not decided_again
+    else:
+        assert stories[f"{first.name}.html"] == stories[f"{second.name}.html"] == placed[0]
+        assert len(decided_again) == 1

@@ -23,7 +23,7 @@ from monitor.grouping.params import StoryParams
 from monitor.grouping.scoring import _mixed_score
 from monitor.grouping.state import Candidate, majority_date
 from monitor.pipeline.importing import import_file
-from monitor.pipeline.placement import Ingestor
+from monitor.pipeline.placement import Ingestor, _moved
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Storage
 from tests.support import labelled_incoming, place_online, run_cli
@@ -425,3 +425,37 @@ def test_a_regrouping_is_applied_in_independent_parts() -> None:
     assert found[0][1] == Change(moves={30: (-1, None), 31: (-1, 0.5)}, split={-1: 5})
     assert found[1][1] == Change(moves={10: (2, 0.2), 11: (2, 0.3)})
     assert found[2][1] == Change(moves={20: (4, 0.2)}, absorbed={3: (4, 0.2)})
+
+
+def test_a_regrouping_summarises_its_stories_as_the_database_will_hold_them(tmp_path: Path, database_url: str) -> None:
+    """Applying a regrouping summarises the changed stories from their members read before the lock, with
+    the moves made in memory: the same members and vectors as reading them after the moves. An original
+    moved takes its reprint (and the reprint of that) along; a story absorbed passes on what it still holds."""
+    storage = Storage(database_url)
+    storage.ensure_schema(upgrade=True)
+    archive = _archive(tmp_path, 60)
+    rows = archive.read_text(encoding="utf-8").splitlines()
+    again = json.loads(rows[5])  # the reprint of the first article, reprinted in turn
+    rows.insert(6, json.dumps({**again, "url": "https://reprise.example.fr/b", "source": "reprise bis"}))
+    archive.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    import_file(archive, Ingestor(storage))
+    with storage.repository() as repo:
+        listed = [s for s in repo.members_of(range(1, 200)).items() if s[1].members]
+    home, held = next((story, held) for story, held in listed if held.reprinted)
+    original = min(set(held.reprinted.values()) - set(held.reprinted))
+    into, absorbed = [story for story, _ in listed if story != home][:2]
+    assert len(held.members) >= 3
+    moves = {original: (into, 0.5)}
+    merges = [(absorbed, into, 0.4)]
+    changed = {home, into}
+    with storage.repository() as repo:
+        before = repo.members_of(sorted({home, into, absorbed}))
+        expected = _moved(before, moves, merges, changed)
+        repo.move_articles(moves)
+        repo.merge_stories(merges)
+        after = repo.members_of(sorted(changed))
+    assert {s: (h.members, h.vectors, h.title) for s, h in expected.items()} == {
+        s: (h.members, h.vectors, h.title) for s, h in after.items()
+    }
+    moved = {m.article_id for m in after[into].members} - {m.article_id for m in before[into].members}
+    assert original in moved and len(moved & set(held.reprinted)) >= 2  # the reprint and its reprint followed

@@ -1,9 +1,13 @@
-"""Placement: near-copy, story match or new story, and the merge pass, under the cluster-wide lock.
+"""Placement: near-copy, story match or new story, and regrouping, decided without the cluster-wide lock and
+written under it.
 
 ``Ingestor.store_many`` places and records a batch of prepared articles in one transaction: the batch is
 placed one article after another exactly as if each were stored before the next (corpus statistics,
 near-copy buckets and story summaries of the batch are kept in memory), but its reads and writes are
-shared, so the lock is held for a few milliseconds per article rather than a few dozen round trips each."""
+shared. The reads come first, without the lock; under it, the transaction asks whether anything they found
+changed meanwhile (``_Placing.stale``) and decides again only then, so the lock is held for the writes.
+The corpus statistics are not checked: another worker's articles counted meanwhile would change the
+weights by one document in the corpus, while the stories and buckets that decide where an article goes are."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from urllib.parse import urlsplit
 from monitor import grouping
 from monitor.grouping import nearcopy
 from monitor.pipeline.prepare import Incoming, Prepared, prepare
-from monitor.storage import Article, NewArticle, NewRow, PlacementRecord, Repository, Storage
+from monitor.storage import Article, NewArticle, NewRow, PlacementRecord, Repository, Storage, StoryMembers
 
 
 @dataclass(frozen=True)
@@ -68,41 +72,20 @@ class Ingestor:
         if not batch:
             return []
         with self._lock, self.storage.repository() as repo:
+            mark = repo.story_change_mark()  # first: what changes after it, this transaction may not have read
+            placing = _Placing.decide(repo, self.params, batch)  # without the lock: other workers go on
             repo.lock_cluster("placement")  # two reports of one event, two workers: still one story
             self._check_fingerprint(repo)
-            known = repo.article_ids_by_url({p.article.url for p in batch} | {p.own_url for p in batch})
-            placer = _Placer(repo, self.params, batch)
-            ids = iter(repo.new_article_ids(len({p.own_url for p in batch} | {p.article.url for p in batch})))
-            outcomes: list[Outcome] = []
-            rows: dict[int, NewRow] = {}  # written together once placed: the batch's articles, by id
-            for prepared in batch:
-                url = prepared.article.url
-                if url != prepared.own_url:
-                    note = _unconfirmed(repo, url, known, prepared, rows)
-                    if note:
-                        prepared = replace(
-                            prepared, article=replace(prepared.article, url=prepared.own_url, canonical_note=note)
-                        )
-                        url = prepared.own_url
-                if url in known:
-                    article_id = known[url]
-                    story_id = rows[article_id].story_id if article_id in rows else repo.story_of(article_id)
-                    outcomes.append(Outcome(article_id, story_id, "exact_url", created=False))
-                    continue
-                placement, vector = placer.decide(prepared)
-                story_id = placement.story_id or repo.insert_story(
-                    prepared.article.title, prepared.article.published_at
-                )
-                article_id = next(ids)
-                rows[article_id] = NewRow(article_id, prepared.article, placement, story_id, vector, prepared.counts)
-                placer.record(article_id, story_id, prepared, placement, vector)
-                known[url] = article_id
-                outcomes.append(Outcome(article_id, story_id, placement.method, created=True, score=placement.score))
-            repo.add_articles(list(rows.values()))
-            placer.flush()
+            if placing.stale(repo, mark):
+                for story_id in sorted(placing.placer.founded):
+                    repo.remove_story(story_id)
+                log.debug("placement of %d articles decided again under the lock: what it read changed", len(batch))
+                placing = _Placing.decide(repo, self.params, batch)
+            placing.write(repo)
             if then is not None:
-                then(repo, outcomes)
-            touched = sorted(placer.touched)
+                then(repo, placing.outcomes)
+            touched = sorted(placing.placer.touched)
+            outcomes = placing.outcomes
         if regroup:
             self.regroup(touched)
         else:
@@ -189,12 +172,13 @@ class Ingestor:
             for touched, change in grouping.parts(plan.change, plan.origin):
                 versions = {s: at for s, at in plan.versions.items() if s in touched}
                 with self._lock, self.storage.repository() as repo:
+                    before = repo.members_of([story for story in touched if story > 0])  # new: negative
                     repo.lock_cluster("placement")
                     if repo.story_versions(sorted(versions)) != versions:
                         stale = True
                         continue
                     applier = _Placer(repo, self.params, [])
-                    merges += applier.apply_regroup(replace(plan, change=change))
+                    merges += applier.apply_regroup(replace(plan, change=change), before)
                     applier.flush()
             if not stale:
                 return merges
@@ -254,6 +238,65 @@ class Ingestor:
         return self.store(self.prepare(incoming))
 
 
+@dataclass
+class _Placing:
+    """A batch placed without the cluster lock (what ``store_many`` writes once it holds it), and what the
+    decisions read: the URLs and near-copy buckets found, and the stories read (``_Placer``)."""
+
+    placer: _Placer
+    outcomes: list[Outcome]
+    rows: dict[int, NewRow]  # the batch's new articles, by id
+    asked: set[str]  # the batch's URLs, canonical links included...
+    urls: dict[str, int]  # ...and those found stored
+
+    @classmethod
+    def decide(cls, repo: Repository, params: grouping.StoryParams, batch: Sequence[Prepared]) -> _Placing:
+        """Each article placed in order, seeing the ones before it. New stories are inserted (unseen by
+        others until commit) and article ids drawn; nothing else is written."""
+        urls = {p.article.url for p in batch} | {p.own_url for p in batch}
+        known = repo.article_ids_by_url(urls)
+        placing = cls(_Placer(repo, params, batch), [], {}, urls, dict(known))
+        ids = iter(repo.new_article_ids(len(urls)))
+        rows = placing.rows
+        for prepared in batch:
+            url = prepared.article.url
+            if url != prepared.own_url:
+                note = _unconfirmed(repo, url, known, prepared, rows)
+                if note:
+                    prepared = replace(
+                        prepared, article=replace(prepared.article, url=prepared.own_url, canonical_note=note)
+                    )
+                    url = prepared.own_url
+            if url in known:
+                article_id = known[url]
+                story_id = rows[article_id].story_id if article_id in rows else repo.story_of(article_id)
+                placing.outcomes.append(Outcome(article_id, story_id, "exact_url", created=False))
+                continue
+            placement, vector = placing.placer.decide(prepared)
+            story_id = placement.story_id or repo.insert_story(prepared.article.title, prepared.article.published_at)
+            article_id = next(ids)
+            rows[article_id] = NewRow(article_id, prepared.article, placement, story_id, vector, prepared.counts)
+            placing.placer.record(article_id, story_id, prepared, placement, vector)
+            known[url] = article_id
+            placing.outcomes.append(
+                Outcome(article_id, story_id, placement.method, created=True, score=placement.score)
+            )
+        return placing
+
+    def stale(self, repo: Repository, mark: int) -> bool:
+        """Whether what the decisions read changed since ``mark``: a URL or near-copy bucket filled, or a
+        story read, or sharing the terms looked up, changed. Asked under the lock, so it can change no more."""
+        placer = self.placer
+        if repo.article_ids_by_url(self.asked) != self.urls or placer.bucket_rows(repo) != placer.near:
+            return True
+        seen = placer.read.keys() | (placer.touched.keys() - placer.founded) | {s for _, _, s in placer.near}
+        return repo.stories_changed_since(mark, seen, placer.asked_terms, placer.asked_weeks)
+
+    def write(self, repo: Repository) -> None:
+        repo.add_articles(list(self.rows.values()))
+        self.placer.flush()
+
+
 def _unconfirmed(
     repo: Repository, canonical: str, known: Mapping[str, int], prepared: Prepared, rows: Mapping[int, NewRow]
 ) -> str | None:
@@ -276,6 +319,41 @@ def _unconfirmed(
     if nearcopy.best_near_copy(prepared.signature, [stored]) is None:
         return f"canonical link {canonical} names a stored article whose text differs"
     return None
+
+
+def _moved(
+    before: Mapping[int, StoryMembers],
+    moves: Mapping[int, tuple[int, float | None]],
+    merges: Sequence[tuple[int, int, float]],
+    changed: Iterable[int],
+) -> dict[int, StoryMembers]:
+    """The ``changed`` stories' members once ``moves`` and ``merges`` are applied to ``before`` (as
+    ``Repository.move_articles`` and ``merge_stories`` do: reprints follow the article they copy, and a
+    story absorbed passes on all it holds), in publication order."""
+    where = {article: target for article, (target, _) in moves.items()}
+    reprinted = {child: parent for held in before.values() for child, parent in held.reprinted.items()}
+    carried = True
+    while carried:
+        carried = False
+        for child, parent in reprinted.items():
+            if parent in where and where.get(child) != where[parent]:
+                where[child], carried = where[parent], True
+    home = {m.article_id: story for story, held in before.items() for m in held.members}
+    for absorbed, into, _ in merges:
+        for article, story in home.items():
+            if where.get(article, story) == absorbed:
+                where[article] = into
+    after = {story: StoryMembers(before[story].title if story in before else "", [], {}, {}) for story in changed}
+    for story, held in before.items():
+        for member in held.members:
+            target = after.get(where.get(member.article_id, story))
+            if target is not None:
+                target.members.append(member)
+                if member.article_id in held.vectors:
+                    target.vectors[member.article_id] = held.vectors[member.article_id]
+    for held in after.values():
+        held.members.sort(key=lambda m: (m.published_at, m.article_id))
+    return after
 
 
 @dataclass(frozen=True)
@@ -306,15 +384,24 @@ class _Placer:
         self.df: Counter[str] = Counter(repo.document_frequencies(t for p in batch for t in p.counts))
         self.df_added: Counter[str] = Counter()
         self.placed = 0
+        self.band_keys = sorted({k for p in batch for k in p.signature.band_keys})
         self.buckets: dict[int, list[tuple[nearcopy.Stored, int]]] = {}
-        for c in repo.near_copy_candidates(k for p in batch for k in p.signature.band_keys):
+        self.near: list[tuple[int, int, int]] = []  # (band key, article, story) as read
+        for c in repo.near_copy_candidates(self.band_keys):
             self.buckets.setdefault(c.band_key, []).append(
                 (nearcopy.Stored(c.article_id, c.minhash, c.shingle_count), c.story_id)
             )
+            self.near.append((c.band_key, c.article_id, c.story_id))
+        self.asked_terms: set[str] = set()  # the terms and weeks its story lookups asked for
+        self.asked_weeks: set[int] = set()
         self.bands: list[tuple[int, int]] = []
         self.touched: dict[int, grouping.StoryState] = {}
         self.read: dict[int, grouping.Candidate] = {}  # stories as read from the database, untouched by the batch
         self.founded: set[int] = set()  # stories this batch created: not in the database's index yet
+
+    def bucket_rows(self, repo: Repository) -> list[tuple[int, int, int]]:
+        """The batch's near-copy buckets as they are now, in the form of ``near``."""
+        return [(c.band_key, c.article_id, c.story_id) for c in repo.near_copy_candidates(self.band_keys)]
 
     def decide(self, prepared: Prepared) -> tuple[PlacementRecord, dict[str, float]]:
         """Near-copy of an earlier article, else the best story active around its publication, else new."""
@@ -352,6 +439,8 @@ class _Placer:
         its rows in the database."""
         weeks = grouping.candidate_weeks(first, last or first, self.params)
         terms = grouping.query_terms(vector, self.params)
+        self.asked_terms.update(terms)
+        self.asked_weeks.update(weeks)
         # The database ranks what it holds; the touched stories it ranks on stale terms are dropped, and
         # asking for as many more keeps the ranking of the others exact.
         ranked, read = self.repo.stories_sharing(
@@ -425,9 +514,11 @@ class _Placer:
             versions, {a.article_id: a.story_id for a in moved}, {a.article_id: a.published_at for a in moved}, change
         )
 
-    def apply_regroup(self, plan: _Regrouping) -> list[Merge]:
+    def apply_regroup(self, plan: _Regrouping, before: Mapping[int, StoryMembers]) -> list[Merge]:
         """Apply a regrouping: articles moved, stories split off and stories left empty (kept as merged into
-        the one that took most of them), each recorded in story_events. Returns the merges."""
+        the one that took most of them), each recorded in story_events. ``before``: its stories' members as
+        read before the lock (unchanged since, as their versions say), from which the changed stories are
+        summarised again without reading them. Returns the merges."""
         change = plan.change
         origin = plan.origin
         created: dict[int, int] = {}
@@ -474,7 +565,7 @@ class _Placer:
         changed = ({target for target, _ in moves.values()} | {origin[aid] for aid in moves}) - gone
         for story_id in gone:
             self.touched.pop(story_id, None)
-        self.resummarise(changed)  # replaces what this placer held of them
+        self._summarise(_moved(before, moves, merges, changed))  # replaces what this placer held of them
         return [Merge(story, into, score) for story, into, score in merges]
 
     def _reweighed(self, members: list[grouping.Placed]) -> list[grouping.Placed]:
@@ -492,11 +583,18 @@ class _Placer:
         ]
 
     def resummarise(self, story_ids: Iterable[int]) -> None:
-        """Summarise these stories again from their members as they are now, after articles moved: the
-        centroid from the stored vectors of their original articles."""
-        for story_id, (state, vectors) in self.repo.rebuilt_states(sorted(story_ids)).items():
-            for terms in vectors:
-                state.centroid = grouping.add_to_centroid(state.centroid, terms, self.params)
+        """Summarise these stories again from their members as they are now, after articles moved."""
+        self._summarise(self.repo.members_of(sorted(story_ids)))
+
+    def _summarise(self, stories: Mapping[int, StoryMembers]) -> None:
+        """The centroid from the stored vectors of the original articles, in publication order."""
+        for story_id, held in stories.items():
+            state = grouping.StoryState(story_id, held.title, {}, held.members)
+            for member in held.members:
+                if not member.duplicate:
+                    state.centroid = grouping.add_to_centroid(
+                        state.centroid, held.vectors[member.article_id], self.params
+                    )
             self.touched[story_id] = state
 
     def _state(self, story_id: int, joining: int | None = None) -> grouping.StoryState:

@@ -31,6 +31,7 @@ from monitor.storage.schema import (
     TermStat,
     utcnow,
 )
+from monitor.storage.story_index import StoryMembers
 
 __all__ = [
     "Article",
@@ -49,6 +50,7 @@ __all__ = [
     "Storage",
     "Story",
     "StoryEvent",
+    "StoryMembers",
     "StoryTerm",
     "TermStat",
     "utcnow",

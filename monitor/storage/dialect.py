@@ -25,6 +25,7 @@ class Unit:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._change_number: int | None = None  # this transaction's, once it changes stories (StoryIndex)
 
     def get_meta(self, key: str) -> str | None:
         row = self.session.get(Meta, key)
@@ -91,8 +92,8 @@ class Unit:
     def lock_cluster(self, job: str) -> None:
         """Wait for the cluster-wide lock of ``job`` until this transaction ends (PostgreSQL; no-op on SQLite).
 
-        Take it first in the transaction: under READ COMMITTED every later read then sees what the previous
-        holder committed."""
+        Under READ COMMITTED every read after it sees what the previous holder committed. Placement reads
+        before it, then asks which stories changed meanwhile (``StoryIndex.stories_changed_since``)."""
         if self.session.get_bind().dialect.name == "postgresql":
             self.session.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(job)})
 

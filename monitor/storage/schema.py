@@ -127,6 +127,9 @@ class Story(Base):
     # moved there, this row stays (article_count 0) to say so. Indexed: a story page lists what merged into it.
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"), index=True)
     merge_score: Mapped[float | None] = mapped_column(Float)
+    # The locked transaction that last changed it (meta ``story_changes`` numbers them): placement, which
+    # decides without the cluster lock, asks under it which stories changed since it started.
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
 
 
 # The ranking of the stories page and digests (outlets, then most recent coverage), over listed stories only.

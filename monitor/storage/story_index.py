@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Float,
+    Text,
     bindparam,
     case,
+    cast,
     column,
     delete,
+    exists,
     func,
     insert,
     null,
+    or_,
     select,
     true,
     tuple_,
@@ -35,9 +41,20 @@ from monitor.grouping.params import StoryParams
 from monitor.grouping.state import Candidate, Member, StoryState
 from monitor.storage.corpus import Corpus
 from monitor.storage.dialect import STORY_PAIRS_IN_LIST, _array, _chunks, _joined, _table
-from monitor.storage.schema import Article, ArticleBand, Story, StoryEvent, StoryTerm, TermStat, utcnow
+from monitor.storage.schema import Article, ArticleBand, Meta, Story, StoryEvent, StoryTerm, TermStat, utcnow
 
 DETACH_CHUNK = 1000  # articles read per statement when reclustering takes them out of their stories
+STORY_CHANGES = "story_changes"  # meta key: how many locked transactions have changed stories
+
+
+@dataclass
+class StoryMembers:
+    """A story's members as stored (``StoryIndex.members_of``)."""
+
+    title: str
+    members: list[Member]  # in publication order (then id)
+    vectors: dict[int, dict[str, float]]  # the stored vector of each original member
+    reprinted: dict[int, int]  # reprint -> the article it copies
 
 
 class StoryIndex(Corpus):  # reclustering takes articles out of the corpus statistics
@@ -173,9 +190,46 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
                 merged_into_id=bindparam("into"),
                 merge_score=bindparam("score"),
                 updated_at=now,
+                change_seq=self._changing(),
             ),
             [{"absorbed": absorbed, "into": into, "score": score} for absorbed, into, score in merges],
         )
+
+    def story_change_mark(self) -> int:
+        """How many transactions have changed stories, as this one sees it: read first, it tells which
+        stories changed after this transaction's reads (``stories_changed_since``)."""
+        return int(self.session.scalar(select(Meta.value).where(Meta.key == STORY_CHANGES)) or 0)
+
+    def stories_changed_since(
+        self, mark: int, seen: Collection[int], terms: Collection[str], weeks: Collection[int]
+    ) -> bool:
+        """Whether, since ``mark``, a story in ``seen`` changed or went, or one indexed under these terms in
+        these weeks changed or appeared: what a placement decided without the lock then no longer holds.
+        Numbers are drawn under the cluster lock, so the stories a later transaction changed carry a number
+        above any this one could see."""
+        stories, terms_table = _table(Story), _table(StoryTerm)
+        wanted = sorted(seen)
+        shares = (
+            exists()
+            .where(terms_table.c.story_id == stories.c.id)
+            .where(terms_table.c.term.in_(sorted(terms)), terms_table.c.week.in_(sorted(weeks)))
+        )
+        changed = select(stories.c.id).where(stories.c.change_seq > mark, or_(stories.c.id.in_(wanted), shares))
+        if self.session.execute(changed.limit(1)).first() is not None:
+            return True
+        present = self.session.scalar(select(func.count()).select_from(stories).where(stories.c.id.in_(wanted)))
+        return present != len(wanted)
+
+    def _changing(self) -> int:
+        """This transaction's number among those that change stories (``story_change_mark``), drawn on its
+        first change; under the cluster lock, so that numbers follow the order of commits."""
+        if self._change_number is None:
+            counter = self._insert()(Meta).values(key=STORY_CHANGES, value="1")
+            bumped = counter.on_conflict_do_update(
+                index_elements=[Meta.key], set_={"value": cast(cast(Meta.value, BigInteger) + 1, Text)}
+            ).returning(Meta.value)
+            self._change_number = int(self.session.execute(bumped).scalar_one())
+        return self._change_number
 
     def story_of(self, article_id: int) -> int:
         return self.session.scalars(select(Article.story_id).where(Article.id == article_id)).one()
@@ -250,25 +304,27 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         members = [Member(*row[2:]) for row in rows if row[2] is not None]
         return StoryState(story_id, title, dict(centroid if centroid is not None else stored or {}), members)
 
-    def rebuilt_states(self, story_ids: Sequence[int]) -> dict[int, tuple[StoryState, list[dict[str, float]]]]:
-        """These stories with their members as they are now, and the stored vectors of their original (not
-        reprinted) members in publication order, to summarise them again after articles moved: one query
-        for all, so that applying a regrouping holds the placement lock briefly."""
+    def members_of(self, story_ids: Sequence[int]) -> dict[int, StoryMembers]:
+        """These stories with their members as they are now, in publication order, the stored vectors of
+        the original (not reprinted) ones and which reprint copies which: what summarising them again after
+        articles moved needs, in one query for all."""
         story, article = _table(Story), _table(Article)
-        found: dict[int, tuple[StoryState, list[dict[str, float]]]] = {}
+        found: dict[int, StoryMembers] = {}
         for chunk in _chunks(sorted(story_ids)):
             rows = self.session.execute(
-                select(story.c.id, story.c.title, *_member_columns(), article.c.terms)
+                select(story.c.id, story.c.title, *_member_columns(), article.c.terms, article.c.duplicate_of_id)
                 .select_from(story.outerjoin(article, article.c.story_id == story.c.id))
                 .where(story.c.id.in_(chunk))
                 .order_by(story.c.id, article.c.published_at, article.c.id)
             )
             for row in rows:
-                state, vectors = found.setdefault(row[0], (StoryState(row[0], row[1], {}, []), []))
+                held = found.setdefault(row[0], StoryMembers(row[1], [], {}, {}))
                 if row[2] is not None:
-                    state.members.append(Member(*row[2:8]))
+                    held.members.append(Member(*row[2:8]))
                     if not row[7]:
-                        vectors.append(dict(row[8] or {}))
+                        held.vectors[row[2]] = dict(row[8] or {})
+                    if row[9] is not None:
+                        held.reprinted[row[2]] = row[9]
         return found
 
     def placed_members(self, story_ids: Sequence[int]) -> list[Placed]:
@@ -390,6 +446,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
                     "event_date": s.event_date,
                     "centroid": s.centroid,
                     "updated_at": now,
+                    "change_seq": self._changing(),
                 }
                 for s in states
             ],
