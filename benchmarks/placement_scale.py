@@ -1,11 +1,12 @@
 """Placement of one new article against a PostgreSQL corpus of 10k, 100k and 1M articles: latency and memory.
 
     .venv/bin/python benchmarks/placement_scale.py [--sizes 10000,100000,1000000] [--placements 400]
-        [--keep | --database URL]
-        [--postgres postgresql://postgres@127.0.0.1:5432/test]
+        [--keep | --database URL] [--pass-beside] [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
-One throwaway database grows from one size to the next. The corpus is bulk-loaded (COPY), not placed through
-the pipeline (a million placements would take hours), with what placement reads made statistically realistic:
+One throwaway database grows from one size to the next (``--keep`` keeps it and prints its URL; ``--database``
+measures a kept one again, without loading, e.g. before and after a change of the code). The corpus is
+bulk-loaded (COPY), not placed through the pipeline (a million placements would take hours), with what
+placement reads made statistically realistic:
 
 * articles spread over the 12 months of 2024, grouped into stories (60 % singletons, the rest 2-15 articles
   within a few days, about 1 in 5 of their later articles a reprint of an earlier one), every article cut from
@@ -36,7 +37,9 @@ events; "rest" is Python and driver),
 EXPLAIN (ANALYZE, BUFFERS) of the slowest lookups, and its RSS after the warm-up and after the placements. Then
 it times the periodic regrouping pass (``Ingestor.merge_young_stories``, a chunk of stories per transaction) over
 the stories the placements changed, and its RSS after it. For placements and pass alike it reports how long each
-transaction held the cluster-wide placement lock (from the grant to the end of COMMIT). The corpus
+transaction held the cluster-wide placement lock (from the grant to the end of COMMIT), and which statements
+ran while it was held. With ``--pass-beside``, another process runs the pass over and over while the
+placements are timed, as a second worker would: what placement costs while regrouping runs. The corpus
 stands 205 real texts for every story, so many stories are near-identical by construction: the pass merges far
 more here than in real coverage, and its time is an upper bound.
 """
@@ -49,9 +52,11 @@ import math
 import os
 import random
 import re
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -642,7 +647,32 @@ def explain(engine: Engine, statement: str, parameters: Any) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
-def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
+def pass_loop(url: str) -> None:
+    """Another worker running the periodic regrouping pass over and over (``--pass-beside``), until SIGTERM:
+    then it prints its passes and how long each of its transactions held the placement lock, and exits at
+    once (a pass cut short rolls back)."""
+    storage = Storage(url)
+    ingestor = Ingestor(storage)
+    times = StatementTimes(on=True)
+    instrument(storage.engine, times)
+    done = {"passes": 0, "merges": 0}
+
+    def passes() -> None:
+        while True:
+            done["merges"] += len(ingestor.merge_young_stories() or [])
+            done["passes"] += 1
+
+    def stop(_signum: int, _frame: Any) -> None:
+        print(json.dumps({**done, "holds_ms": [h * 1000 for h in times.holds]}), flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=passes, daemon=True).start()
+    while True:
+        time.sleep(1)
+
+
+def measure(url: str, placements: int, seed: int, label: str, beside: bool = False) -> dict[str, Any]:
     templates = load_templates()
     storage = Storage(url)
     ingestor = Ingestor(storage)
@@ -661,6 +691,8 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
     settles: list[tuple[float, float]] = []  # wall and CPU seconds of each timed Ingestor.settle
     placement_holds: list[float] = []
     settle_holds: list[float] = []
+    beside_command = [sys.executable, __file__, "--pass-loop", url]
+    loop: subprocess.Popen[str] | None = None
     placement_held: defaultdict[str, float] = defaultdict(float)
     settle_held: defaultdict[str, float] = defaultdict(float)
     for i, item in enumerate(prepared):
@@ -669,6 +701,8 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
             times.on = True
         if i == WARMUP:
             load_before = os.getloadavg()[0]
+            if beside:
+                loop = subprocess.Popen(beside_command, stdout=subprocess.PIPE, text=True)
         started, cpu = time.perf_counter(), time.process_time()
         outcome = ingestor.store_many([item], regroup=False)[0]
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -693,6 +727,10 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
             times.holds.clear()
             times.held.clear()
     load_after = os.getloadavg()[0]
+    beside_pass = None
+    if loop is not None:
+        loop.terminate()
+        beside_pass = json.loads(loop.communicate(timeout=60)[0])
     rss_placed, peak_placed = memory_kib()
     started = time.perf_counter()
     merges = ingestor.merge_young_stories()  # the periodic pass, over the stories the placements changed
@@ -711,6 +749,7 @@ def measure(url: str, placements: int, seed: int, label: str) -> dict[str, Any]:
         "loadavg": [load_before, load_after],
         "methods": dict(methods),
         "merge_pass": [merge_s, len(touched), len(merges or [])],
+        "beside": beside_pass,
         "settles": [[wall * 1000, cpu * 1000] for wall, cpu in settles],
         "lock_holds_ms": {
             "placement": [s * 1000 for s in placement_holds],
@@ -789,6 +828,14 @@ def report_measure(result: dict[str, Any], seconds: float) -> tuple[float, float
             f"  periodic regrouping pass over the {touched} stories these placements changed and their indexed"
             f" neighbours: {merge_s:.2f} s in all, {merges} merges"
         )
+    if result.get("beside"):
+        beside = result["beside"]
+        held = np.array(beside["holds_ms"] or [0.0])
+        print(
+            f"  beside them, another process ran the regrouping pass throughout: {beside['passes']} passes done,"
+            f" {beside['merges']} merges; it held the placement lock per transaction ({len(beside['holds_ms'])}):"
+            f" p50 {np.percentile(held, 50):.1f} ms, p99 {np.percentile(held, 99):.1f} ms, max {held.max():.1f} ms"
+        )
     for what, holds in result.get("lock_holds_ms", {}).items():
         if holds:
             held = np.array(holds)
@@ -836,10 +883,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20250101)
     parser.add_argument("--measure", metavar="DATABASE_URL", help=argparse.SUPPRESS)  # the child
     parser.add_argument("--label", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--pass-beside", action="store_true", help="another process runs the regrouping pass throughout the placements"
+    )
+    parser.add_argument("--pass-loop", metavar="DATABASE_URL", help=argparse.SUPPRESS)  # that process
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.placements, args.seed, args.label)))
+        print(json.dumps(measure(args.measure, args.placements, args.seed, args.label, args.pass_beside)))
         return
+    if args.pass_loop:
+        pass_loop(args.pass_loop)
     sizes = [int(s) for s in args.sizes.split(",")]
     machine()
     started = time.perf_counter()
@@ -866,6 +919,7 @@ def main() -> None:
                     "--placements",
                     str(args.placements),
                     *child_args(args.seed, size, found),
+                    *(["--pass-beside"] if args.pass_beside else []),
                 ],
                 capture_output=True,
                 text=True,

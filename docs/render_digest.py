@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import CHROMIUM, chromium, digest_corpus  # noqa: E402  (needs ROOT on sys.path; reads tests/data)
 
-AT = "2024-11-07T06:00:00+00:00"  # 07:00 in Paris, as in tests/test_digests.py
+AT = "2024-11-07T06:00:00+00:00"  # 07:00 in Paris, as in tests/digests/test_digests.py
 WIDTH = 720
 HEIGHT = 760  # the whole digest (two stories, ends near y=735 with these fonts) plus the 16 px page margin
 

@@ -171,15 +171,17 @@ class Ingestor:
             stale = False
             for touched, change in grouping.parts(plan.change, plan.origin):
                 versions = {s: at for s, at in plan.versions.items() if s in touched}
-                with self._lock, self.storage.repository() as repo:
-                    before = repo.members_of([story for story in touched if story > 0])  # new: negative
-                    repo.lock_cluster("placement")
-                    if repo.story_versions(sorted(versions)) != versions:
-                        stale = True
-                        continue
-                    applier = _Placer(repo, self.params, [])
-                    merges += applier.apply_regroup(replace(plan, change=change), before)
-                    applier.flush()
+                try:
+                    with self._lock, self.storage.repository() as repo:
+                        applier = _Placer(repo, self.params, [])
+                        moved = applier.move_regrouped(replace(plan, change=change), touched)
+                        repo.lock_cluster("placement")
+                        if repo.story_versions(sorted(versions)) != versions:
+                            raise _Stale  # rolls the moves back
+                        merges += applier.record_regrouped(moved)
+                        applier.flush()
+                except _Stale:
+                    stale = True
             if not stale:
                 return merges
         return None
@@ -328,7 +330,7 @@ def _moved(
     changed: Iterable[int],
 ) -> dict[int, StoryMembers]:
     """The ``changed`` stories' members once ``moves`` and ``merges`` are applied to ``before`` (as
-    ``Repository.move_articles`` and ``merge_stories`` do: reprints follow the article they copy, and a
+    ``Repository.move_articles`` and ``empty_stories`` do: reprints follow the article they copy, and a
     story absorbed passes on all it holds), in publication order."""
     where = {article: target for article, (target, _) in moves.items()}
     reprinted = {child: parent for held in before.values() for child, parent in held.reprinted.items()}
@@ -365,6 +367,22 @@ class _Regrouping:
     origin: dict[int, int]
     published: dict[int, datetime]
     change: grouping.Change
+
+
+@dataclass(frozen=True)
+class _Moved:
+    """A regrouping's articles moved (``_Placer.move_regrouped``), its stories still to record: the stories
+    as read before, those created for its splits (by the plan's negative number), the moves and merges."""
+
+    plan: _Regrouping
+    before: dict[int, StoryMembers]
+    created: dict[int, int]
+    moves: dict[int, tuple[int, float | None]]
+    merges: list[tuple[int, int, float]]
+
+
+class _Stale(Exception):
+    """A regrouping's stories changed between its plan and the lock: what it moved is rolled back."""
 
 
 @dataclass(frozen=True)
@@ -514,20 +532,28 @@ class _Placer:
             versions, {a.article_id: a.story_id for a in moved}, {a.article_id: a.published_at for a in moved}, change
         )
 
-    def apply_regroup(self, plan: _Regrouping, before: Mapping[int, StoryMembers]) -> list[Merge]:
-        """Apply a regrouping: articles moved, stories split off and stories left empty (kept as merged into
-        the one that took most of them), each recorded in story_events. ``before``: its stories' members as
-        read before the lock (unchanged since, as their versions say), from which the changed stories are
-        summarised again without reading them. Returns the merges."""
+    def move_regrouped(self, plan: _Regrouping, touched: Iterable[int]) -> _Moved:
+        """The articles' part of a regrouping, before the cluster lock: the stories it touches read as they
+        are, the stories it splits off created, and articles moved (reprints with them) and emptied. Only
+        article rows change, which no holder of the lock writes, so no holder waits for these; the
+        transaction rolls them back if the stories changed meanwhile (``_Regroup`` checks their versions)."""
         change = plan.change
-        origin = plan.origin
+        before = self.repo.members_of([story for story in touched if story > 0])  # new stories: negative
         created: dict[int, int] = {}
-        for fresh in sorted(change.split, reverse=True):  # titled from its members when summarised below
+        for fresh in sorted(change.split, reverse=True):  # titled from its members when summarised
             first = min(plan.published[aid] for aid, (target, _) in change.moves.items() if target == fresh)
             created[fresh] = self.repo.insert_story("", first)
         moves = {aid: (created.get(target, target), score) for aid, (target, score) in change.moves.items()}
         merges = [(story, created.get(into, into), score) for story, (into, score) in sorted(change.absorbed.items())]
         self.repo.move_articles(moves)
+        self.repo.empty_stories(merges)
+        return _Moved(plan, before, created, moves, merges)
+
+    def record_regrouped(self, moved: _Moved) -> list[Merge]:
+        """The stories' part, under the lock: stories left empty kept as merged into the one that took most
+        of them, every change recorded in story_events, and the changed stories summarised again from
+        their members as read before the moves, moved in memory. Returns the merges."""
+        origin, moves, merges, created = moved.plan.origin, moved.moves, moved.merges, moved.created
         self.repo.merge_stories(merges)
         self.repo.record_events(
             [
@@ -537,7 +563,7 @@ class _Placer:
                     "other_story_id": source,
                     "reason": "its articles fit together better than in the story they were placed in",
                 }
-                for fresh, source in sorted(change.split.items(), reverse=True)
+                for fresh, source in sorted(moved.plan.change.split.items(), reverse=True)
             ]
             + [
                 {
@@ -565,7 +591,7 @@ class _Placer:
         changed = ({target for target, _ in moves.values()} | {origin[aid] for aid in moves}) - gone
         for story_id in gone:
             self.touched.pop(story_id, None)
-        self._summarise(_moved(before, moves, merges, changed))  # replaces what this placer held of them
+        self._summarise(_moved(moved.before, moves, merges, changed))  # replaces what this placer held of them
         return [Merge(story, into, score) for story, into, score in merges]
 
     def _reweighed(self, members: list[grouping.Placed]) -> list[grouping.Placed]:

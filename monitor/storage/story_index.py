@@ -20,11 +20,9 @@ from sqlalchemy import (
     cast,
     column,
     delete,
-    exists,
     func,
     insert,
     null,
-    or_,
     select,
     true,
     tuple_,
@@ -166,17 +164,25 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
             )
         )
 
+    def empty_stories(self, merges: Sequence[tuple[int, int, float]]) -> None:
+        """Move each (absorbed, into, score) story's articles into the other, in the order given (a story
+        absorbed after it took in another passes on all): the articles' part of a merge, which writes no
+        story row, so it can run before the cluster lock (``merge_stories`` records the merge under it)."""
+        if merges:
+            articles = _table(Article)
+            self.session.execute(
+                articles.update()
+                .where(articles.c.story_id == bindparam("absorbed"))
+                .values(story_id=bindparam("into")),
+                [{"absorbed": absorbed, "into": into} for absorbed, into, _ in merges],
+            )
+
     def merge_stories(self, merges: Sequence[tuple[int, int, float]]) -> None:
-        """Move each (absorbed, into, score) story's articles into the other and keep the emptied row as the
-        record of the merge; in the order given (a story absorbed after it took in another passes on all),
-        three statements for all of them."""
+        """Keep each emptied (absorbed, into, score) story's row as the record of its merge, out of the
+        index."""
         if not merges:
             return
-        articles, stories = _table(Article), _table(Story)
-        self.session.execute(
-            articles.update().where(articles.c.story_id == bindparam("absorbed")).values(story_id=bindparam("into")),
-            [{"absorbed": absorbed, "into": into} for absorbed, into, _ in merges],
-        )
+        stories = _table(Story)
         for chunk in _chunks([absorbed for absorbed, _, _ in merges]):
             self.session.execute(delete(StoryTerm).where(StoryTerm.story_id.in_(chunk)))
         now = utcnow()
@@ -209,16 +215,22 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         above any this one could see."""
         stories, terms_table = _table(Story), _table(StoryTerm)
         wanted = sorted(seen)
-        shares = (
-            exists()
-            .where(terms_table.c.story_id == stories.c.id)
-            .where(terms_table.c.term.in_(sorted(terms)), terms_table.c.week.in_(sorted(weeks)))
-        )
-        changed = select(stories.c.id).where(stories.c.change_seq > mark, or_(stories.c.id.in_(wanted), shares))
-        if self.session.execute(changed.limit(1)).first() is not None:
-            return True
         present = self.session.scalar(select(func.count()).select_from(stories).where(stories.c.id.in_(wanted)))
-        return present != len(wanted)
+        if present != len(wanted):
+            return True
+        # The stories changed since, through their index, whatever the planner guesses of the column.
+        changed = list(self.session.scalars(select(stories.c.id).where(stories.c.change_seq > mark)))
+        if set(changed) & set(wanted):
+            return True
+        for chunk in _chunks(changed):
+            shares = select(terms_table.c.story_id).where(
+                terms_table.c.story_id.in_(chunk),
+                terms_table.c.term.in_(sorted(terms)),
+                terms_table.c.week.in_(sorted(weeks)),
+            )
+            if self.session.execute(shares.limit(1)).first() is not None:
+                return True
+        return False
 
     def _changing(self) -> int:
         """This transaction's number among those that change stories (``story_change_mark``), drawn on its

@@ -452,7 +452,7 @@ def test_a_regrouping_summarises_its_stories_as_the_database_will_hold_them(tmp_
         before = repo.members_of(sorted({home, into, absorbed}))
         expected = _moved(before, moves, merges, changed)
         repo.move_articles(moves)
-        repo.merge_stories(merges)
+        repo.empty_stories(merges)
         after = repo.members_of(sorted(changed))
     assert {s: (h.members, h.vectors, h.title) for s, h in expected.items()} == {
         s: (h.members, h.vectors, h.title) for s, h in after.items()

@@ -36,7 +36,7 @@ from tests.support import (
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

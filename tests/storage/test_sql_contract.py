@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support import run_cli, write_seeds
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _readme_queries() -> list[str]:
