@@ -47,6 +47,7 @@ more here than in real coverage, and its time is an upper bound.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -692,6 +693,17 @@ def measure(url: str, placements: int, seed: int, label: str, beside: bool = Fal
     placement_holds: list[float] = []
     settle_holds: list[float] = []
     beside_command = [sys.executable, __file__, "--pass-loop", url]
+    collections: list[float] = []  # the placing process's full garbage collections, in seconds: pauses
+    collecting = [0.0]
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2 and times.on:
+            if phase == "start":
+                collecting[0] = time.perf_counter()
+            else:
+                collections.append(time.perf_counter() - collecting[0])
+
+    gc.callbacks.append(collected)
     loop: subprocess.Popen[str] | None = None
     placement_held: defaultdict[str, float] = defaultdict(float)
     settle_held: defaultdict[str, float] = defaultdict(float)
@@ -750,6 +762,7 @@ def measure(url: str, placements: int, seed: int, label: str, beside: bool = Fal
         "methods": dict(methods),
         "merge_pass": [merge_s, len(touched), len(merges or [])],
         "beside": beside_pass,
+        "full_collections_ms": [c * 1000 for c in collections],
         "settles": [[wall * 1000, cpu * 1000] for wall, cpu in settles],
         "lock_holds_ms": {
             "placement": [s * 1000 for s in placement_holds],
@@ -827,6 +840,12 @@ def report_measure(result: dict[str, Any], seconds: float) -> tuple[float, float
         print(
             f"  periodic regrouping pass over the {touched} stories these placements changed and their indexed"
             f" neighbours: {merge_s:.2f} s in all, {merges} merges"
+        )
+    if "full_collections_ms" in result:
+        pauses = result["full_collections_ms"] or [0.0]
+        print(
+            f"  full garbage collections in the placing process: {len(result['full_collections_ms'])},"
+            f" longest {max(pauses):.1f} ms"
         )
     if result.get("beside"):
         beside = result["beside"]

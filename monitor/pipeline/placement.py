@@ -11,10 +11,12 @@ weights by one document in the corpus, while the stories and buckets that decide
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -41,6 +43,20 @@ REGROUP_NEIGHBOURS = 8  # indexed neighbours of each changed story grouped again
 REGROUP_ARTICLES = 400  # ...while the neighbourhood holds fewer articles than this: bounded work per batch
 REGROUP_CHUNK = 32  # stories the periodic pass groups again at a time
 REGROUP_TRIES = 3  # plans of one regrouping, should other workers change its stories meanwhile
+
+
+@contextmanager
+def _collection_deferred() -> Iterator[None]:
+    """No garbage collection in a transaction that takes the cluster lock: a full collection of a worker's
+    heap pauses it for up to a tenth of a second (measured: 118 ms), which would hold the lock that long.
+    It runs when the transaction is over."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Ingestor:
@@ -71,7 +87,7 @@ class Ingestor:
         placing a burst groups again once the burst is in, not after every batch of it."""
         if not batch:
             return []
-        with self._lock, self.storage.repository() as repo:
+        with self._lock, _collection_deferred(), self.storage.repository() as repo:
             mark = repo.story_change_mark()  # first: what changes after it, this transaction may not have read
             placing = _Placing.decide(repo, self.params, batch)  # without the lock: other workers go on
             repo.lock_cluster("placement")  # two reports of one event, two workers: still one story
@@ -122,7 +138,7 @@ class Ingestor:
         Streamed: the articles are first taken out of their stories (one transaction, no text read), then
         placed ``BATCH`` at a time, each batch a transaction of its own under the placement lock, so workers
         go on placing meanwhile and memory does not grow with the corpus. Interrupted, it is run again."""
-        with self._lock, self.storage.repository() as repo:
+        with self._lock, _collection_deferred(), self.storage.repository() as repo:
             repo.lock_cluster("placement")
             self._check_fingerprint(repo)
             holding, surviving, count = repo.detach_between(since, until, self._terms_of)
@@ -130,7 +146,7 @@ class Ingestor:
             placer.resummarise(surviving)  # what stays of a story is summarised again from its members
             placer.flush()
         while True:
-            with self._lock, self.storage.repository() as repo:
+            with self._lock, _collection_deferred(), self.storage.repository() as repo:
                 repo.lock_cluster("placement")
                 articles = repo.held_articles(holding, BATCH)
                 if not articles:
@@ -172,7 +188,7 @@ class Ingestor:
             for touched, change in grouping.parts(plan.change, plan.origin):
                 versions = {s: at for s, at in plan.versions.items() if s in touched}
                 try:
-                    with self._lock, self.storage.repository() as repo:
+                    with self._lock, _collection_deferred(), self.storage.repository() as repo:
                         applier = _Placer(repo, self.params, [])
                         moved = applier.move_regrouped(replace(plan, change=change), touched)
                         repo.lock_cluster("placement")
@@ -196,13 +212,14 @@ class Ingestor:
         ``due(last pass or None, now)``, asked under the placement lock so that workers firing the same
         schedule run it once (None: runs). Returns the merges, or None if the pass was not due."""
         now = datetime.now(UTC)
-        with self._lock, self.storage.repository() as repo:
+        with self._lock, _collection_deferred(), self.storage.repository() as repo:
             repo.lock_cluster("placement")
             stored = repo.get_meta("merged_at")
             last = datetime.fromisoformat(stored) if stored else None
             if due is not None and not due(last, now):
                 return None
             repo.set_meta("merged_at", now.isoformat())
+        with self.storage.repository() as repo:  # a scan of the stories: not under the lock
             # The first pass on a database looks back one story span, not at every story ever made.
             young = repo.stories_updated_since(last or now - timedelta(days=self.params.max_span_days))
         merges: list[Merge] = []
@@ -371,11 +388,10 @@ class _Regrouping:
 
 @dataclass(frozen=True)
 class _Moved:
-    """A regrouping's articles moved (``_Placer.move_regrouped``), its stories still to record: the stories
-    as read before, those created for its splits (by the plan's negative number), the moves and merges."""
+    """A regrouping's articles moved and its stories summarised (``_Placer.move_regrouped``), the rest still
+    to record: the stories created for its splits (by the plan's negative number), the moves and merges."""
 
     plan: _Regrouping
-    before: dict[int, StoryMembers]
     created: dict[int, int]
     moves: dict[int, tuple[int, float | None]]
     merges: list[tuple[int, int, float]]
@@ -536,7 +552,9 @@ class _Placer:
         """The articles' part of a regrouping, before the cluster lock: the stories it touches read as they
         are, the stories it splits off created, and articles moved (reprints with them) and emptied. Only
         article rows change, which no holder of the lock writes, so no holder waits for these; the
-        transaction rolls them back if the stories changed meanwhile (``_Regroup`` checks their versions)."""
+        transaction rolls them back if the stories changed meanwhile (``_regroup`` checks their versions).
+        The changed stories are summarised again here too, from their members as read before the moves,
+        moved in memory."""
         change = plan.change
         before = self.repo.members_of([story for story in touched if story > 0])  # new stories: negative
         created: dict[int, int] = {}
@@ -547,12 +565,15 @@ class _Placer:
         merges = [(story, created.get(into, into), score) for story, (into, score) in sorted(change.absorbed.items())]
         self.repo.move_articles(moves)
         self.repo.empty_stories(merges)
-        return _Moved(plan, before, created, moves, merges)
+        gone = {story for story, _, _ in merges}
+        changed = ({target for target, _ in moves.values()} | {plan.origin[aid] for aid in moves}) - gone
+        self._summarise(_moved(before, moves, merges, changed))
+        return _Moved(plan, created, moves, merges)
 
     def record_regrouped(self, moved: _Moved) -> list[Merge]:
         """The stories' part, under the lock: stories left empty kept as merged into the one that took most
-        of them, every change recorded in story_events, and the changed stories summarised again from
-        their members as read before the moves, moved in memory. Returns the merges."""
+        of them, and every change recorded in story_events (``flush`` writes the summaries). Returns the
+        merges."""
         origin, moves, merges, created = moved.plan.origin, moved.moves, moved.merges, moved.created
         self.repo.merge_stories(merges)
         self.repo.record_events(
@@ -587,11 +608,6 @@ class _Placer:
                 for story, into, score in merges
             ]
         )
-        gone = {story for story, _, _ in merges}
-        changed = ({target for target, _ in moves.values()} | {origin[aid] for aid in moves}) - gone
-        for story_id in gone:
-            self.touched.pop(story_id, None)
-        self._summarise(_moved(moved.before, moves, merges, changed))  # replaces what this placer held of them
         return [Merge(story, into, score) for story, into, score in merges]
 
     def _reweighed(self, members: list[grouping.Placed]) -> list[grouping.Placed]:

@@ -258,7 +258,10 @@ def test_one_politeness_budget_per_host(tmp_path: Path) -> None:
     assert server.max_active == 2  # concurrency happened, and stayed capped
     gaps = [b - a for a, b in zip(server.starts, server.starts[1:], strict=False)]
     assert len(server.starts) == 1 + 2 + 10  # robots.txt, 2 feeds, 10 pages
-    assert min(gaps) >= 0.2 - 0.02, gaps
+    # Starts are seen by the server, whose threads busy cores may delay: a late start shortens the gap
+    # before the next one, never the span of all of them. Without the budget, two would start at once.
+    assert min(gaps) >= 0.1, gaps
+    assert server.starts[-1] - server.starts[0] >= 12 * 0.2 - 0.05, gaps
 
 
 def test_real_section_feeds_with_overlap_store_each_article_once(tmp_path: Path) -> None:
