@@ -7,9 +7,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    Integer,
-    Text,
-    cast,
     func,
     select,
     update,
@@ -19,7 +16,7 @@ from sqlalchemy import text as sql_text
 from monitor.search import index_terms
 from monitor.storage.dialect import BAND_KEYS_IN_LIST, Unit, _array, _chunks, _joined, _table
 from monitor.storage.records import NearCopyCandidate, NewRow, PlacementRecord
-from monitor.storage.schema import Article, ArticleBand, Meta, TermStat, utcnow
+from monitor.storage.schema import Article, ArticleBand, TermStat, utcnow
 
 
 class Corpus(Unit):
@@ -52,13 +49,7 @@ class Corpus(Unit):
         self._insert_many(
             TermStat, [{"term": term, "df": n} for term, n in sorted(increments.items())], on_conflict="df"
         )
-        counter = self._insert()(Meta).values(key="document_count", value=str(documents))
-        self.session.execute(
-            counter.on_conflict_do_update(
-                index_elements=[Meta.key],
-                set_={"value": cast(cast(Meta.value, Integer) + documents, Text)},
-            )
-        )
+        self.add_to_meta("document_count", documents)
 
     def article_ids_by_url(self, urls: Iterable[str]) -> dict[str, int]:
         found: dict[str, int] = {}

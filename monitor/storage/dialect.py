@@ -8,7 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Table,
+    Text,
+    cast,
     or_,
 )
 from sqlalchemy import text as sql_text
@@ -33,6 +36,15 @@ class Unit:
 
     def set_meta(self, key: str, value: str) -> None:
         self.session.merge(Meta(key=key, value=value))
+
+    def add_to_meta(self, key: str, amount: int) -> int:
+        """Add ``amount`` to a counter kept in meta (created at ``amount``), in one statement that takes the
+        row's lock: the new value."""
+        counter = self._insert()(Meta).values(key=key, value=str(amount))
+        bumped = counter.on_conflict_do_update(
+            index_elements=[Meta.key], set_={"value": cast(cast(Meta.value, BigInteger) + amount, Text)}
+        ).returning(Meta.value)
+        return int(self.session.execute(bumped).scalar_one())
 
     def _insert_many(
         self, model: type[Base], rows: Sequence[Mapping[str, Any]], *, on_conflict: str | None = None

@@ -11,13 +11,10 @@ from itertools import groupby
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Float,
-    Text,
     bindparam,
     case,
-    cast,
     column,
     delete,
     func,
@@ -39,7 +36,7 @@ from monitor.grouping.params import StoryParams
 from monitor.grouping.state import Candidate, Member, StoryState
 from monitor.storage.corpus import Corpus
 from monitor.storage.dialect import STORY_PAIRS_IN_LIST, _array, _chunks, _joined, _table
-from monitor.storage.schema import Article, ArticleBand, Meta, Story, StoryEvent, StoryTerm, TermStat, utcnow
+from monitor.storage.schema import Article, ArticleBand, Story, StoryEvent, StoryTerm, TermStat, utcnow
 
 DETACH_CHUNK = 1000  # articles read per statement when reclustering takes them out of their stories
 STORY_CHANGES = "story_changes"  # meta key: how many locked transactions have changed stories
@@ -204,7 +201,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
     def story_change_mark(self) -> int:
         """How many transactions have changed stories, as this one sees it: read first, it tells which
         stories changed after this transaction's reads (``stories_changed_since``)."""
-        return int(self.session.scalar(select(Meta.value).where(Meta.key == STORY_CHANGES)) or 0)
+        return int(self.get_meta(STORY_CHANGES) or 0)
 
     def stories_changed_since(
         self, mark: int, seen: Collection[int], terms: Collection[str], weeks: Collection[int]
@@ -236,11 +233,7 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         """This transaction's number among those that change stories (``story_change_mark``), drawn on its
         first change; under the cluster lock, so that numbers follow the order of commits."""
         if self._change_number is None:
-            counter = self._insert()(Meta).values(key=STORY_CHANGES, value="1")
-            bumped = counter.on_conflict_do_update(
-                index_elements=[Meta.key], set_={"value": cast(cast(Meta.value, BigInteger) + 1, Text)}
-            ).returning(Meta.value)
-            self._change_number = int(self.session.execute(bumped).scalar_one())
+            self._change_number = self.add_to_meta(STORY_CHANGES, 1)
         return self._change_number
 
     def story_of(self, article_id: int) -> int:
