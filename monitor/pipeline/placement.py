@@ -6,6 +6,9 @@ placed one article after another exactly as if each were stored before the next 
 near-copy buckets and story summaries of the batch are kept in memory), but its reads and writes are
 shared. The reads come first, without the lock; under it, the transaction asks whether anything they found
 changed meanwhile (``_Placing.stale``) and decides again only then, so the lock is held for the writes.
+After deciding twice, the next ``CONTENDED_BATCHES`` decide under the lock from the start: another worker
+is placing in the same stories, and deciding first would be wasted again (two daemons on the scale-out
+pages spent 51 % more CPU without this).
 The corpus statistics are not checked: another worker's articles counted meanwhile would change the
 weights by one document in the corpus, while the stories and buckets that decide where an article goes are."""
 
@@ -43,6 +46,7 @@ REGROUP_NEIGHBOURS = 8  # indexed neighbours of each changed story grouped again
 REGROUP_ARTICLES = 400  # ...while the neighbourhood holds fewer articles than this: bounded work per batch
 REGROUP_CHUNK = 32  # stories the periodic pass groups again at a time
 REGROUP_TRIES = 3  # plans of one regrouping, should other workers change its stories meanwhile
+CONTENDED_BATCHES = 8  # after a batch decided twice, the next ones decide under the lock from the start
 
 
 @contextmanager
@@ -65,6 +69,7 @@ class Ingestor:
         self.params = params or grouping.StoryParams()
         self._fingerprint_checked = False
         self._lock = threading.Lock()  # one placement at a time in this process
+        self._contended = 0  # batches left to decide under the lock: another worker was placing beside this one
         self._unsettled: set[int] = set()  # stories placed into and not yet grouped again (``settle``)
         self._unsettled_lock = threading.Lock()
 
@@ -88,14 +93,19 @@ class Ingestor:
         if not batch:
             return []
         with self._lock, _collection_deferred(), self.storage.repository() as repo:
-            mark = repo.story_change_mark()  # first: what changes after it, this transaction may not have read
-            placing = _Placing.decide(repo, self.params, batch)  # without the lock: other workers go on
+            # Decided without the lock, so that other workers go on; unless another worker is placing beside
+            # this one, when deciding first would likely be wasted.
+            placing = None if self._contended else _Placing.decide(repo, self.params, batch)
             repo.lock_cluster("placement")  # two reports of one event, two workers: still one story
             self._check_fingerprint(repo)
-            if placing.stale(repo, mark):
+            if placing is None:
+                self._contended -= 1
+                placing = _Placing.decide(repo, self.params, batch)
+            elif placing.stale(repo):
                 for story_id in sorted(placing.placer.founded):
                     repo.remove_story(story_id)
                 log.debug("placement of %d articles decided again under the lock: what it read changed", len(batch))
+                self._contended = CONTENDED_BATCHES
                 placing = _Placing.decide(repo, self.params, batch)
             placing.write(repo)
             if then is not None:
@@ -262,6 +272,7 @@ class _Placing:
     """A batch placed without the cluster lock (what ``store_many`` writes once it holds it), and what the
     decisions read: the URLs and near-copy buckets found, and the stories read (``_Placer``)."""
 
+    mark: int  # the story changes it had seen when it started (``Repository.story_change_mark``)
     placer: _Placer
     outcomes: list[Outcome]
     rows: dict[int, NewRow]  # the batch's new articles, by id
@@ -272,9 +283,10 @@ class _Placing:
     def decide(cls, repo: Repository, params: grouping.StoryParams, batch: Sequence[Prepared]) -> _Placing:
         """Each article placed in order, seeing the ones before it. New stories are inserted (unseen by
         others until commit) and article ids drawn; nothing else is written."""
+        mark = repo.story_change_mark()  # first: what changes after it, these reads may not have seen
         urls = {p.article.url for p in batch} | {p.own_url for p in batch}
         known = repo.article_ids_by_url(urls)
-        placing = cls(_Placer(repo, params, batch), [], {}, urls, dict(known))
+        placing = cls(mark, _Placer(repo, params, batch), [], {}, urls, dict(known))
         ids = iter(repo.new_article_ids(len(urls)))
         rows = placing.rows
         for prepared in batch:
@@ -302,14 +314,14 @@ class _Placing:
             )
         return placing
 
-    def stale(self, repo: Repository, mark: int) -> bool:
-        """Whether what the decisions read changed since ``mark``: a URL or near-copy bucket filled, or a
+    def stale(self, repo: Repository) -> bool:
+        """Whether what the decisions read changed since they started: a URL or near-copy bucket filled, or a
         story read, or sharing the terms looked up, changed. Asked under the lock, so it can change no more."""
         placer = self.placer
         if repo.article_ids_by_url(self.asked) != self.urls or placer.bucket_rows(repo) != placer.near:
             return True
         seen = placer.read.keys() | (placer.touched.keys() - placer.founded) | {s for _, _, s in placer.near}
-        return repo.stories_changed_since(mark, seen, placer.asked_terms, placer.asked_weeks)
+        return repo.stories_changed_since(self.mark, seen, placer.asked_terms, placer.asked_weeks)
 
     def write(self, repo: Repository) -> None:
         repo.add_articles(list(self.rows.values()))
