@@ -108,9 +108,8 @@ def run(
     report = asyncio.run(run_once(settings))
     from monitor.desk.read import Desk
 
-    desk = Desk(settings.database_url, timezone=settings.timezone)
-    pending = desk.pending_items()
-    desk.close()
+    with Desk(settings.database_url, timezone=settings.timezone) as desk:
+        pending = desk.pending_items()
     console.print(
         f"{plural(report.feeds_ok, 'feed')} fetched, {report.feeds_failed} failed; "
         f"{plural(report.items_new, 'new item')}, {plural(report.articles_added, 'article')} added, "
@@ -141,30 +140,30 @@ def import_(
     from monitor.storage import Storage
 
     settings = _settings()
-    storage = Storage(settings.database_url)
-    storage.ensure_schema(upgrade=settings.auto_upgrade)
-    ingestor = Ingestor(storage, settings.story_params())
     stdin = path == "-"
     name = "stdin" if stdin else path
-    try:
-        total = None if stdin else count_lines(Path(path))
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
-    with Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=errors,
-        disable=not errors.is_terminal,
-    ) as bar:
-        task = bar.add_task("import", total=total)
-        report = import_file(
-            sys.stdin.buffer if stdin else Path(path),
-            ingestor,
-            progress=lambda n: bar.update(task, completed=n),
-            max_line_bytes=settings.import_max_line_bytes,
-        )
+    with Storage(settings.database_url) as storage:
+        storage.ensure_schema(upgrade=settings.auto_upgrade)
+        ingestor = Ingestor(storage, settings.story_params())
+        try:
+            total = None if stdin else count_lines(Path(path))
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=errors,
+            disable=not errors.is_terminal,
+        ) as bar:
+            task = bar.add_task("import", total=total)
+            report = import_file(
+                sys.stdin.buffer if stdin else Path(path),
+                ingestor,
+                progress=lambda n: bar.update(task, completed=n),
+                max_line_bytes=settings.import_max_line_bytes,
+            )
     for error in report.errors:
         errors.print(f"{name}:{_one_line(error)}", highlight=False)
     console.print(
@@ -263,7 +262,8 @@ def stories(
         tag,
         min_outlets,
     )
-    page = _desk(settings).stories(where, limit=limit)
+    with _desk(settings) as desk:
+        page = desk.stories(where, limit=limit)
     if as_json:
         _print_json(page)
         return
@@ -297,7 +297,8 @@ def story(
     from monitor.desk.times import local
 
     settings = _settings()
-    detail = _desk(settings).story(story_id)
+    with _desk(settings) as desk:
+        detail = desk.story(story_id)
     if detail is None:
         raise ConfigError(f"no story {story_id}")
     if as_json:
@@ -383,7 +384,8 @@ def items(
 
     settings = _settings()
     states = [s for s, wanted in (("pending", pending), ("failed", failed)) if wanted] or ["pending", "failed"]
-    page = _desk(settings).items(states=states, feed=feed, limit=limit)
+    with _desk(settings) as desk:
+        page = desk.items(states=states, feed=feed, limit=limit)
     if as_json:
         _print_json(page)
         return
@@ -414,7 +416,8 @@ def feeds(ctx: typer.Context, as_json: AsJson = False) -> None:
     from monitor.desk.times import duration, local, relative
 
     settings = _settings()
-    rows = _desk(settings).feeds()
+    with _desk(settings) as desk:
+        rows = desk.feeds()
     if as_json:
         _print_json(rows)
         return
@@ -509,7 +512,8 @@ def search(
     settings = _settings()
     parsed = _query(query, "query")
     where = StoryFilter(_moment("--since", since, settings), _moment("--until", until, settings, end_of_day=True))
-    page = _desk(settings).search(parsed, where, limit=limit)
+    with _desk(settings) as desk:
+        page = desk.search(parsed, where, limit=limit)
     if as_json:
         _print_json(page)
         return
@@ -544,16 +548,16 @@ def web(
 
     settings = _settings()
     check_bind(host, settings)  # before anything listens
-    desk = _desk(settings)
-    import uvicorn
+    with _desk(settings) as desk:
+        import uvicorn
 
-    chosen = port or settings.web_port or 8000
-    sock = listen(host, chosen)
-    shown = f"[{host}]" if ":" in host else host
-    console.print(f"monitor web: http://{shown}:{chosen}/ (read-only; Ctrl-C stops)", highlight=False)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, desk), log_level="warning", server_header=False))
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already stopped in order
-        server.run(sockets=[sock])
+        chosen = port or settings.web_port or 8000
+        sock = listen(host, chosen)
+        shown = f"[{host}]" if ":" in host else host
+        console.print(f"monitor web: http://{shown}:{chosen}/ (read-only; Ctrl-C stops)", highlight=False)
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, desk), log_level="warning", server_header=False))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already stopped in order
+            server.run(sockets=[sock])
 
 
 @app.command()
@@ -579,19 +583,19 @@ def digest(
         raise ConfigError(f"no digest named {name!r} in {settings.feeds_file} (known: {', '.join(digests) or 'none'})")
     if not preview and not send:
         raise ConfigError("say --preview FILE or --send")
-    storage = Storage(settings.database_url)
-    storage.ensure_schema(upgrade=settings.auto_upgrade)
     end = period_end(at if at and at.tzinfo else (at.replace(tzinfo=UTC) if at else datetime.now(UTC)))
-    if preview:
-        built = build(storage, digests[name], end)
-        subject, _text, html = render(built, settings.templates_dir)
-        try:
-            preview.write_text(html, encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot write the preview to {preview}: {e.strerror}") from e
-        console.print(f"{subject} → {preview}")
-    if send:
-        state = Digester(settings, storage, list(digests.values())).run(name, end)
+    with Storage(settings.database_url) as storage:
+        storage.ensure_schema(upgrade=settings.auto_upgrade)
+        if preview:
+            built = build(storage, digests[name], end)
+            subject, _text, html = render(built, settings.templates_dir)
+            try:
+                preview.write_text(html, encoding="utf-8")
+            except OSError as e:
+                raise ConfigError(f"cannot write the preview to {preview}: {e.strerror}") from e
+            console.print(f"{subject} → {preview}")
+        state = Digester(settings, storage, list(digests.values())).run(name, end) if send else None
+    if state is not None:
         console.print(f"digest {name!r} for the period ending {end:%Y-%m-%d %H:%M} UTC: {state}")
         if state not in ("sent", "empty"):
             raise typer.Exit(1)
@@ -609,15 +613,15 @@ def recluster(
     from monitor.storage import Storage
 
     settings = _settings()
-    storage = Storage(settings.database_url)
-    storage.ensure_schema(upgrade=settings.auto_upgrade)
 
     def aware(moment: datetime | None) -> datetime | None:
         return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
 
-    count = Ingestor(storage, settings.story_params()).recluster(aware(since), aware(until))
-    with storage.repository() as repo:
-        total = repo.story_count()
+    with Storage(settings.database_url) as storage:
+        storage.ensure_schema(upgrade=settings.auto_upgrade)
+        count = Ingestor(storage, settings.story_params()).recluster(aware(since), aware(until))
+        with storage.repository() as repo:
+            total = repo.story_count()
     console.print(f"{count} articles placed again; {total} stories in the database")
 
 
@@ -641,9 +645,9 @@ def db_upgrade() -> None:
     """Apply pending migrations (the daemon also does this at start unless MONITOR_AUTO_UPGRADE=false)."""
     from monitor.storage import Storage
 
-    storage = Storage(_settings().database_url)
-    storage.upgrade()
-    current, _head = storage.schema_status()
+    with Storage(_settings().database_url) as storage:
+        storage.upgrade()
+        current, _head = storage.schema_status()
     console.print(f"schema at revision {current}")
 
 
@@ -652,7 +656,8 @@ def db_status() -> None:
     """Show the schema revision of the database and the one this version needs."""
     from monitor.storage import Storage
 
-    current, head = Storage(_settings().database_url).schema_status()
+    with Storage(_settings().database_url) as storage:
+        current, head = storage.schema_status()
     console.print(
         f"database: {current or 'empty'}; this version: {head}; {'up to date' if current == head else 'upgrade needed'}"
     )
@@ -673,10 +678,10 @@ def _interrupted(error: BaseException | None) -> bool:
     return False
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
     """Whatever goes wrong reaches the user as one line and an exit code, never as a traceback."""
     try:
-        app()
+        app(args=args, prog_name="monitor")
     except MonitorError as e:
         errors.print(f"monitor: error: {_one_line(e)}", highlight=False)
         sys.exit(2)

@@ -90,8 +90,7 @@ def evaluate(
         labelled.append((str(record.get("url")), gold_label))
     if not labelled:
         raise ConfigError(f"{path}: no labelled articles to score")
-    with tempfile.TemporaryDirectory() as tmp:
-        storage = Storage(database_url or f"sqlite:///{tmp}/eval.db")
+    with tempfile.TemporaryDirectory() as tmp, Storage(database_url or f"sqlite:///{tmp}/eval.db") as storage:
         storage.upgrade()
         report = import_file(path, Ingestor(storage, params), max_line_bytes=max_line_bytes)
         if report.errors:
@@ -99,7 +98,6 @@ def evaluate(
             raise ConfigError(f"{path}:{report.errors[0]}{more}")
         with storage.repository() as repo:
             predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).all())
-        storage.engine.dispose()
     # An HTML page naming another canonical URL is stored under that one: it cannot be matched, so not scored.
     matched: dict[str, object] = {}
     for url, gold_label in labelled:

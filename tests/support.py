@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -121,7 +124,40 @@ def place_online(ingestor: Ingestor, path: Path) -> None:
         ingestor.ingest(labelled_incoming(json.loads(line)))
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`monitor ARGS` through the command's own entry point, in this process: the same parsing, settings,
+    output and exit code, without the second of imports a new process spends. What needs a process of its
+    own (signals, a crash, start-up itself) goes through `run_process`."""
+    from monitor import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_environ, root = os.environ.copy(), logging.getLogger()
+    saved_logging = root.handlers[:], root.level
+    consoles = {console: console.width for console in (cli.console, cli.errors)}
+    os.environ.update(env)
+    for console in consoles:  # a new process's consoles read COLUMNS as it starts
+        console.width = int(os.environ.get("COLUMNS", consoles[console]))
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            cli.main(list(args))
+        code: int | str | None = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        root.handlers[:], level = saved_logging
+        root.setLevel(level)
+        for console, width in consoles.items():
+            console.width = width
+    if isinstance(code, str):
+        stderr.write(code + "\n")
+    returncode = 1 if isinstance(code, str) else code or 0
+    return subprocess.CompletedProcess(["monitor", *args], returncode, stdout.getvalue(), stderr.getvalue())
+
+
+def run_process(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`monitor ARGS` in a process of its own, as a user starts it."""
     return subprocess.run(
         [sys.executable, "-m", "monitor", *args],
         env={**os.environ, **env},

@@ -1,7 +1,8 @@
 """Bad input at the command line never ends in a traceback: one line naming the problem, and no secret in it.
 
-Every case runs the real `monitor` command in a subprocess, on a real SQLite file (PostgreSQL where
-locking or a server is the point).
+Every case runs the real `monitor` command through its entry point (``run_cli``), on a real SQLite file
+(PostgreSQL where locking or a server is the point); in a process of its own where signals, start-up, a
+running daemon or memory are the point.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def _one_error_line(result: subprocess.CompletedProcess[str], *words: str) -> st
     ],
 )
 def test_a_bad_setting_stops_the_start_in_one_line(tmp_path: Path, variable: str, value: str) -> None:
-    result = run_cli("run", "--once", env=_env(tmp_path, **{variable.lower(): value}), timeout=60)
+    result = run_cli("run", "--once", env=_env(tmp_path, **{variable.lower(): value}))
     line = _one_error_line(result, f"MONITOR_{variable}:")
     assert result.returncode == 2 and line.startswith("monitor: error: ")
     assert not (tmp_path / "cli.db").exists()  # stopped before touching anything
@@ -125,7 +126,7 @@ def test_a_sqlite_database_in_a_missing_directory_is_one_line(tmp_path: Path) ->
     missing = tmp_path / "missing"
     env = _env(tmp_path, database_url=f"sqlite:///{missing}/monitor.db")
     for command in (["run", "--once"], ["db", "upgrade"]):
-        result = run_cli(*command, env=env, timeout=60)
+        result = run_cli(*command, env=env)
         line = _one_error_line(result, str(missing))
         assert result.returncode == 2 and line.startswith("monitor: error: "), line
     assert not missing.exists()
@@ -334,7 +335,7 @@ def test_import_messages_name_fields_not_classes(tmp_path: Path) -> None:
 )
 def test_a_database_url_is_never_printed_with_its_password(tmp_path: Path, url: str) -> None:
     for command in (["db", "status"], ["db", "upgrade"], ["run", "--once"], ["stories"]):
-        result = run_cli(*command, env=_env(tmp_path, database_url=url), timeout=60)
+        result = run_cli(*command, env=_env(tmp_path, database_url=url))
         line = _one_error_line(result)
         assert SECRET not in result.stdout + result.stderr, line
 

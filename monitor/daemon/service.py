@@ -103,7 +103,7 @@ def daemon(settings: Settings) -> Iterator[tuple[Storage, Ingestor]]:
                     repo.release_leases()  # we are the only daemon: leases left by a killed run are stale
             yield storage, Ingestor(storage, settings.story_params())
     finally:
-        storage.engine.dispose()
+        storage.close()
 
 
 async def run_once(settings: Settings) -> CycleReport:

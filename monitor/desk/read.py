@@ -50,7 +50,7 @@ from monitor.storage import (
     Story,
     StoryEvent,
 )
-from monitor.storage.engine import bad_url
+from monitor.storage.engine import EngineOwner, bad_url
 
 COUNT_CAP = 10_000  # stories counted past a page's offset; beyond it a listing says "more than"
 HISTORY_LIMIT = 200  # story_events shown on a story page
@@ -135,7 +135,7 @@ def _history(session: Session, story_id: int) -> list[StoryEventRow]:
     return rows
 
 
-class Desk:
+class Desk(EngineOwner):
     """Read-only queries over the stored stories, feeds and digest runs."""
 
     def __init__(self, url: str, *, timezone: str = "Europe/Paris") -> None:
@@ -144,14 +144,12 @@ class Desk:
 
     def check_schema(self) -> None:
         """Refuse an out-of-date schema (upgrading is a write: `monitor db upgrade` does it)."""
-        current, head = Storage(self.url).schema_status()
+        with Storage(self.url) as storage:
+            current, head = storage.schema_status()
         if current != head:
             raise StorageError(
                 f"database schema is at {current or 'nothing'}, this version needs {head}: run `monitor db upgrade`"
             )
-
-    def close(self) -> None:
-        self.engine.dispose()
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -362,7 +360,7 @@ class Desk:
                 .where(*conditions)
                 .order_by(FeedItem.state, FeedItem.attempts.desc(), FeedItem.seen_at, FeedItem.id)
                 .limit(limit)
-            ).tuples()
+            )
             items = [
                 ItemRow(
                     i.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import (
     create_engine,
@@ -67,7 +67,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Storage:
+class EngineOwner:
+    """Closes its engine's pooled connections when done (``with``, or close()): a SQLite file is left with
+    no -wal beside it, and a command run in-process leaves no connection behind."""
+
+    engine: Engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class Storage(EngineOwner):
     """Owns the engine; hands out repositories, each one transaction."""
 
     def __init__(self, url: str) -> None:
@@ -80,6 +96,7 @@ class Storage:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
 
     @property
     def display_url(self) -> str:
