@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime
@@ -22,6 +23,13 @@ from tests.support import (
     serving,
     stories_of,
 )
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Two test processes per core, eight at most: a test waits on servers, daemons and the database as
+    often as it computes, and a second process per core fills those waits (on 2 cores: 233 s, against
+    273 s with one per core)."""
+    return min(2 * (os.cpu_count() or 1), 8)
 
 
 @pytest.fixture(params=ENGINES)

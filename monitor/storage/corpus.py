@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -39,10 +40,13 @@ class Corpus(Unit):
                 {"terms": _joined(wanted)},
             )
             return {term: df for term, df in rows}
-        found: dict[str, int] = {}
-        for chunk in _chunks(wanted):
-            found.update(self.session.execute(select(TermStat.term, TermStat.df).where(TermStat.term.in_(chunk))).all())
-        return found
+        # SQLite: the terms as one JSON parameter, joined, for the same reason: one statement SQLAlchemy
+        # compiles once, where an IN list of thousands of terms cost more to build than to answer.
+        rows = self.session.execute(
+            sql_text("SELECT t.term, t.df FROM json_each(:terms) AS q JOIN term_stats t ON t.term = q.value"),
+            {"terms": json.dumps(wanted)},
+        )
+        return {term: df for term, df in rows}
 
     def add_document_terms(self, increments: Mapping[str, int], documents: int) -> None:
         """Count ``documents`` more documents, and for each term how many of them contain it."""

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Text,
     cast,
     or_,
+    select,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,8 +32,7 @@ class Unit:
         self._change_number: int | None = None  # this transaction's, once it changes stories (StoryIndex)
 
     def get_meta(self, key: str) -> str | None:
-        row = self.session.get(Meta, key)
-        return row.value if row else None
+        return self.session.scalar(select(Meta.value).where(Meta.key == key))  # no ORM identity bookkeeping
 
     def set_meta(self, key: str, value: str) -> None:
         self.session.merge(Meta(key=key, value=value))

@@ -97,7 +97,6 @@ class Storage(EngineOwner):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-
     @property
     def display_url(self) -> str:
         """The database URL as a log line may show it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     bindparam,
-    case,
     column,
     delete,
     func,
@@ -260,23 +260,15 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
                     "have": _joined(sorted(have)),
                 },
             ).all()
-        else:
-            stories, terms = _table(Story), _table(StoryTerm)
-            total = func.sum(terms.c.weight * case(dict(weights), value=terms.c.term, else_=0.0))
-            ranked = (
-                select(terms.c.story_id.label("story_id"), total.label("shared"))
-                .where(terms.c.term.in_(sorted(weights)), terms.c.week.in_(list(weeks)))
-                .group_by(terms.c.story_id)
-                .order_by(total.desc(), terms.c.story_id)
-                .limit(limit)
-                .subquery()
-            )
-            sid, centroid, *summary = _candidate_columns()
+        else:  # one statement too: its terms, weights and weeks as JSON (json_each), whatever their number
             rows = self.session.execute(
-                select(ranked.c.shared, sid, case((stories.c.id.in_(sorted(have)), None), else_=centroid), *summary)
-                .join(ranked, ranked.c.story_id == stories.c.id)
-                .where(stories.c.article_count > 0)
-                .order_by(ranked.c.shared.desc(), stories.c.id)
+                _stories_sharing_sqlite(),
+                {
+                    "weights": json.dumps(dict(sorted(weights.items()))),
+                    "weeks": json.dumps(list(weeks)),
+                    "limit": limit,
+                    "have": json.dumps(sorted(have)),
+                },
             ).all()
         return [(row[1], float(row[0])) for row in rows], [Candidate(*row[1:]) for row in rows if row[1] not in have]
 
@@ -520,6 +512,21 @@ def _story_state_query(with_centroid: bool) -> Select[Any]:
         .where(story.c.id == bindparam("story_id"))
         .order_by(article.c.published_at, article.c.id)
     )
+
+
+@lru_cache(maxsize=1)
+def _stories_sharing_sqlite() -> TextualSelect:
+    """Built once, as on PostgreSQL: one statement whatever the number of terms, where an IN list and a CASE
+    per term cost SQLAlchemy more to build and compile, on each call, than SQLite takes to answer it."""
+    columns = _candidate_columns()
+    return sql_text(
+        "SELECT r.shared, s.id, CASE WHEN s.id IN (SELECT value FROM json_each(:have)) THEN NULL ELSE s.centroid END,"
+        " s.first_published_at, s.last_published_at, s.event_date, s.original_count"
+        " FROM (SELECT st.story_id, SUM(st.weight * q.value) AS shared FROM json_each(:weights) AS q"
+        " JOIN story_terms st ON st.term = q.key WHERE st.week IN (SELECT value FROM json_each(:weeks))"
+        " GROUP BY st.story_id ORDER BY shared DESC, st.story_id LIMIT :limit) AS r"
+        " JOIN stories s ON s.id = r.story_id WHERE s.article_count > 0 ORDER BY r.shared DESC, s.id"
+    ).columns(column("shared", Float), *(column(c.name, c.type) for c in columns))
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,8 @@
 """The pages of `monitor web` in a real headless Chromium against the real server, on SQLite and PostgreSQL.
 
-Chromium (Debian's ``chromium``: ``apt-get install -y chromium``) loads each page, which must render
-without a single console message (a CSP violation or a script error would log one); assertions read the
-DOM it dumps after rendering.
+Chromium (Debian's ``chromium``: ``apt-get install -y chromium``) is started once per test process and
+driven through Playwright; it loads each page in a tab of its own, which must render without a single
+console message (a CSP violation or a script error would log one); assertions read the DOM it renders.
 """
 
 from __future__ import annotations
@@ -10,26 +10,61 @@ from __future__ import annotations
 import html
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
-from tests.support import CHROMIUM, XSS_TITLE, chromium, serving
+from tests.support import CHROMIUM, XSS_TITLE, serving
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file() and not os.environ.get("CI"),  # in CI, a missing browser fails the tests
     reason="needs chromium (apt-get install -y chromium)",
 )
+PHONE = {"width": 390, "height": 900}
 
 
-def browse(url: str, *, screenshot: Path | None = None) -> str:
-    """The DOM Chromium builds for the page; fails on any console message."""
-    mode = [f"--screenshot={screenshot}", "--window-size=390,900"] if screenshot else ["--dump-dom"]
-    done = chromium("--enable-logging=stderr", "--v=0", *mode, url)
-    assert done.returncode == 0, done.stderr[-2000:]
-    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
-    assert console == [], console
-    return done.stdout
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the test process: starting one costs more than the pages it renders."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic"]
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def browse(browser: Browser) -> Callable[..., str]:
+    """The DOM Chromium builds for a page, in a tab of its own (and a screenshot at a phone's size when
+    asked); fails on any console message or script error, a resource the page asks for and does not get
+    included (the favicon, once)."""
+
+    def load(url: str, *, screenshot: Path | None = None) -> str:
+        page = browser.new_page(viewport=PHONE if screenshot else None)  # type: ignore[arg-type]
+        console: list[str] = []
+        page.on(
+            "console",
+            lambda message: (
+                console.append(f"{message.type}: {message.text}")
+                if message.location.get("url") != url  # the page's own error status (404, 422) is its answer
+                else None
+            ),
+        )
+        page.on("pageerror", lambda error: console.append(f"error: {error}"))
+        try:
+            page.goto(url, wait_until="load")
+            if screenshot:
+                page.screenshot(path=screenshot)
+            dom = page.content()
+        finally:
+            page.close()
+        assert console == [], (url, console)
+        return dom
+
+    return load
 
 
 def links(dom: str) -> list[tuple[str, str]]:
@@ -45,7 +80,9 @@ def site(seeded_desk: tuple[str, dict[str, str], dict[str, int]]) -> tuple[str, 
     return base, stories
 
 
-def test_stories_page_lists_the_seed_stories_and_filters_narrow_it(site: tuple[str, dict[str, int]]) -> None:
+def test_stories_page_lists_the_seed_stories_and_filters_narrow_it(
+    site: tuple[str, dict[str, int]], browse: Callable[..., str]
+) -> None:
     base, story = site
     dom = browse(f"{base}/")
     listed = [int(n) for n in re.findall(r'data-story="(\d+)"', dom)]
@@ -62,7 +99,9 @@ def test_stories_page_lists_the_seed_stories_and_filters_narrow_it(site: tuple[s
     assert "Paramètre invalide" in bad and "q :" in bad
 
 
-def test_story_page_lists_the_coverage_with_links_and_why(site: tuple[str, dict[str, int]]) -> None:
+def test_story_page_lists_the_coverage_with_links_and_why(
+    site: tuple[str, dict[str, int]], browse: Callable[..., str]
+) -> None:
     base, story = site
     dom = browse(f"{base}/stories/{story['000']}")
     found = {href for href, _text in links(dom)}
@@ -75,7 +114,7 @@ def test_story_page_lists_the_coverage_with_links_and_why(site: tuple[str, dict[
     assert "Erreur 404" in browse(f"{base}/stories/999999")
 
 
-def test_a_script_title_is_text_everywhere(site: tuple[str, dict[str, int]]) -> None:
+def test_a_script_title_is_text_everywhere(site: tuple[str, dict[str, int]], browse: Callable[..., str]) -> None:
     """The title is shown as typed, no script runs (browse fails on any console message), on every page."""
     base, story = site
     escaped = html.escape(XSS_TITLE, quote=False)
@@ -87,14 +126,16 @@ def test_a_script_title_is_text_everywhere(site: tuple[str, dict[str, int]]) -> 
     assert "<mark>" in search and "sujet" in search
 
 
-def test_readable_on_a_phone(site: tuple[str, dict[str, int]], tmp_path: Path) -> None:
+def test_readable_on_a_phone(site: tuple[str, dict[str, int]], tmp_path: Path, browse: Callable[..., str]) -> None:
     base, story = site
     shot = tmp_path / "phone.png"
     browse(f"{base}/stories/{story['000']}", screenshot=shot)
     assert shot.stat().st_size > 5000
 
 
-def test_error_pages_and_counts_read_as_french(seeded_database: tuple[dict[str, str], dict[str, int]]) -> None:
+def test_error_pages_and_counts_read_as_french(
+    seeded_database: tuple[dict[str, str], dict[str, int]], browse: Callable[..., str]
+) -> None:
     """Error pages carry the zone like every page, and counts agree in French: 0 takes the singular."""
     env, _story = seeded_database
     feeds = Path(env["MONITOR_FEEDS_FILE"])
