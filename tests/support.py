@@ -32,7 +32,7 @@ from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss, seeds, te
 from monitor.config import Settings
 from monitor.daemon.report import CycleReport
 from monitor.daemon.service import run_once
-from monitor.pipeline.placement import Ingestor
+from monitor.pipeline.placement import BATCH, Ingestor
 from monitor.pipeline.prepare import Incoming
 
 
@@ -124,6 +124,27 @@ def place_online(ingestor: Ingestor, path: Path) -> None:
         ingestor.ingest(labelled_incoming(json.loads(line)))
 
 
+def place_in_batches(ingestor: Ingestor, articles: Path | list[Incoming]) -> None:
+    """Articles (or every line of a labelled JSONL) placed in the batches a busy worker places, in order
+    (no merge pass after)."""
+    if isinstance(articles, Path):
+        articles = [labelled_incoming(json.loads(line)) for line in articles.read_text(encoding="utf-8").splitlines()]
+    for start in range(0, len(articles), BATCH):
+        ingestor.store_many([ingestor.prepare(incoming) for incoming in articles[start : start + BATCH]])
+
+
+@contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` added to this process's environment while inside, as a new process would start with it."""
+    saved = os.environ.copy()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`monitor ARGS` through the command's own entry point, in this process: the same parsing, settings,
     output and exit code, without the second of imports a new process spends. What needs a process of its
@@ -131,21 +152,18 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     from monitor import cli
 
     stdout, stderr = io.StringIO(), io.StringIO()
-    saved_environ, root = os.environ.copy(), logging.getLogger()
+    root = logging.getLogger()
     saved_logging = root.handlers[:], root.level
     consoles = {console: console.width for console in (cli.console, cli.errors)}
-    os.environ.update(env)
-    for console in consoles:  # a new process's consoles read COLUMNS as it starts
-        console.width = int(os.environ.get("COLUMNS", consoles[console]))
     try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        with environment(env), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            for console in consoles:  # a new process's consoles read COLUMNS as it starts
+                console.width = int(os.environ.get("COLUMNS", consoles[console]))
             cli.main(list(args))
         code: int | str | None = 0
     except SystemExit as e:
         code = e.code
     finally:
-        os.environ.clear()
-        os.environ.update(saved_environ)
         root.handlers[:], level = saved_logging
         root.setLevel(level)
         for console, width in consoles.items():
@@ -331,33 +349,32 @@ def seed_database(database_url: str, tmp_path: Path) -> dict[str, str]:
 
 @contextmanager
 def serving(env: dict[str, str], token: str | None = None) -> Iterator[str]:
-    """`monitor web` on a free loopback port; its base URL once it answers. Stopped with SIGTERM."""
+    """The analyst's desk on a free loopback port, served as `monitor run` serves it (``WebServer``: uvicorn
+    on a thread) in this process; its base URL once it answers. What `monitor web` itself does (binding,
+    refusals, signals) is tested on the command."""
+    from monitor.web import WebServer
+
+    with environment({**env, **({"MONITOR_WEB_TOKEN": token} if token else {})}):
+        settings = Settings()
     port = free_port()
-    env = {**env, **({"MONITOR_WEB_TOKEN": token} if token else {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "web", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = WebServer(settings, "127.0.0.1", port)
+    server.start()
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert process.poll() is None, process.communicate()
+            assert server.thread.is_alive(), "the desk stopped"
             try:
                 if httpx.get(f"{base}/api/feeds", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "monitor web did not answer"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "the desk did not answer"
+            time.sleep(0.05)
         yield base
     finally:
-        process.terminate()
-        process.communicate(timeout=30)
+        server.stop()
 
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's: apt-get install -y chromium

@@ -16,6 +16,7 @@ from monitor.grouping import nearcopy as dedup
 from monitor.pipeline.placement import Ingestor
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Article, Storage
+from tests.support import place_in_batches
 
 BOILERPLATE_TOP = (
     "Publié par la rédaction. Abonnez-vous à notre lettre quotidienne pour ne rien manquer de l'actualité."
@@ -46,24 +47,24 @@ def test_near_copies_flagged_with_precision_and_recall(tmp_path: Path) -> None:
     storage.upgrade()
     ingestor = Ingestor(storage)
     family: dict[str, str] = {}  # url → family (original url) for every true copy
-    for row in rows:  # every real article, in stream order: topic siblings are not copies of each other
-        ingestor.ingest(
-            Incoming(
-                url=row["url"],
-                fetched_at=datetime.fromisoformat(row["published_at"]),
-                title=row["title"],
-                text=row["text"],
-                published_at=datetime.fromisoformat(row["published_at"]),
-                source=row["source"],
-            )
+    stream = [  # every real article, in stream order: topic siblings are not copies of each other
+        Incoming(
+            url=row["url"],
+            fetched_at=datetime.fromisoformat(row["published_at"]),
+            title=row["title"],
+            text=row["text"],
+            published_at=datetime.fromisoformat(row["published_at"]),
+            source=row["source"],
         )
+        for row in rows
+    ]
     for story, original in sorted(originals.items()):
         family[original["url"]] = original["url"]
         for n, (kind, text) in enumerate(sorted(_variants(original["text"]).items())):
             url = f"https://copies.example.fr/{story}/{kind}"
             family[url] = original["url"]
             when = datetime.fromisoformat(original["published_at"]) + timedelta(hours=n + 1)
-            ingestor.ingest(
+            stream.append(
                 Incoming(
                     url=url,
                     fetched_at=when,
@@ -73,6 +74,7 @@ def test_near_copies_flagged_with_precision_and_recall(tmp_path: Path) -> None:
                     source=f"reprise-{kind}",
                 )
             )
+    place_in_batches(ingestor, stream)  # a copy can meet its original, or another copy, in its own batch
     with storage.repository() as repo:
         articles = repo.session.execute(select(Article.id, Article.url, Article.duplicate_of_id)).all()
     url_of = {a.id: a.url for a in articles}

@@ -29,7 +29,7 @@ from tests.support import (
     DAEMON_START_UP_S,
     loopback_env,
     minute_soon,
-    place_online,
+    place_in_batches,
     query,
     run_cli,
     running_daemon,
@@ -174,13 +174,13 @@ def test_compose_file_matches_the_code() -> None:
 
 
 def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) -> None:
-    """Stories placed online and never merged (placed with merging switched off, so pieces of one event stay
-    apart); two daemons on one PostgreSQL with an every-minute schedule: the pass runs once for the cluster,
-    and the stories it merged are counted once in /metrics."""
+    """Stories placed by a worker and never merged (placed with merging switched off, so pieces of one event
+    stay apart); two daemons on one PostgreSQL with an every-minute schedule: the pass runs once for the
+    cluster, and the stories it merged are counted once in /metrics."""
     storage = Storage(postgres_url)
     storage.ensure_schema(upgrade=True)
     ingestor = Ingestor(storage, replace(StoryParams(), merge_threshold=1.0, refine_rounds=0))
-    place_online(ingestor, RPM2)
+    place_in_batches(ingestor, RPM2)
     storage.engine.dispose()
     engine = create_engine(postgres_url)
     with engine.connect() as db:

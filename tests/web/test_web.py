@@ -11,6 +11,8 @@ import html
 import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,25 +27,23 @@ pytestmark = pytest.mark.skipif(
 PHONE = {"width": 390, "height": 900}
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """One Chromium for the test process: starting one costs more than the pages it renders."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic"]
-        )
-        yield chromium
-        chromium.close()
+@dataclass
+class Chromium:
+    """One Chromium for the test process (starting one costs more than the pages it renders), driven from a
+    thread of its own: Playwright's sync API keeps an event loop running in the thread that uses it, and
+    the commands these tests run in-process start their own (asyncio.run)."""
 
+    thread: ThreadPoolExecutor
+    browser: Browser
 
-@pytest.fixture
-def browse(browser: Browser) -> Callable[..., str]:
-    """The DOM Chromium builds for a page, in a tab of its own (and a screenshot at a phone's size when
-    asked); fails on any console message or script error, a resource the page asks for and does not get
-    included (the favicon, once)."""
+    def dom(self, url: str, *, screenshot: Path | None = None) -> str:
+        """The DOM Chromium builds for the page, in a tab of its own (and a screenshot at a phone's size when
+        asked); fails on any console message or script error, a resource the page asks for and does not
+        get included (the favicon, once)."""
+        return self.thread.submit(self._load, url, screenshot).result()
 
-    def load(url: str, *, screenshot: Path | None = None) -> str:
-        page = browser.new_page(viewport=PHONE if screenshot else None)  # type: ignore[arg-type]
+    def _load(self, url: str, screenshot: Path | None) -> str:
+        page = self.browser.new_page(viewport=PHONE if screenshot else None)  # type: ignore[arg-type]
         console: list[str] = []
         page.on(
             "console",
@@ -64,7 +64,23 @@ def browse(browser: Browser) -> Callable[..., str]:
         assert console == [], (url, console)
         return dom
 
-    return load
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Chromium]:
+    with ThreadPoolExecutor(1, thread_name_prefix="chromium") as thread:
+        playwright = thread.submit(lambda: sync_playwright().start()).result()
+        args = ["--no-sandbox", "--disable-gpu", "--disable-quic"]
+        browser = thread.submit(playwright.chromium.launch, executable_path=CHROMIUM, args=args).result()
+        try:
+            yield Chromium(thread, browser)
+        finally:
+            thread.submit(browser.close).result()
+            thread.submit(playwright.stop).result()
+
+
+@pytest.fixture
+def browse(chromium: Chromium) -> Callable[..., str]:
+    return chromium.dom
 
 
 def links(dom: str) -> list[tuple[str, str]]:
