@@ -6,8 +6,6 @@ import json
 import re
 import shlex
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -165,9 +163,7 @@ def test_compose_file_matches_the_code() -> None:
     for step in command.split("&&"):
         args = shlex.split(step)
         assert args[0] == "monitor"
-        result = subprocess.run(
-            [sys.executable, "-m", "monitor", *args[1:], "--help"], capture_output=True, text=True, check=False
-        )
+        result = run_cli(*args[1:], "--help", env={})
         assert result.returncode == 0, (step, result.stderr)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docker compose up --build --scale monitor=3" in readme

@@ -224,7 +224,7 @@ def test_non_loopback_host_is_refused_before_binding(tmp_path: Path, host: str) 
     """Refused by the check that runs before any socket is opened (no database even needed)."""
     env = {**os.environ, "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/absent.db"}
     env.pop("MONITOR_WEB_TOKEN", None)
-    result = run_process("web", "--host", host, "--port", str(free_port()), env=env, timeout=60)
+    result = run_cli("web", "--host", host, "--port", str(free_port()), env=env)
     assert result.returncode == 2
     assert result.stderr.startswith("monitor: error: --host") and "MONITOR_WEB_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "absent.db").exists()
@@ -237,7 +237,7 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_process("web", "--port", str(port), env=env, timeout=60)
+        result = run_cli("web", "--port", str(port), env=env)
         feeds = tmp_path / "feeds.yaml"
         feeds.write_text("feeds: []\n", encoding="utf-8")
         daemon = run_process(
@@ -262,7 +262,7 @@ def test_the_desk_socket_does_not_wait_for_acks() -> None:
 
 def test_missing_database_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/absent.db"}
-    result = run_process("web", "--port", str(free_port()), env=env, timeout=60)
+    result = run_cli("web", "--port", str(free_port()), env=env)
     assert result.returncode == 2 and "no database at" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "absent.db").exists()  # opening it read-only did not create it
 
