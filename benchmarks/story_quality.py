@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import select
@@ -48,8 +49,10 @@ from benchmarks.pages import pages_file  # noqa: E402
 from monitor.errors import ImportLineError  # noqa: E402
 from monitor.evaluation import Scores, evaluate, score  # noqa: E402
 from monitor.fetch.urls import canonical_url  # noqa: E402
+from monitor.grouping.params import StoryParams  # noqa: E402
 from monitor.pipeline.importing import _incoming, read_lines, read_records  # noqa: E402
 from monitor.pipeline.placement import Ingestor  # noqa: E402
+from monitor.pipeline.prepare import Prepared, prepare  # noqa: E402
 from monitor.storage import Article, Storage  # noqa: E402
 
 FLOORS = json.loads((ROOT / "benchmarks" / "quality_floors.json").read_text(encoding="utf-8"))
@@ -123,11 +126,13 @@ class OrderScores:
 
 def live_order(path: Path, seed: int) -> Scores:
     """``path`` shuffled and cut into batches of LIVE_BATCH sizes, both drawn from ``random.Random(seed)``,
-    each batch prepared and stored by the import's own code into a fresh SQLite database and grouped again
+    each batch stored by the import's own code (prepared once per process, ``_prepared``) into a fresh
+    SQLite database and grouped again
     as a worker does (``Ingestor.settle``: when its queue runs dry, here after a random SETTLE_CHANCE of
     batches, and once the last is in), with no merge pass after: what the live service holds once the
     burst is in."""
-    lines = [line for _, line in read_lines(path) if not isinstance(line, ImportLineError)]
+    prepared = _prepared(path)
+    lines = list(prepared)
     gold: dict[str, object] = {}
     for _, record in read_records(path):
         if not isinstance(record, ImportLineError):
@@ -136,7 +141,6 @@ def live_order(path: Path, seed: int) -> Scores:
                 gold[url] = record["story"]
     rng = random.Random(seed)
     rng.shuffle(lines)
-    now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(f"sqlite:///{tmp}/orders.db")
         storage.upgrade()
@@ -144,9 +148,7 @@ def live_order(path: Path, seed: int) -> Scores:
         start = 0
         while start < len(lines):
             size = rng.randint(*LIVE_BATCH)
-            ingestor.store_many(
-                [ingestor.prepare(_incoming(line, now)) for line in lines[start : start + size]], regroup=False
-            )
+            ingestor.store_many([prepared[line] for line in lines[start : start + size]], regroup=False)
             start += size
             if rng.random() < SETTLE_CHANCE:  # the queue ran dry: the worker groups again what it placed
                 ingestor.settle()
@@ -155,6 +157,19 @@ def live_order(path: Path, seed: int) -> Scores:
             predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).all())
         storage.engine.dispose()
     return score(predicted, {url: label for url, label in gold.items() if url in predicted})
+
+
+@lru_cache(maxsize=1)
+def _prepared(path: Path) -> dict[str, Prepared]:
+    """Each line of ``path`` prepared once per process, by its URL: every order places the same articles,
+    and a prepared article carries nothing of the order (fetched_at, the one field set at import, is only
+    stored)."""
+    now = datetime.now(UTC)
+    return {
+        line.url: prepare(_incoming(line, now), StoryParams())
+        for _, line in read_lines(path)
+        if not isinstance(line, ImportLineError)
+    }
 
 
 def order_scores(orders: Sequence[Scores]) -> OrderScores:

@@ -28,6 +28,8 @@ class Corpus(Unit):
 
     def document_frequencies(self, terms: Iterable[str]) -> dict[str, int]:
         wanted = sorted(set(terms))
+        if not wanted:  # a regrouping's placer has no batch of its own
+            return {}
         if self._postgres():
             # One array parameter, whatever the number of terms, joined: a lookup per term through the key.
             # (`term = ANY(array)` lets the planner scan the whole table, which every batch's df updates

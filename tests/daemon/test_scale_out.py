@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.corpus import LoopbackServer, article_page, reprints, rss
@@ -76,6 +77,7 @@ def _env(database_url: str, feeds_file: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_four_workers_match_one_and_survive_a_kill(tmp_path: Path, postgres_url: str) -> None:
     total = len(TOPICS) * PER_GROUP
     with ExitStack() as stack:

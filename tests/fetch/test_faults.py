@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import pytest
+
 from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
 from tests.support import cycle, good_site, query, write_feeds
 
@@ -264,6 +266,7 @@ def test_one_politeness_budget_per_host(tmp_path: Path) -> None:
     assert server.starts[-1] - server.starts[0] >= 12 * 0.2 - 0.05, gaps
 
 
+@pytest.mark.slow
 def test_real_section_feeds_with_overlap_store_each_article_once(tmp_path: Path) -> None:
     """The 24 captured Le Figaro / Libération section feeds, their links pointed at loopback outlets."""
     import json
@@ -329,6 +332,7 @@ def test_real_section_feeds_with_overlap_store_each_article_once(tmp_path: Path)
     assert {r["state"]: r["n"] for r in states} == {"done": report.items_new}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     import os
     import signal

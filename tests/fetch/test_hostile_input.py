@@ -564,6 +564,7 @@ def test_extraction_has_a_time_limit(tmp_path: Path) -> None:
     assert all("extract_timeout" in e for e in errors), errors
 
 
+@pytest.mark.slow
 def test_an_extraction_process_that_dies_is_replaced() -> None:
     """MONITOR_EXTRACT_PROCESSES=1. The process killed while idle (the OOM killer, an operator) breaks the
     pool: the next page rebuilds it and is extracted all the same. Killed while extracting, the page is
@@ -624,6 +625,7 @@ def test_an_extraction_process_that_dies_is_replaced() -> None:
     assert urls == [f"https://www.example.fr/{i}.html" for i in (0, 1, 2, 3, 0)]
 
 
+@pytest.mark.slow
 def test_a_killed_workers_items_are_taken_over_within_its_lease(tmp_path: Path, postgres_url: str) -> None:
     """Worker A holds every item (its pages hang) and is SIGKILLed; B, started at once, has them all done
     shortly after A's 3-second lease ends, each counted as a second attempt. A live worker renews: A held

@@ -3,10 +3,13 @@ articles come as text or as outlets' pages, and whatever order they arrive in.""
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.story_quality import FLOORS, LIVE_ORDERS, OrderScores, all_scores, below_floors
 from monitor.evaluation import Scores
 
 
+@pytest.mark.slow
 def test_story_grouping_holds_its_floors() -> None:
     scores = all_scores()
     assert below_floors(scores) == [], {name: s.as_dict() for name, s in scores.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.corpus import RPM2
@@ -29,6 +30,7 @@ def _grouping(database_url: str) -> tuple[set[frozenset[str]], int, int]:
     return {frozenset(g) for g in groups.values()}, stories, int(documents)
 
 
+@pytest.mark.slow
 def test_recluster_is_deterministic_and_follows_the_settings(tmp_path: Path, database_url: str) -> None:
     archive = tmp_path / "rpm2.jsonl"
     archive.write_text("\n".join(RPM2.read_text(encoding="utf-8").splitlines()[:80]) + "\n", encoding="utf-8")

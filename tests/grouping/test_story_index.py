@@ -72,6 +72,7 @@ def one_by_one(tmp_path_factory: pytest.TempPathFactory) -> Placements:
     return _import(f"sqlite:///{directory}/single.db", _archive(directory, 120), batch_size=1)
 
 
+@pytest.mark.slow
 def test_batch_size_does_not_change_the_stories(tmp_path: Path, database_url: str, one_by_one: Placements) -> None:
     batched = _import(database_url, _archive(tmp_path, 120), batch_size=64)
     assert [row[:2] for row in batched] == [row[:2] for row in one_by_one]  # same stories, each named alike
@@ -132,6 +133,7 @@ def test_upgrade_indexes_existing_stories(tmp_path: Path, database_url: str) -> 
     assert before and after == before
 
 
+@pytest.mark.slow
 def test_live_regrouping_joins_pieces_and_records_why(tmp_path: Path, database_url: str) -> None:
     """Placed one at a time, rpm2-dev would start some events as several stories and put an event's first
     articles in a neighbour's story. Each placement groups its neighbourhood again: pieces are joined (the

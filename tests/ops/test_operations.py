@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
@@ -169,6 +170,7 @@ def test_compose_file_matches_the_code() -> None:
     assert "docker compose up --build --scale monitor=3" in readme
 
 
+@pytest.mark.slow
 def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) -> None:
     """Stories placed by a worker and never merged (placed with merging switched off, so pieces of one event
     stay apart); two daemons on one PostgreSQL with an every-minute schedule: the pass runs once for the
