@@ -549,16 +549,25 @@ def test_every_vetted_address_is_tried_in_turn() -> None:
 
 def test_extraction_has_a_time_limit(tmp_path: Path) -> None:
     """A page whose extraction outlasts MONITOR_EXTRACT_TIMEOUT fails with extract_timeout, and the worker
-    goes on with a fresh executor (here every page is over the tiny limit: each fails the same way)."""
+    goes on with a fresh executor (here every page is over the limit: each fails the same way). Each page
+    takes some 0.3 s to extract against a 0.01 s limit: a limit met by an extraction already done when a
+    busy machine ran the timer late is no timeout (asyncio.wait_for returns the result)."""
     database = f"sqlite:///{tmp_path}/m.db"
+    paragraphs = "".join(
+        f'<div class="c{i}"><p>Paragraphe numéro {i} avec quelques mots de texte français pour remplir la page. '
+        f'<a href="/x{i}">lien {i}</a></p></div>'
+        for i in range(600)
+    )
     with LoopbackServer("127.0.0.49") as server:
-        links = [_page(server, i, f"/{i}.html") for i in range(3)]
+        links = [
+            server.add(f"/{i}.html", f"<html><body><article>{paragraphs}</article></body></html>") for i in range(3)
+        ]
         feed = server.add(
             "/feed.xml",
             rss("F", server.base, [{"title": "t", "link": u, "published": datetime.now(UTC)} for u in links]),
             "application/rss+xml",
         )
-        report = cycle(database, write_feeds(tmp_path / "feeds.yaml", {"f": feed}), extract_timeout=0.0001)
+        report = cycle(database, write_feeds(tmp_path / "feeds.yaml", {"f": feed}), extract_timeout=0.01)
     assert report.items_failed == 3
     errors = [r["last_error"] for r in query(database, "SELECT last_error FROM feed_items")]
     assert all("extract_timeout" in e for e in errors), errors
