@@ -11,7 +11,7 @@ from monitor.evaluation import Scores
 
 @pytest.mark.slow
 def test_story_grouping_holds_its_floors() -> None:
-    scores = all_scores()
+    scores = all_scores(workers=1)  # in this test process: the other test processes keep the cores busy
     assert below_floors(scores) == [], {name: s.as_dict() for name, s in scores.items()}
     assert set(scores) == {name for name in FLOORS if not name.startswith("_")}  # every set scored has floors
     assert isinstance(seeds := scores["seeds"], Scores) and seeds.predicted_stories == 2 and seeds.bcubed_f1 == 1.0
