@@ -127,10 +127,9 @@ class OrderScores:
 def live_order(path: Path, seed: int) -> Scores:
     """``path`` shuffled and cut into batches of LIVE_BATCH sizes, both drawn from ``random.Random(seed)``,
     each batch stored by the import's own code (prepared once per process, ``_prepared``) into a fresh
-    SQLite database and grouped again
-    as a worker does (``Ingestor.settle``: when its queue runs dry, here after a random SETTLE_CHANCE of
-    batches, and once the last is in), with no merge pass after: what the live service holds once the
-    burst is in."""
+    SQLite database and grouped again as a worker does (``Ingestor.settle``: when its queue runs dry, here
+    after a random SETTLE_CHANCE of batches, and once the last is in), with no merge pass after: what the
+    live service holds once the burst is in."""
     prepared = _prepared(path)
     lines = list(prepared)
     gold: dict[str, object] = {}

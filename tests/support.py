@@ -361,17 +361,16 @@ def serving(env: dict[str, str], token: str | None = None) -> Iterator[str]:
     server.start()
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def answering() -> bool:
+        assert server.thread.is_alive(), "the desk stopped"
+        try:
+            return httpx.get(f"{base}/api/feeds", headers=headers, timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.thread.is_alive(), "the desk stopped"
-            try:
-                if httpx.get(f"{base}/api/feeds", headers=headers, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the desk did not answer"
-            time.sleep(0.05)
+        assert wait_until(answering, timeout_s=60, step_s=0.05), "the desk did not answer"
         yield base
     finally:
         server.stop()

@@ -249,27 +249,20 @@ class StoryIndex(Corpus):  # reclustering takes articles out of the corpus stati
         caller: a batch meets the same stories again and again, and their centroids are the costly part)."""
         if not weights:
             return [], []
-        if self._postgres():  # one prepared statement; the terms as one array, joined
-            rows = self.session.execute(
-                _stories_sharing_pg(),
-                {
-                    "terms": _joined(weights),
-                    "weights": _joined(weights.values()),
-                    "weeks": _joined(weeks),
-                    "limit": limit,
-                    "have": _joined(sorted(have)),
-                },
-            ).all()
-        else:  # one statement too: its terms, weights and weeks as JSON (json_each), whatever their number
-            rows = self.session.execute(
-                _stories_sharing_sqlite(),
-                {
-                    "weights": json.dumps(dict(sorted(weights.items()))),
-                    "weeks": json.dumps(list(weeks)),
-                    "limit": limit,
-                    "have": json.dumps(sorted(have)),
-                },
-            ).all()
+        if self._postgres():  # the lists as arrays, joined
+            lists = {
+                "terms": _joined(weights),
+                "weights": _joined(weights.values()),
+                "weeks": _joined(weeks),
+                "have": _joined(sorted(have)),
+            }
+        else:  # as JSON
+            lists = {
+                "weights": json.dumps(dict(sorted(weights.items()))),
+                "weeks": json.dumps(list(weeks)),
+                "have": json.dumps(sorted(have)),
+            }
+        rows = self.session.execute(_stories_sharing(self._postgres()), {**lists, "limit": limit}).all()
         return [(row[1], float(row[0])) for row in rows], [Candidate(*row[1:]) for row in rows if row[1] not in have]
 
     def story_versions(self, story_ids: Sequence[int]) -> dict[int, datetime]:
@@ -514,31 +507,26 @@ def _story_state_query(with_centroid: bool) -> Select[Any]:
     )
 
 
-@lru_cache(maxsize=1)
-def _stories_sharing_sqlite() -> TextualSelect:
-    """Built once, as on PostgreSQL: one statement whatever the number of terms, where an IN list and a CASE
-    per term cost SQLAlchemy more to build and compile, on each call, than SQLite takes to answer it."""
+@lru_cache(maxsize=2)
+def _stories_sharing(postgres: bool) -> TextualSelect:
+    """Built once per dialect: the statement ``Repository.stories_sharing`` runs for every article placed,
+    each list bound as one parameter whatever its length (PostgreSQL: arrays; SQLite: JSON, ``json_each``).
+    An IN list and a CASE per term cost SQLAlchemy more to build and compile, on each call, than the
+    database takes to answer."""
+    if postgres:
+        have = f"= ANY({_array('have', 'INTEGER')})"
+        weighted = f"unnest({_array('terms', 'VARCHAR(64)')}, {_array('weights', 'FLOAT8')}) AS q(term, w)"
+        weeks = f"= ANY({_array('weeks', 'SMALLINT')})"
+    else:
+        have = "IN (SELECT value FROM json_each(:have))"
+        weighted = "(SELECT key AS term, value AS w FROM json_each(:weights)) AS q"
+        weeks = "IN (SELECT value FROM json_each(:weeks))"
     columns = _candidate_columns()
     return sql_text(
-        "SELECT r.shared, s.id, CASE WHEN s.id IN (SELECT value FROM json_each(:have)) THEN NULL ELSE s.centroid END,"
-        " s.first_published_at, s.last_published_at, s.event_date, s.original_count"
-        " FROM (SELECT st.story_id, SUM(st.weight * q.value) AS shared FROM json_each(:weights) AS q"
-        " JOIN story_terms st ON st.term = q.key WHERE st.week IN (SELECT value FROM json_each(:weeks))"
-        " GROUP BY st.story_id ORDER BY shared DESC, st.story_id LIMIT :limit) AS r"
-        " JOIN stories s ON s.id = r.story_id WHERE s.article_count > 0 ORDER BY r.shared DESC, s.id"
-    ).columns(column("shared", Float), *(column(c.name, c.type) for c in columns))
-
-
-@lru_cache(maxsize=1)
-def _stories_sharing_pg() -> TextualSelect:
-    """Built once: the statement ``Repository.stories_sharing`` runs for every article placed."""
-    columns = _candidate_columns()
-    return sql_text(
-        "SELECT r.shared, s.id, CASE WHEN s.id = ANY(" + _array("have", "INTEGER") + ") THEN NULL ELSE s.centroid END,"
+        f"SELECT r.shared, s.id, CASE WHEN s.id {have} THEN NULL ELSE s.centroid END,"
         " s.first_published_at, s.last_published_at, s.event_date, s.original_count"
         " FROM (SELECT st.story_id, SUM(st.weight * q.w) AS shared FROM story_terms st"
-        f" JOIN unnest({_array('terms', 'VARCHAR(64)')}, {_array('weights', 'FLOAT8')}) AS q(term, w)"
-        f" ON st.term = q.term WHERE st.week = ANY({_array('weeks', 'SMALLINT')})"
+        f" JOIN {weighted} ON st.term = q.term WHERE st.week {weeks}"
         " GROUP BY st.story_id ORDER BY shared DESC, st.story_id LIMIT :limit) AS r"
         " JOIN stories s ON s.id = r.story_id WHERE s.article_count > 0 ORDER BY r.shared DESC, s.id"
     ).columns(column("shared", Float), *(column(c.name, c.type) for c in columns))
