@@ -1,7 +1,7 @@
 """The pages of `monitor web` in a real headless Chromium against the real server, on SQLite and PostgreSQL.
 
 Chromium (Debian's ``chromium``: ``apt-get install -y chromium``) is started once per test process and
-driven through Playwright; it loads each page in a tab of its own, which must render without a single
+driven through Playwright; it loads each page in turn in one tab, and each must render without a single
 console message (a CSP violation or a script error would log one); assertions read the DOM it renders.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Page, ViewportSize, sync_playwright
 
 from tests.support import CHROMIUM, XSS_TITLE, serving
 
@@ -24,44 +24,38 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file() and not os.environ.get("CI"),  # in CI, a missing browser fails the tests
     reason="needs chromium (apt-get install -y chromium)",
 )
-PHONE = {"width": 390, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 900}
+DESKTOP: ViewportSize = {"width": 1280, "height": 720}  # Playwright's default
+LOAD_FAILED = "Failed to load resource"  # Chromium's message for a response with an error status
 
 
 @dataclass
 class Chromium:
-    """One Chromium for the test process (starting one costs more than the pages it renders), driven from a
-    thread of its own: Playwright's sync API keeps an event loop running in the thread that uses it, and
-    the commands these tests run in-process start their own (asyncio.run)."""
+    """One Chromium tab for the test process, each page loaded in turn (a browser, or a tab, opened per page
+    cost Chromium more than rendering it), driven from a thread of its own: Playwright's sync API keeps an
+    event loop running in the thread that uses it, and the commands these tests run in-process start their
+    own (asyncio.run)."""
 
     thread: ThreadPoolExecutor
-    browser: Browser
+    page: Page
+    console: list[tuple[str, str]]  # (message, the URL it came from)
 
     def dom(self, url: str, *, screenshot: Path | None = None) -> str:
-        """The DOM Chromium builds for the page, in a tab of its own (and a screenshot at a phone's size when
-        asked); fails on any console message or script error, a resource the page asks for and does not
-        get included (the favicon, once)."""
+        """The DOM Chromium builds for the page (and a screenshot at a phone's size when asked); fails on any
+        console message or script error, a resource the page asks for and does not get included (the
+        favicon, once: the tab keeps it)."""
         return self.thread.submit(self._load, url, screenshot).result()
 
     def _load(self, url: str, screenshot: Path | None) -> str:
-        page = self.browser.new_page(viewport=PHONE if screenshot else None)  # type: ignore[arg-type]
-        console: list[str] = []
-        page.on(
-            "console",
-            lambda message: (
-                console.append(f"{message.type}: {message.text}")
-                if message.location.get("url") != url  # the page's own error status (404, 422) is its answer
-                else None
-            ),
-        )
-        page.on("pageerror", lambda error: console.append(f"error: {error}"))
-        try:
-            page.goto(url, wait_until="load")
-            if screenshot:
-                page.screenshot(path=screenshot)
-            dom = page.content()
-        finally:
-            page.close()
-        assert console == [], (url, console)
+        self.console.clear()
+        self.page.set_viewport_size(PHONE if screenshot else DESKTOP)
+        self.page.goto(url, wait_until="load")
+        if screenshot:
+            self.page.screenshot(path=screenshot)
+        dom = self.page.content()
+        self.page.goto("about:blank")  # the page's late messages are told apart from the next one's
+        # The page's own error status (404, 422) is its answer, not a message to fail on.
+        assert [m for m, source in self.console if source != url or LOAD_FAILED not in m] == [], (url, self.console)
         return dom
 
 
@@ -72,7 +66,11 @@ def chromium() -> Iterator[Chromium]:
         args = ["--no-sandbox", "--disable-gpu", "--disable-quic"]
         browser = thread.submit(playwright.chromium.launch, executable_path=CHROMIUM, args=args).result()
         try:
-            yield Chromium(thread, browser)
+            page = thread.submit(browser.new_page).result()
+            console: list[tuple[str, str]] = []
+            page.on("console", lambda m: console.append((f"{m.type}: {m.text}", m.location.get("url", ""))))
+            page.on("pageerror", lambda error: console.append((f"error: {error}", "")))
+            yield Chromium(thread, page, console)
         finally:
             thread.submit(browser.close).result()
             thread.submit(playwright.stop).result()
