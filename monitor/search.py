@@ -55,7 +55,7 @@ def _stop() -> frozenset[str]:
 @lru_cache(maxsize=1 << 16)
 def _index_term(word: str) -> str | None:
     """A word's stem, or None for a stop word. Cached: running text reuses a small vocabulary, and folding
-    each word of each article was an eighth of placing it on SQLite."""
+    each word of each article took half the time of indexing it."""
     folded = fold(word)
     return None if folded in _stop() else stemmer().stemWord(folded)
 

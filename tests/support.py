@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -131,6 +133,22 @@ def place_in_batches(ingestor: Ingestor, articles: Path | list[Incoming]) -> Non
         articles = [labelled_incoming(json.loads(line)) for line in articles.read_text(encoding="utf-8").splitlines()]
     for start in range(0, len(articles), BATCH):
         ingestor.store_many([ingestor.prepare(incoming) for incoming in articles[start : start + BATCH]])
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Any]) -> Any:
+    """What ``make(directory)`` returns (JSON), made by the first test process that asks and read back by
+    the others: the processes of one run share the parent of their temporary directories. Alone, this
+    process makes it."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return make(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent / name
+    shared.mkdir(exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        made = shared / "made.json"
+        if not made.exists():
+            made.write_text(json.dumps(make(shared)), encoding="utf-8")
+        return json.loads(made.read_text(encoding="utf-8"))
 
 
 @contextmanager

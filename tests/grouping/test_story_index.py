@@ -26,7 +26,7 @@ from monitor.pipeline.importing import import_file
 from monitor.pipeline.placement import Ingestor, _moved
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Storage
-from tests.support import labelled_incoming, place_online, run_cli
+from tests.support import labelled_incoming, made_once, place_online, run_cli
 
 Placements = list[tuple[str, str, str, str | None, float | None]]  # url, story, method, matched, score
 
@@ -67,9 +67,12 @@ def _import(database_url: str, archive: Path, batch_size: int) -> Placements:
 @pytest.fixture(scope="module")
 def one_by_one(tmp_path_factory: pytest.TempPathFactory) -> Placements:
     """The placements of 120 articles and a reprint imported one at a time on SQLite: what batches on each
-    engine must give, made once."""
-    directory = tmp_path_factory.mktemp("one-by-one")
-    return _import(f"sqlite:///{directory}/single.db", _archive(directory, 120), batch_size=1)
+    engine must give, made once for the run."""
+
+    def make(directory: Path) -> Placements:
+        return _import(f"sqlite:///{directory}/single.db", _archive(directory, 120), batch_size=1)
+
+    return [tuple(row) for row in made_once(tmp_path_factory, "one-by-one", make)]
 
 
 @pytest.mark.slow
