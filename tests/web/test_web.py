@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
 from tests.support import CHROMIUM, XSS_TITLE, serving
 
@@ -59,6 +59,15 @@ class Chromium:
         return dom
 
 
+def _tab(thread: ThreadPoolExecutor, browser: Browser) -> Chromium:
+    """The tab, with what it logs listened to (from the thread Playwright runs in)."""
+    page = browser.new_page()
+    console: list[tuple[str, str]] = []
+    page.on("console", lambda m: console.append((f"{m.type}: {m.text}", m.location.get("url", ""))))
+    page.on("pageerror", lambda error: console.append((f"error: {error}", "")))
+    return Chromium(thread, page, console)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Chromium]:
     with ThreadPoolExecutor(1, thread_name_prefix="chromium") as thread:
@@ -66,11 +75,7 @@ def chromium() -> Iterator[Chromium]:
         args = ["--no-sandbox", "--disable-gpu", "--disable-quic"]
         browser = thread.submit(playwright.chromium.launch, executable_path=CHROMIUM, args=args).result()
         try:
-            page = thread.submit(browser.new_page).result()
-            console: list[tuple[str, str]] = []
-            page.on("console", lambda m: console.append((f"{m.type}: {m.text}", m.location.get("url", ""))))
-            page.on("pageerror", lambda error: console.append((f"error: {error}", "")))
-            yield Chromium(thread, page, console)
+            yield thread.submit(_tab, thread, browser).result()
         finally:
             thread.submit(browser.close).result()
             thread.submit(playwright.stop).result()
