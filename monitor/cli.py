@@ -292,8 +292,9 @@ def story(
     story_id: Annotated[int, typer.Argument(callback=_positive, help="A story's id (monitor stories).")],
     as_json: AsJson = False,
 ) -> None:
-    """Show one story: its coverage in time order, near-copies under their original, why each is there, and
-    its history of moves, splits and merges."""
+    """Show one story: its coverage in time order, why each article is there, and its history.
+
+    Near-copies are listed under their original; the history is the story's moves, splits and merges."""
     from monitor.desk.times import local
 
     settings = _settings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,15 @@ def test_limit_must_be_positive_and_version(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--limit" in result.stderr
     assert run_cli("--version", env=env).stdout.startswith("monitor ")
     assert "stories" in run_cli("-h", env=env).stdout
+
+
+def test_help_sums_each_command_up_in_one_line(tmp_path: Path) -> None:
+    """`monitor -h` lists each command by the first paragraph of its docstring, line breaks kept: on a wide
+    terminal every row of the list starts with a command's name."""
+    env = {"MONITOR_DATABASE_URL": f"sqlite:///{tmp_path}/none.db", "COLUMNS": "200"}
+    listing = run_cli("-h", env=env).stdout.split("Commands")[1]
+    rows = [line for line in listing.splitlines() if line.startswith("│")]
+    assert len(rows) >= 12 and all(re.match(r"│ [a-z]+ +\S", row) for row in rows), rows
 
 
 def test_feeds_and_items_after_a_run(seed_sites, database_url: str) -> None:  # type: ignore[no-untyped-def]
