@@ -29,7 +29,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from monitor.config import Settings
 from monitor.desk.rows import plural
@@ -267,7 +267,7 @@ def stories(
     if as_json:
         _print_json(page)
         return
-    table = Table("story", f"last published ({settings.timezone})", "articles", "outlets", "title")
+    table = Table("story", _published_column(settings.timezone), "articles", "outlets", "title")
     for row in page.items:
         table.add_row(
             str(row.id),
@@ -278,6 +278,12 @@ def stories(
         )
     console.print(table)
     console.print(_matches(page, ("story", "stories"), ""), highlight=False)
+
+
+def _published_column(timezone: str) -> Column:
+    """The time zone under the heading, and the times unbroken: the column as wide as a time, not as the
+    heading, leaves the width to the titles."""
+    return Column(f"last published\n({timezone})", no_wrap=True)
 
 
 def _outlets(row: StoryRow) -> str:
@@ -518,20 +524,19 @@ def search(
     if as_json:
         _print_json(page)
         return
-    table = Table("story", f"last published ({settings.timezone})", "articles", "outlets", "title", "snippet")
+    # A block per story, as `story` prints one: a snippet in a table cell ran to twenty lines in 80 columns.
+    out = []
     for hit in page.items:
         row = hit.story
-        snippet = "".join(s.text.upper() if s.match else s.text for s in hit.snippet)
-        table.add_row(
-            str(row.id),
-            local(row.last_published_at, settings.timezone),
-            str(row.article_count),
-            str(row.outlet_count),
-            row.title,
-            snippet,
-        )
-    console.print(table)
-    console.print(_matches(page, ("story", "stories"), f" {parsed}"), highlight=False)
+        out += [
+            f"story {row.id}: {row.title}",
+            f"  {plural(row.outlet_count, 'outlet')}, {plural(row.article_count, 'article')}, last published "
+            f"{local(row.last_published_at, settings.timezone)} ({settings.timezone})",
+            "  " + "".join(s.text.upper() if s.match else s.text for s in hit.snippet),  # the words found, in capitals
+            "",
+        ]
+    out.append(_matches(page, ("story", "stories"), f" {parsed}"))
+    console.print("\n".join(out), highlight=False)
 
 
 @app.command()

@@ -40,7 +40,10 @@ def test_stories_story_and_search(seeded_database: tuple[dict[str, str], dict[st
 
     found = json.loads(_ok("search", "militaires", "--limit", "1", "--json", env=env))
     assert len(found["items"]) == 1 and found["total"] >= 1
-    assert f"{found['total']} stor" in _ok("search", "militaires", env=env)
+    listed = _ok("search", "militaires", env=env)
+    assert f"{found['total']} stor" in listed
+    block = listed.split(f"story {found['items'][0]['story']['id']}: ", 1)[1].splitlines()  # a block per story
+    assert block[0] == found["items"][0]["story"]["title"] and "outlet" in block[1] and "MILITAIRE" in block[2]
 
 
 @pytest.mark.parametrize(
