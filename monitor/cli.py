@@ -428,6 +428,10 @@ def feeds(ctx: typer.Context, as_json: AsJson = False) -> None:
     if as_json:
         _print_json(rows)
         return
+    if not rows:  # an import adds articles, not feeds
+        hint = f"no feed in the database yet: `monitor run` adds those of {settings.feeds_file}"
+        console.print(hint, highlight=False)
+        return
     now, zone = datetime.now(UTC), settings.timezone
     table = Table(
         "feed", "state", f"last success ({zone})", "next fetch", "why then", "pending", "failed", "last error"

@@ -188,6 +188,7 @@ def test_feeds_and_items_after_a_run(seed_sites, database_url: str) -> None:  # 
 
     feeds_file, _servers = seed_sites
     env = {**loopback_env(database_url, feeds_file, host_min_interval="0"), "COLUMNS": "250"}
+    assert f"no feed in the database yet: `monitor run` adds those of {feeds_file}" in _ok("feeds", env=env)
     _ok("run", "--once", env=env)
     out = _ok("feeds", env=env)
     assert "Numerama" in out and " ago)" in out and "(in " in out, out
