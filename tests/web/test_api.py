@@ -168,6 +168,7 @@ def test_openapi_feeds_digests_and_read_only(seeded_desk: tuple[str, dict[str, s
     digests = httpx.get(f"{base}/api/digests").json()
     assert [d["name"] for d in digests["digests"]] == ["matin"] and digests["runs"] == []
     assert httpx.get(f"{base}/api/feeds").json() == []  # the import ran no feed
+    assert "Aucun flux en base pour l'instant" in httpx.get(f"{base}/feeds").text
     for method in ("POST", "PUT", "DELETE"):
         response = httpx.request(method, f"{base}/api/stories")
         assert response.status_code == 405
