@@ -409,7 +409,8 @@ def items(
             item.url or item.guid,
             item.last_error or "",
         )
-    console.print(table)
+    if page.items:  # nothing stuck: the count alone says it
+        console.print(table)
     shown = f"; showing {len(page.items)} (--limit)" if len(page.items) < page.total else ""
     noun = "item" if page.total == 1 else "items"
     console.print(f"{page.total} {noun} {' or '.join(states)}{shown}", highlight=False)
