@@ -276,7 +276,8 @@ def stories(
             _outlets(row),
             row.title,
         )
-    console.print(table)
+    if page.items:
+        console.print(table)
     console.print(_matches(page, ("story", "stories"), ""), highlight=False)
 
 

@@ -28,6 +28,7 @@ def test_stories_story_and_search(seeded_database: tuple[dict[str, str], dict[st
     one = _ok("stories", "--limit", "1", env=env)
     assert "3 stories match; showing 1 (--limit)" in one
     assert "1 story matches" in _ok("stories", "--min-outlets", "2", env=env)
+    assert _ok("stories", "--min-outlets", "99", env=env) == "0 stories match\n"  # and no empty table
     page = json.loads(_ok("stories", "--json", "--since", "2024-11-01", "--until", "2024-11-30", env=env))
     assert page["total"] == 2 and page["items"][0]["id"] == story["000"] and page["items"][0]["outlet_count"] == 4
 
