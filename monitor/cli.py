@@ -100,6 +100,7 @@ def run(
 ) -> None:
     """Run the daemon: poll due feeds and ingest new articles until SIGTERM/SIGINT."""
     settings = _settings()  # a bad setting is refused before the daemon's imports (about a second)
+    from monitor.daemon.report import placed
     from monitor.daemon.service import run_forever, run_once
 
     if not once:
@@ -112,7 +113,8 @@ def run(
         pending = desk.pending_items()
     console.print(
         f"{plural(report.feeds_ok, 'feed')} fetched, {report.feeds_failed} failed; "
-        f"{plural(report.items_new, 'new item')}, {plural(report.articles_added, 'article')} added, "
+        f"{plural(report.items_new, 'new item')}, {plural(report.articles_added, 'article')} added "
+        f"({placed(report)}), "
         f"{plural(report.items_failed, 'item')} failed, {pending} left pending; "
         f"{plural(report.stories_merged, 'story', 'stories')} merged"
     )

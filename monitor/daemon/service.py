@@ -21,7 +21,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from monitor.config import Settings, load_digests, load_feeds
-from monitor.daemon.report import CycleReport, describe, now_utc
+from monitor.daemon.report import CycleReport, describe, now_utc, placed
 from monitor.daemon.worker import Worker
 from monitor.digests.periods import scheduled_end
 from monitor.digests.runs import Digester, warn_unknown_outlets
@@ -198,11 +198,12 @@ async def _serve(
                 busy = report.items_new or report.feeds_failed or report.items_failed
                 log.log(
                     logging.INFO if busy else logging.DEBUG,
-                    "cycle: %d feeds ok, %d failed, %d new items, %d articles added",
+                    "cycle: %d feeds ok, %d failed, %d new items, %d articles added (%s)",
                     report.feeds_ok,
                     report.feeds_failed,
                     report.items_new,
                     report.articles_added,
+                    placed(report),
                 )
             except Exception as e:  # the database gone, say: logged in one line, the next tick tries again
                 log.error("cycle failed: %s", e if isinstance(e, MonitorError) else describe(e))

@@ -213,6 +213,8 @@ class Worker:
             if outcome.created:
                 ARTICLES.labels(method=outcome.method).inc()
                 report.articles_added += 1
+                report.stories_started += outcome.method == "new_story"
+                report.near_copies += outcome.method == "near_copy"
 
     def _settle_known(self, by_url: dict[str | None, list[PendingItem]]) -> None:
         """Mark done the items whose article is stored already, and take them out of ``by_url``."""

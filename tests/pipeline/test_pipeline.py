@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from benchmarks.corpus import LoopbackServer, rss, seeds
+from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
 from tests.support import loopback_env, run_cli, running_daemon, wait_until
 
 
@@ -21,7 +21,7 @@ def test_run_once_groups_the_seeds(seed_sites, database_url: str, extract_proces
     env = loopback_env(database_url, feeds_file, host_min_interval="0", extract_processes=extract_processes)
     result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
-    assert "6 feeds fetched, 0 failed" in result.stdout
+    assert "6 feeds fetched, 0 failed; 7 new items, 5 articles added (2 new stories, 0 near-copies)" in result.stdout
 
     engine = create_engine(database_url)
     with engine.connect() as db:
@@ -66,6 +66,28 @@ def test_private_addresses_are_refused_by_default(seed_sites, tmp_path: Path) ->
     assert "0 feeds fetched, 6 failed" in result.stdout
     assert "refused" in result.stderr and "127.0.0.2" in result.stderr
     assert all(not server.requests for server in servers)  # refused before connecting
+
+
+def test_the_cycle_says_how_its_articles_were_placed(tmp_path: Path) -> None:
+    """A report, its wire reprint under another URL, and an unrelated report: two stories begun, one copy."""
+    clegg, llama = seeds()[0], seeds()[4]
+    with LoopbackServer("127.0.0.9") as server:
+        now = datetime.now().astimezone()
+        items = []
+        for path, title, body in (
+            ("/clegg.html", clegg.title, clegg.body),
+            ("/depeche.html", f"{clegg.title} (dépêche)", clegg.body),
+            ("/llama.html", llama.title, llama.body),
+        ):
+            url = server.base + path
+            page = article_page(title=title, body=body, site="Agence", url=url, published=clegg.published)
+            items.append({"title": title, "link": server.add(path, page), "published": now})
+        server.add("/feed.xml", rss("Agence", server.base, items), "application/rss+xml")
+        feeds_file = tmp_path / "feeds.yaml"
+        feeds_file.write_text(f'feeds:\n  - {{name: Agence, url: "{server.base}/feed.xml"}}\n', encoding="utf-8")
+        env = loopback_env(f"sqlite:///{tmp_path}/m.db", feeds_file, host_min_interval="0")
+        result = run_cli("run", "--once", env=env)
+    assert "3 articles added (2 new stories, 1 near-copy)" in result.stdout, result
 
 
 @pytest.mark.parametrize("extract_processes", ["0", "1"])  # the error crosses the process boundary intact
