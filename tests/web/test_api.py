@@ -200,6 +200,14 @@ def test_feeds_show_pending_and_failed_items(seed_sites, database_url: str) -> N
         assert items["total"] == 1 and items["items"][0]["last_error"] == "http: 503"
 
 
+def test_an_empty_database_says_how_stories_come(database_url: str, tmp_path: Path) -> None:
+    env = {"MONITOR_DATABASE_URL": database_url, "MONITOR_FEEDS_FILE": str(tmp_path / "none.yaml")}
+    with serving(env) as base:
+        assert "Aucun sujet pour l'instant" in httpx.get(f"{base}/").text
+        filtered = httpx.get(f"{base}/", params={"min_outlets": 2}).text
+        assert "0 sujet correspond aux filtres" in filtered and "Aucun sujet pour l'instant" not in filtered
+
+
 def test_token_is_required_on_every_route(tmp_path: Path) -> None:
     env = seed_database(f"sqlite:///{tmp_path}/monitor.db", tmp_path)
     token = "s3cret-jeton"
