@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+DAYS_A_YEAR = 365.25
+
 
 def local(moment: datetime | None, zone: str) -> str:
     """A stored UTC time on the analyst's wall clock."""
@@ -12,15 +14,22 @@ def local(moment: datetime | None, zone: str) -> str:
 
 
 def duration(seconds: float, *, french: bool = True) -> str:
-    """12 min, 3 h, 2 j: the coarsest unit that still says something."""
+    """12 min, 3 h, 2 j, 5 mois, 18 ans: the coarsest unit that still says something."""
     seconds = abs(seconds)
+    days = seconds / 86400
     if seconds < 60:
         return "moins d'1 min" if french else "under 1 min"
     if seconds < 3600:
         return f"{int(seconds // 60)} min"
     if seconds < 48 * 3600:
         return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 86400)} {'j' if french else 'd'}"
+    if days < 60:
+        return f"{int(days)} {'j' if french else 'd'}"
+    if days < 2 * DAYS_A_YEAR:
+        months = int(days // (DAYS_A_YEAR / 12))
+        return f"{months} mois" if french else f"{months} months"
+    years = int(days // DAYS_A_YEAR)
+    return f"{years} ans" if french else f"{years} years"
 
 
 def relative(moment: datetime | None, now: datetime, *, french: bool = True) -> str:

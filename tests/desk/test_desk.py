@@ -30,6 +30,7 @@ from monitor.config import DigestConfig, Settings, load_digests
 from monitor.desk import read
 from monitor.desk.params import StoryFilter
 from monitor.desk.read import Desk
+from monitor.desk.times import relative
 from monitor.digests.build import build
 from monitor.digests.runs import MAX_ATTEMPTS, Digester
 from monitor.storage import Storage
@@ -422,6 +423,17 @@ def test_times_are_shown_on_the_local_clock(seeded_desk: tuple[str, dict[str, st
         assert done.returncode == 0, done.stderr
         assert f"\n  05/11/2024 {clock}  outlet-001 [{article['id']}]: " in done.stdout, done.stdout
         assert f"({zone})" in done.stdout.splitlines()[1]
+
+
+@pytest.mark.parametrize(
+    ("days", "french", "english"),
+    [(0.5, "12 h", "12 h"), (45, "45 j", "45 d"), (400, "13 mois", "13 months"), (6632, "18 ans", "18 years")],
+)
+def test_a_time_long_past_is_told_in_months_or_years(days: float, french: str, english: str) -> None:
+    """A story of 2008 is « il y a 18 ans », not « il y a 6632 j »."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert relative(now - timedelta(days=days), now) == f"il y a {french}"
+    assert relative(now + timedelta(days=days), now, french=False) == f"in {english}"
 
 
 def test_a_feed_tag_keeps_the_stories_with_an_article_from_its_feeds(database_url: str, tmp_path: Path) -> None:
