@@ -168,9 +168,11 @@ def import_(
             )
     for error in report.errors:
         errors.print(f"{name}:{_one_line(error)}", highlight=False)
+    if report.skipped > len(report.errors):
+        errors.print(f"{name}: … and {plural(report.skipped - len(report.errors), 'more line')}", highlight=False)
     console.print(
         f"{plural(report.added, 'article')} added, {report.already_known} already known, "
-        f"{plural(len(report.errors), 'line')} skipped, {plural(report.merged, 'story', 'stories')} merged"
+        f"{plural(report.skipped, 'line')} skipped, {plural(report.merged, 'story', 'stories')} merged"
     )
 
 

@@ -94,7 +94,7 @@ def evaluate(
         storage.upgrade()
         report = import_file(path, Ingestor(storage, params), max_line_bytes=max_line_bytes)
         if report.errors:
-            more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+            more = f" (and {report.skipped - 1} more)" if report.skipped > 1 else ""
             raise ConfigError(f"{path}:{report.errors[0]}{more}")
         with storage.repository() as repo:
             predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).all())

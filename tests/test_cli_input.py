@@ -26,6 +26,7 @@ from sqlalchemy import text
 from monitor.config import Settings
 from monitor.errors import StorageError
 from monitor.ops.health import HealthServer
+from monitor.pipeline.importing import MAX_NAMED_ERRORS
 from monitor.storage import Storage
 from tests.support import free_port, run_cli, running_daemon, stories_of, wait_until, write_seeds
 
@@ -301,6 +302,18 @@ def test_import_reads_standard_input(tmp_path: Path) -> None:
     assert "5 articles added, 0 already known, 1 line skipped" in result.stdout
     assert "stdin:line 3: not JSON" in result.stderr
     assert len(stories_of(env["MONITOR_DATABASE_URL"])) == 5
+
+
+def test_a_file_that_is_no_archive_is_named_a_hundred_lines_at_most(tmp_path: Path) -> None:
+    """The wrong file (a binary, another export) fails on every line: the first hundred say why, the rest
+    are counted, and memory holds no more."""
+    archive = tmp_path / "binaire.jsonl"
+    archive.write_bytes(b"\xff\xfe pas du JSON\n" * 250)
+    result = run_cli("import", str(archive), env=_env(tmp_path))
+    assert result.returncode == 0 and "0 articles added, 0 already known, 250 lines skipped" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == MAX_NAMED_ERRORS + 1 and lines[-1] == f"{archive}: … and 150 more lines", lines[-3:]
+    assert lines[MAX_NAMED_ERRORS - 1].startswith(f"{archive}:line {MAX_NAMED_ERRORS}: not UTF-8")
 
 
 def test_import_messages_name_fields_not_classes(tmp_path: Path) -> None:

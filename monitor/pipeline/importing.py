@@ -71,13 +71,24 @@ class ImportLine(BaseModel):
         return self
 
 
+MAX_NAMED_ERRORS = 100  # skipped lines kept with their reason; past them, only counted
+
+
 @dataclass
 class ImportReport:
     lines: int = 0
     added: int = 0
     already_known: int = 0
     merged: int = 0
-    errors: list[ImportLineError] = field(default_factory=list)
+    skipped: int = 0
+    errors: list[ImportLineError] = field(default_factory=list)  # the first MAX_NAMED_ERRORS skipped lines
+
+    def skip(self, error: ImportLineError) -> None:
+        """A line skipped: counted, and kept with its reason while few are; a file that is not an archive
+        at all (a binary, the wrong export) gives a reason per line, which would fill memory and screen."""
+        self.skipped += 1
+        if len(self.errors) < MAX_NAMED_ERRORS:
+            self.errors.append(error)
 
 
 def _raw_lines(handle: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | ImportLineError]]:
@@ -174,12 +185,12 @@ def import_file(
     for number, line in read_lines(source, max_line_bytes):
         report.lines += 1
         if isinstance(line, ImportLineError):
-            report.errors.append(line)
+            report.skip(line)
             continue
         try:
             batch.append((number, ingestor.prepare(_incoming(line, now))))
         except (ExtractionError, InvalidURL) as e:
-            report.errors.append(ImportLineError(number, str(e)))
+            report.skip(ImportLineError(number, str(e)))
         if len(batch) >= batch_size:
             _store(batch, ingestor, report, progress)
             batch = []
@@ -210,7 +221,7 @@ def _store(
         outcomes = ingestor.store_many([prepared for _, prepared in batch])
     except StorageError as e:
         if len(batch) == 1:
-            report.errors.append(ImportLineError(batch[0][0], str(e)))
+            report.skip(ImportLineError(batch[0][0], str(e)))
         else:
             for single in batch:
                 _store([single], ingestor, report, None)
