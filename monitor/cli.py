@@ -375,7 +375,8 @@ def _why(article: ArticleRow) -> str:
         return f"near-copy of article {article.duplicate_of_id}{similarity}"
     if article.placement_method == "story_match":
         closest = f", closest to article {article.matched_article_id}" if article.matched_article_id else ""
-        return f"matched story {article.matched_story_id}{score}{closest}"
+        matched = "this story" if article.matched_story_id == article.story_id else f"story {article.matched_story_id}"
+        return f"matched {matched}{score}{closest}"
     if article.placement_method == "new_story":
         return "founded the story"
     if article.placement_method == "moved":

@@ -35,7 +35,7 @@ def test_stories_story_and_search(seeded_database: tuple[dict[str, str], dict[st
     detail = _ok("story", str(story["000"]), env=env)
     for seed in ("000", "001", "002", "003"):
         assert f"https://outlet-{seed}.example.fr/article" in detail
-    assert "why: founded the story" in detail and "why: matched story" in detail
+    assert "why: founded the story" in detail and "why: matched this story (score" in detail
     parsed = json.loads(_ok("story", str(story["000"]), "--json", env=env))
     assert len(parsed["articles"]) == 4 and all(a["story_id"] == story["000"] for a in parsed["articles"])
 

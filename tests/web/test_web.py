@@ -128,7 +128,7 @@ def test_story_page_lists_the_coverage_with_links_and_why(
         assert f"https://outlet-{seed}.example.fr/article" in found, seed
     assert "https://outlet-004.example.fr/article" not in found
     assert dom.count('class="article"') == 4
-    assert "Pourquoi ici : a ouvert le sujet" in dom and "rapproché du sujet" in dom
+    assert "Pourquoi ici : a ouvert le sujet" in dom and "Pourquoi ici : rapproché de ce sujet (score" in dom
     assert "Erreur" not in browse(f"{base}/feeds") and "Lettres de veille" in browse(f"{base}/digests")
     assert "Erreur 404" in browse(f"{base}/stories/999999")
 
