@@ -196,6 +196,15 @@ def _moment(option: str, value: str | None, settings: Settings, *, end_of_day: b
         raise ConfigError(f"{option}: {e}") from e
 
 
+def _period(since: str | None, until: str | None, settings: Settings) -> tuple[datetime | None, datetime | None]:
+    """--since and --until as times; a period that ends before it starts is refused, as the desk refuses it,
+    rather than shown as "0 stories match"."""
+    start, end = _moment("--since", since, settings), _moment("--until", until, settings, end_of_day=True)
+    if start is not None and end is not None and end <= start:
+        raise ConfigError(f"--until: {until!r} is not after --since {since!r}")
+    return start, end
+
+
 def _query(value: str, option: str) -> Query:
     from monitor.desk.params import check_query
 
@@ -259,8 +268,7 @@ def stories(
 
     settings = _settings()
     where = StoryFilter(
-        _moment("--since", since, settings),
-        _moment("--until", until, settings, end_of_day=True),
+        *_period(since, until, settings),
         _query(query, "--query") if query else None,
         outlet,
         tag,
@@ -529,7 +537,7 @@ def search(
 
     settings = _settings()
     parsed = _query(query, "query")
-    where = StoryFilter(_moment("--since", since, settings), _moment("--until", until, settings, end_of_day=True))
+    where = StoryFilter(*_period(since, until, settings))
     with _desk(settings) as desk:
         page = desk.search(parsed, where, limit=limit)
     if as_json:
