@@ -28,7 +28,7 @@ import httpx
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from benchmarks.corpus import RPM2, LoopbackServer, article_page, rss, seeds, text_units
 from monitor.config import Settings
@@ -225,12 +225,21 @@ def cycle(database_url: str, feeds_file: Path, **overrides: object) -> CycleRepo
     return asyncio.run(asyncio.wait_for(run_once(settings), timeout=90))
 
 
-def query(database_url: str, sql: str) -> list:  # type: ignore[type-arg]
+@contextmanager
+def connected(database_url: str, *, write: bool = False) -> Iterator[Connection]:
+    """One connection to a test's database for several statements (in a transaction, committed, when
+    ``write``); its engine is disposed after, so that no connection outlives the test."""
     engine = create_engine(database_url)
-    with engine.connect() as db:
-        rows = list(db.execute(text(sql)).mappings())
-    engine.dispose()
-    return rows
+    try:
+        with engine.begin() if write else engine.connect() as db:
+            yield db
+    finally:
+        engine.dispose()
+
+
+def query(database_url: str, sql: str) -> list:  # type: ignore[type-arg]
+    with connected(database_url) as db:
+        return list(db.execute(text(sql)).mappings())
 
 
 def good_site(server: LoopbackServer, seed_index: int = 0, path: str = "/good.xml") -> str:

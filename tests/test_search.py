@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from monitor.pipeline.importing import import_file
 from monitor.pipeline.placement import Ingestor
 from monitor.search import parse_query
 from monitor.storage import Storage
-from tests.support import digest_corpus, run_cli
+from tests.support import connected, digest_corpus, run_cli
 
 # Expected sets checked with grep on the texts (Reprise is the wire copy of 001, Journal 0/1 two rpm2 articles).
 QUERIES = {
@@ -49,8 +49,7 @@ def test_same_answers_on_sqlite_and_postgresql(tmp_path: Path, postgres_url: str
 
 def test_postgresql_search_uses_the_french_index(tmp_path: Path, postgres_url: str) -> None:
     _answers(postgres_url, tmp_path)
-    engine = create_engine(postgres_url)
-    with engine.connect() as db:
+    with connected(postgres_url) as db:
         db.execute(text("SET enable_seqscan = off"))
         plan = "\n".join(
             row[0]
@@ -62,7 +61,6 @@ def test_postgresql_search_uses_the_french_index(tmp_path: Path, postgres_url: s
                 )
             )
         )
-    engine.dispose()
     assert "ix_articles_fts" in plan, plan
 
 

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from benchmarks.corpus import LoopbackServer, article_page, reprints, rss
-from tests.support import postgres_database, write_feeds
+from tests.support import connected, postgres_database, write_feeds
 
 TOPICS = ["T01_C1", "T03_C1", "T06_C1", "T07_C1", "T09_C1", "T11_C1", "T14_C1"]  # unrelated events
 PER_GROUP = 20
@@ -25,11 +25,9 @@ HOSTS = 10
 
 
 def _partition(database_url: str) -> tuple[set[frozenset[str]], int, dict[str, int]]:
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         rows = db.execute(text("SELECT url, story_id FROM articles")).all()
         states = dict(db.execute(text("SELECT state, COUNT(*) FROM feed_items GROUP BY state")).all())
-    engine.dispose()
     stories: dict[int, set[str]] = {}
     for url, story in rows:
         stories.setdefault(story, set()).add(url.split("/", 3)[3])  # host-independent: the path

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from benchmarks.corpus import LoopbackServer
 from monitor.daemon.policy import adaptive_interval, failure_delay, success_delay
 from monitor.fetch.politeness import max_age_seconds, retry_after_seconds
-from tests.support import cycle, good_site, query, write_feeds
+from tests.support import connected, cycle, good_site, query, write_feeds
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -79,13 +79,11 @@ def test_feed_failing_for_days_is_disabled_with_the_reason(tmp_path: Path) -> No
         database_url = f"sqlite:///{tmp_path}/days.db"
         feeds_file = write_feeds(tmp_path / "feeds.yaml", {"broken": server.base + "/feed.xml"})
         cycle(database_url, feeds_file)
-        engine = create_engine(database_url)
-        with engine.begin() as db:  # pretend the first failure was eight days ago
+        with connected(database_url, write=True) as db:  # pretend the first failure was eight days ago
             db.execute(
                 text("UPDATE feeds SET failing_since = :t"),
                 {"t": (datetime.now(UTC) - timedelta(days=8)).replace(tzinfo=None)},
             )
-        engine.dispose()
         cycle(database_url, feeds_file)
     feed = query(database_url, "SELECT enabled, disabled_reason, consecutive_failures FROM feeds")[0]
     assert not feed["enabled"] and feed["consecutive_failures"] == 2
@@ -110,9 +108,7 @@ def test_run_once_runs_the_merge_pass_when_its_schedule_has_fired(tmp_path: Path
         cycle(database_url, feeds_file, **yearly)
         assert merged_at() == first  # the schedule has not fired since: no pass
         long_ago = first - timedelta(days=400)
-        engine = create_engine(database_url)
-        with engine.begin() as db:
+        with connected(database_url, write=True) as db:
             db.execute(text("UPDATE meta SET value = :v WHERE key = 'merged_at'"), {"v": long_ago.isoformat()})
-        engine.dispose()
         cycle(database_url, feeds_file, **yearly)
     assert (merged_at() or long_ago) > first  # a new year began since that pass: it ran again

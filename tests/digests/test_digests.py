@@ -29,7 +29,7 @@ from monitor.pipeline.placement import Ingestor
 from monitor.search import index_terms, parse_query
 from monitor.storage import Article, Storage
 from monitor.storage import Story as StoryRow
-from tests.support import digest_corpus, free_port, loopback_env, minute_soon, running_daemon, wait_until
+from tests.support import connected, digest_corpus, free_port, loopback_env, minute_soon, running_daemon, wait_until
 
 END = datetime(2024, 11, 7, 6, 0, tzinfo=UTC)  # 07:00 in Paris
 
@@ -100,8 +100,7 @@ def test_digest_is_sent_well_formed_ranked_and_collapsed(tmp_path: Path, databas
     assert msg["Message-ID"].endswith("@monitor.example.fr>") and msg["Date"]
     plain, html = _parts(msg)
 
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         articles = db.execute(text("SELECT id, url, source, story_id, duplicate_of_id FROM articles")).mappings().all()
         ranked = (
             db.execute(
@@ -114,7 +113,6 @@ def test_digest_is_sent_well_formed_ranked_and_collapsed(tmp_path: Path, databas
             .mappings()
             .all()
         )
-    engine.dispose()
     assert [r["outlet_count"] for r in ranked] == [5, 2]
     shown = unescape(html)
     assert shown.index(ranked[0]["title"][:40]) < shown.index(ranked[1]["title"][:40])  # most outlets first
@@ -169,10 +167,8 @@ def test_no_double_send_across_restart_and_workers(tmp_path: Path, database_url:
     assert restarted.run("matin", END) == "sent"
     restarted.retry_due()
     assert len(inbox.messages) == 1
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         runs = db.execute(text("SELECT state, attempts, message_id FROM digest_runs")).mappings().all()
-    engine.dispose()
     assert len(runs) == 1 and runs[0]["state"] == "sent" and runs[0]["attempts"] == 1
     assert runs[0]["message_id"] == str(inbox.messages[0]["Message-ID"]).strip()
 
@@ -577,15 +573,13 @@ def test_a_sent_digest_records_the_stories_it_carried(tmp_path: Path, database_u
     silent = Settings(**{**settings.model_dump(), "smtp_port": free_port()})  # nobody listens: not sent
     assert Digester(silent, storage, [config]).run("matin", END - timedelta(days=1)) == "pending"
     assert Digester(settings, storage, [config]).run("matin", END) == "sent"
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         rows = db.execute(
             text(
                 "SELECT r.period_end, s.story_id, s.rank, st.outlet_count FROM digest_run_stories s "
                 "JOIN digest_runs r ON r.id = s.run_id JOIN stories st ON st.id = s.story_id ORDER BY s.rank"
             )
         ).all()
-    engine.dispose()
     assert [(rank, outlets) for _end, _story, rank, outlets in rows] == [(1, 5), (2, 2)]  # the e-mail's order
     desk = Desk(database_url)
     detail = desk.story(rows[0][1])

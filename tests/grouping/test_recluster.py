@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from benchmarks.corpus import RPM2
-from tests.support import run_cli
+from tests.support import connected, run_cli
 
 
 def _grouping(database_url: str) -> tuple[set[frozenset[str]], int, int]:
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         rows = db.execute(text("SELECT url, story_id FROM articles")).all()
         stories = db.execute(text("SELECT COUNT(*) FROM stories WHERE article_count > 0")).scalar_one()
         # a story emptied by the merge pass stays only as the record of where its articles went
@@ -23,7 +22,6 @@ def _grouping(database_url: str) -> tuple[set[frozenset[str]], int, int]:
         ).scalar_one()
         assert unexplained == 0
         documents = db.execute(text("SELECT value FROM meta WHERE key = 'document_count'")).scalar_one()
-    engine.dispose()
     groups: dict[int, set[str]] = {}
     for url, story in rows:
         groups.setdefault(story, set()).add(url)
@@ -70,8 +68,7 @@ def test_recluster_keeps_near_copies_and_explanations(tmp_path: Path) -> None:
     env = {"MONITOR_DATABASE_URL": database_url}
     assert run_cli("import", str(archive), env=env).returncode == 0
     assert run_cli("recluster", env=env).returncode == 0
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         placed = db.execute(
             text(
                 "SELECT a.placement_method, o.url AS original FROM articles a "
@@ -80,6 +77,5 @@ def test_recluster_keeps_near_copies_and_explanations(tmp_path: Path) -> None:
             {"u": "https://reprise.example.fr/x"},
         ).one()
         methods = {r[0] for r in db.execute(text("SELECT placement_method FROM articles"))}
-    engine.dispose()
     assert placed.placement_method == "near_copy" and placed.original == rows[0]["url"]
     assert methods <= {"near_copy", "story_match", "new_story", "moved"} and "new_story" in methods

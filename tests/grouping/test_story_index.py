@@ -26,15 +26,14 @@ from monitor.pipeline.importing import import_file
 from monitor.pipeline.placement import Ingestor, _moved
 from monitor.pipeline.prepare import Incoming
 from monitor.storage import Storage
-from tests.support import labelled_incoming, made_once, place_online, run_cli
+from tests.support import connected, labelled_incoming, made_once, place_online, run_cli
 
 Placements = list[tuple[str, str, str, str | None, float | None]]  # url, story, method, matched, score
 
 
 def _placements(database_url: str) -> Placements:
     """Each article's story (named by its earliest article's URL), method, matched article and score."""
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         rows = db.execute(
             text(
                 "SELECT a.url, (SELECT MIN(b.url) FROM articles b WHERE b.story_id = a.story_id), "
@@ -42,7 +41,6 @@ def _placements(database_url: str) -> Placements:
                 "a.placement_score FROM articles a ORDER BY a.url"
             )
         ).all()
-    engine.dispose()
     return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
@@ -88,8 +86,7 @@ def test_story_terms_index_follows_each_story(tmp_path: Path, database_url: str)
     storage.ensure_schema(upgrade=True)
     import_file(_archive(tmp_path, 60), Ingestor(storage))
     params = StoryParams()
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         stories = db.execute(text("SELECT id, centroid, first_published_at FROM stories WHERE article_count > 0")).all()
         merged = set(db.execute(text("SELECT id FROM stories WHERE merged_into_id IS NOT NULL")).scalars())
         index = db.execute(text("SELECT story_id, term, week, weight FROM story_terms")).all()
@@ -101,7 +98,6 @@ def test_story_terms_index_follows_each_story(tmp_path: Path, database_url: str)
             ).all()
         )
         summed = dict(db.execute(text("SELECT id, original_count FROM stories WHERE article_count > 0")).all())
-    engine.dispose()
     assert listed == counts  # summaries kept incrementally agree with the articles
     assert summed == originals and sum(counts.values()) == sum(originals.values()) + 1  # the one reprint
     by_story: dict[int, dict[str, float]] = {}
@@ -149,8 +145,7 @@ def test_live_regrouping_joins_pieces_and_records_why(tmp_path: Path, database_u
     yearly = schedule_fired("0 0 1 1 *")
     assert ingestor.merge_young_stories(yearly) == []
     assert ingestor.merge_young_stories(yearly) is None  # done for this period
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         records = db.execute(
             text("SELECT id, merged_into_id, merge_score FROM stories WHERE merged_into_id IS NOT NULL")
         ).all()
@@ -171,7 +166,6 @@ def test_live_regrouping_joins_pieces_and_records_why(tmp_path: Path, database_u
             )
         ).scalar_one()
         indexed = {row[0] for row in db.execute(text("SELECT DISTINCT story_id FROM story_terms"))}
-    engine.dispose()
     assert records, "rpm2-dev placed online starts pieces of one event apart, joined since"
     merged_events = {(e.story_id, e.other_story_id) for e in events if e.kind == "merged"}
     assert {(r.id, r.merged_into_id) for r in records} <= merged_events
@@ -272,11 +266,9 @@ def test_junk_tokens_do_not_break_placement(database_url: str) -> None:
         )
     )
     assert outcome.created and outcome.method == "new_story"
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         longest = db.execute(text("SELECT MAX(LENGTH(term)) FROM term_stats")).scalar_one()
         indexed = db.execute(text("SELECT MAX(LENGTH(term)) FROM story_terms")).scalar_one()
-    engine.dispose()
     assert longest <= MAX_TERM_CHARS and indexed <= MAX_TERM_CHARS  # junk is not vocabulary
 
 
@@ -326,10 +318,8 @@ def test_a_url_met_twice_is_one_article_within_a_batch_and_across_batches(databa
         False,
     )
     assert new.created and new.article_id not in {a.article_id, b.article_id}
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         stored = db.execute(text("SELECT id, url, story_id FROM articles ORDER BY id")).all()
-    engine.dispose()
     storage.engine.dispose()
     assert [tuple(row) for row in stored] == [
         (a.article_id, rows[0]["url"], a.story_id),

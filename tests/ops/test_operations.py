@@ -26,6 +26,7 @@ from monitor.pipeline.placement import Ingestor
 from monitor.storage import Storage
 from tests.support import (
     DAEMON_START_UP_S,
+    connected,
     loopback_env,
     minute_soon,
     place_in_batches,
@@ -180,10 +181,8 @@ def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) 
     ingestor = Ingestor(storage, replace(StoryParams(), merge_threshold=1.0, refine_rounds=0))
     place_in_batches(ingestor, RPM2)
     storage.engine.dispose()
-    engine = create_engine(postgres_url)
-    with engine.connect() as db:
+    with connected(postgres_url) as db:
         before = db.execute(text("SELECT COUNT(*) FROM stories WHERE merged_into_id IS NOT NULL")).scalar_one()
-    engine.dispose()
     feeds_file = tmp_path / "feeds.yaml"
     feeds_file.write_text("feeds: []\n", encoding="utf-8")
     ports = [free_port(), free_port()]
@@ -211,10 +210,8 @@ def test_two_daemons_run_the_merge_pass_once(tmp_path: Path, postgres_url: str) 
         assert wait_until(lambda: sum(totals("monitor_stories_merged")) > 0, timeout_s=100), first.stderr
         time.sleep(2)
         counted, passes = totals("monitor_stories_merged"), totals("monitor_regrouping_passes")
-    engine = create_engine(postgres_url)
-    with engine.connect() as db:
+    with connected(postgres_url) as db:
         records = db.execute(text("SELECT COUNT(*) FROM stories WHERE merged_into_id IS NOT NULL")).scalar_one()
-    engine.dispose()
     assert sorted(passes) == [0.0, 1.0]  # one daemon ran the pass, the other found it done
     assert sorted(counted)[0] == 0.0
     assert sum(counted) == records - before > 0  # before: stories regrouping emptied while placing

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.corpus import LoopbackServer, article_page, rss, seeds
-from tests.support import loopback_env, run_cli, running_daemon, wait_until
+from tests.support import connected, loopback_env, run_cli, running_daemon, wait_until
 
 
 @pytest.mark.parametrize("extract_processes", ["0", "1"])  # extraction in a thread, or in a process
@@ -108,11 +108,9 @@ def test_unfetchable_and_empty_pages_are_recorded_with_the_reason(tmp_path: Path
         env = loopback_env(database_url, feeds_file, host_min_interval="0", extract_processes=extract_processes)
         result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         rows = {r.title: r for r in db.execute(text("SELECT title, state, attempts, last_error FROM feed_items"))}
         assert db.execute(text("SELECT COUNT(*) FROM articles")).scalar_one() == 0
-    engine.dispose()
     assert rows["Page disparue"].state == "failed" and "HTTP 404" in rows["Page disparue"].last_error
     assert rows["Page vide"].state == "failed" and "no article" in rows["Page vide"].last_error
     # a server error is transient: the item stays pending, to be retried with backoff

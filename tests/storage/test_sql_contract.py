@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from tests.support import run_cli, write_seeds
+from tests.support import connected, run_cli, write_seeds
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -23,10 +23,8 @@ def test_readme_queries_run(tmp_path: Path, database_url: str) -> None:
     assert run_cli("import", str(archive), env={"MONITOR_DATABASE_URL": database_url}).returncode == 0
     queries = _readme_queries()
     assert len(queries) == 8
-    engine = create_engine(database_url)
-    with engine.connect() as db:
+    with connected(database_url) as db:
         results = [db.execute(text(q)).mappings().all() for q in queries]
-    engine.dispose()
     latest, coverage, why, merged, history = results[:5]
     assert {row["article_count"] for row in latest} == {4, 1}
     assert len(coverage) == 4 and len({row["source"] for row in coverage}) == 4

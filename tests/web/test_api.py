@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from monitor.config import Settings
 from monitor.desk.read import Desk
-from tests.support import free_port, loopback_env, run_cli, run_process, seed_database, serving, wait_until
+from tests.support import connected, free_port, loopback_env, run_cli, run_process, seed_database, serving, wait_until
 
 
 def test_stories_search_and_story(seeded_desk: tuple[str, dict[str, str], dict[str, int]]) -> None:
@@ -183,13 +183,11 @@ def test_feeds_show_pending_and_failed_items(seed_sites, database_url: str) -> N
     result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
     assert "0 items failed, 0 left pending" in result.stdout
-    engine = create_engine(database_url)
-    with engine.begin() as db:
+    with connected(database_url, write=True) as db:
         db.execute(
             text("UPDATE feed_items SET state = 'failed', attempts = 5, last_error = 'http: 503' WHERE id = :id"),
             {"id": db.execute(text("SELECT min(id) FROM feed_items")).scalar()},
         )
-    engine.dispose()
     with serving(env) as base:
         feeds = httpx.get(f"{base}/api/feeds").json()
         assert len(feeds) == 6 and all(f["last_success_at"] and f["state"] == "ok" for f in feeds)
