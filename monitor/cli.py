@@ -185,21 +185,20 @@ def _desk(settings: Settings) -> Desk:
     return desk
 
 
-def _moment(option: str, value: str | None, settings: Settings, *, end_of_day: bool = False) -> datetime | None:
+def _period(since: str | None, until: str | None, settings: Settings) -> tuple[datetime | None, datetime | None]:
+    """--since and --until as times, both read against one clock; a period that ends before it starts is
+    refused, as the desk refuses it, rather than shown as "0 stories match"."""
     from monitor.desk.params import parse_moment
 
-    if value is None:
-        return None
-    try:
-        return parse_moment(value, datetime.now(UTC), settings.timezone, end_of_day=end_of_day)
-    except ValueError as e:
-        raise ConfigError(f"{option}: {e}") from e
+    now = datetime.now(UTC)
 
+    def moment(option: str, value: str | None, end_of_day: bool) -> datetime | None:
+        try:
+            return None if value is None else parse_moment(value, now, settings.timezone, end_of_day=end_of_day)
+        except ValueError as e:
+            raise ConfigError(f"{option}: {e}") from e
 
-def _period(since: str | None, until: str | None, settings: Settings) -> tuple[datetime | None, datetime | None]:
-    """--since and --until as times; a period that ends before it starts is refused, as the desk refuses it,
-    rather than shown as "0 stories match"."""
-    start, end = _moment("--since", since, settings), _moment("--until", until, settings, end_of_day=True)
+    start, end = moment("--since", since, False), moment("--until", until, True)
     if start is not None and end is not None and end <= start:
         raise ConfigError(f"--until: {until!r} is not after --since {since!r}")
     return start, end

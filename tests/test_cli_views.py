@@ -60,6 +60,7 @@ def test_stories_story_and_search(seeded_database: tuple[dict[str, str], dict[st
         (["stories", "--until", "9999-12-31"], "--until: '9999-12-31' is out of range"),
         (["search", "Meta", "--since", "99999999999d"], "--since: '99999999999d' is out of range"),
         (["stories", "--since", "1d", "--until", "2d"], "--until: '2d' is not after --since '1d'"),
+        (["stories", "--since", "1d", "--until", "1d"], "--until: '1d' is not after --since '1d'"),  # one clock
         (["search", "Meta", "--since", "2024-11-10", "--until", "2024-11-01"], "--until: '2024-11-01' is not after"),
         (["story", "99999999999999999999"], "STORY_ID: 99999999999999999999 is not between 1 and 2147483647"),
         (["stories", "--limit", "99999999999999999999"], "--limit: 99999999999999999999 is not between"),

@@ -23,7 +23,7 @@ def duration(seconds: float, *, french: bool = True) -> str:
         return f"{int(seconds // 60)} min"
     if seconds < 48 * 3600:
         return f"{int(seconds // 3600)} h"
-    if days < 60:
+    if days < 2 * DAYS_A_YEAR / 12:  # months from two on: "1 mois" would say half of it
         return f"{int(days)} {'j' if french else 'd'}"
     if days < 2 * DAYS_A_YEAR:
         months = int(days // (DAYS_A_YEAR / 12))

@@ -427,7 +427,14 @@ def test_times_are_shown_on_the_local_clock(seeded_desk: tuple[str, dict[str, st
 
 @pytest.mark.parametrize(
     ("days", "french", "english"),
-    [(0.5, "12 h", "12 h"), (45, "45 j", "45 d"), (400, "13 mois", "13 months"), (6632, "18 ans", "18 years")],
+    [
+        (0.5, "12 h", "12 h"),
+        (45, "45 j", "45 d"),
+        (60, "60 j", "60 d"),
+        (61, "2 mois", "2 months"),
+        (400, "13 mois", "13 months"),
+        (6632, "18 ans", "18 years"),
+    ],
 )
 def test_a_time_long_past_is_told_in_months_or_years(days: float, french: str, english: str) -> None:
     """A story of 2008 is « il y a 18 ans », not « il y a 6632 j »."""
