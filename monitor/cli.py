@@ -113,8 +113,7 @@ def run(
         pending = desk.pending_items()
     console.print(
         f"{plural(report.feeds_ok, 'feed')} fetched, {report.feeds_failed} failed; "
-        f"{plural(report.items_new, 'new item')}, {plural(report.articles_added, 'article')} added "
-        f"({placed(report)}), "
+        f"{plural(report.items_new, 'new item')}, {placed(report)}, "
         f"{plural(report.items_failed, 'item')} failed, {pending} left pending; "
         f"{plural(report.stories_merged, 'story', 'stories')} merged"
     )

@@ -14,17 +14,19 @@ class CycleReport:
     feeds_failed: int = 0
     items_new: int = 0
     articles_added: int = 0
-    stories_started: int = 0  # of the articles added, those that began a story of their own...
-    near_copies: int = 0  # ...and those placed as a copy of an earlier article
+    added_ids: list[int] = field(default_factory=list)  # the articles added, to count their stories at the end
+    stories: int = 0  # the stories they are in once the cycle is over (``count_stories``)
+    near_copies: int = 0  # of the articles added, those placed as a copy of an earlier article
     items_failed: int = 0
     stories_merged: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 def placed(report: CycleReport) -> str:
-    """How the added articles were placed, "2 new stories, 1 near-copy": the rest joined a story."""
-    stories = f"{report.stories_started} new {'story' if report.stories_started == 1 else 'stories'}"
-    return f"{stories}, {report.near_copies} near-cop{'y' if report.near_copies == 1 else 'ies'}"
+    """Where the added articles went: "3 articles added in 2 stories (1 near-copy)"."""
+    articles = f"{report.articles_added} article{'' if report.articles_added == 1 else 's'} added"
+    stories = f"{report.stories} stor{'y' if report.stories == 1 else 'ies'}"
+    return f"{articles} in {stories} ({report.near_copies} near-cop{'y' if report.near_copies == 1 else 'ies'})"
 
 
 def describe(error: BaseException) -> str:

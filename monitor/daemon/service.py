@@ -124,7 +124,16 @@ async def run_once(settings: Settings) -> CycleReport:
         # From cron, --once is the whole service: the safety-net pass runs when the daemons' would have.
         merges = await asyncio.to_thread(ingestor.merge_young_stories, schedule_fired(settings.merge_schedule))
         report.stories_merged = len(merges or [])
+        await asyncio.to_thread(count_stories, storage, report)
         return report
+
+
+def count_stories(storage: Storage, report: CycleReport) -> None:
+    """The stories the cycle's articles are in once it is over: regrouping may have joined the ones they
+    began, so the count of placements that began a story would overstate them."""
+    if report.added_ids:
+        with storage.repository() as repo:
+            report.stories = len(repo.stories_holding(report.added_ids))
 
 
 def _web_server(settings: Settings) -> WebServer:
@@ -195,14 +204,14 @@ async def _serve(
             running.add(task)
             try:
                 report = await task
+                await asyncio.to_thread(count_stories, storage, report)
                 busy = report.items_new or report.feeds_failed or report.items_failed
                 log.log(
                     logging.INFO if busy else logging.DEBUG,
-                    "cycle: %d feeds ok, %d failed, %d new items, %d articles added (%s)",
+                    "cycle: %d feeds ok, %d failed, %d new items, %s",
                     report.feeds_ok,
                     report.feeds_failed,
                     report.items_new,
-                    report.articles_added,
                     placed(report),
                 )
             except Exception as e:  # the database gone, say: logged in one line, the next tick tries again

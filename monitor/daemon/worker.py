@@ -213,7 +213,7 @@ class Worker:
             if outcome.created:
                 ARTICLES.labels(method=outcome.method).inc()
                 report.articles_added += 1
-                report.stories_started += outcome.method == "new_story"
+                report.added_ids.append(outcome.article_id)
                 report.near_copies += outcome.method == "near_copy"
 
     def _settle_known(self, by_url: dict[str | None, list[PendingItem]]) -> None:

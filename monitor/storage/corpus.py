@@ -56,6 +56,13 @@ class Corpus(Unit):
             found.update(self.session.execute(select(Article.url, Article.id).where(Article.url.in_(chunk))).all())
         return found
 
+    def stories_holding(self, article_ids: Iterable[int]) -> set[int]:
+        """The stories these articles are in now (after any regrouping)."""
+        found: set[int] = set()
+        for chunk in _chunks(sorted(set(article_ids))):
+            found.update(self.session.scalars(select(Article.story_id).where(Article.id.in_(chunk)).distinct()))
+        return found
+
     def signature_of(self, article_id: int) -> tuple[int, bytes, int]:
         """(id, MinHash, shingle count) of a stored article."""
         row = self.session.execute(

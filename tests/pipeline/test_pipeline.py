@@ -21,7 +21,7 @@ def test_run_once_groups_the_seeds(seed_sites, database_url: str, extract_proces
     env = loopback_env(database_url, feeds_file, host_min_interval="0", extract_processes=extract_processes)
     result = run_cli("run", "--once", env=env)
     assert result.returncode == 0, result.stderr
-    assert "6 feeds fetched, 0 failed; 7 new items, 5 articles added (2 new stories, 0 near-copies)" in result.stdout
+    assert "6 feeds fetched, 0 failed; 7 new items, 5 articles added in 2 stories (0 near-copies)" in result.stdout
 
     engine = create_engine(database_url)
     with engine.connect() as db:
@@ -87,7 +87,7 @@ def test_the_cycle_says_how_its_articles_were_placed(tmp_path: Path) -> None:
         feeds_file.write_text(f'feeds:\n  - {{name: Agence, url: "{server.base}/feed.xml"}}\n', encoding="utf-8")
         env = loopback_env(f"sqlite:///{tmp_path}/m.db", feeds_file, host_min_interval="0")
         result = run_cli("run", "--once", env=env)
-    assert "3 articles added (2 new stories, 1 near-copy)" in result.stdout, result
+    assert "3 articles added in 2 stories (1 near-copy)" in result.stdout, result
 
 
 @pytest.mark.parametrize("extract_processes", ["0", "1"])  # the error crosses the process boundary intact
