@@ -165,7 +165,7 @@ def import_(
                 progress=lambda n: bar.update(task, completed=n),
                 max_line_bytes=settings.import_max_line_bytes,
             )
-    for error in report.errors:
+    for error in sorted(report.errors, key=lambda e: e.line):  # a line refused on storing comes after its batch
         errors.print(f"{name}:{_one_line(error)}", highlight=False)
     if report.skipped > len(report.errors):
         errors.print(f"{name}: … and {plural(report.skipped - len(report.errors), 'more line')}", highlight=False)
