@@ -212,7 +212,6 @@ class Worker:
             FETCH_SECONDS.labels(kind="page").observe(time.monotonic() - started)
             if outcome.created:
                 ARTICLES.labels(method=outcome.method).inc()
-                report.articles_added += 1
                 report.added_ids.append(outcome.article_id)
                 report.near_copies += outcome.method == "near_copy"
 
