@@ -140,8 +140,7 @@ def live_order(path: Path, seed: int) -> Scores:
                 gold[url] = record["story"]
     rng = random.Random(seed)
     rng.shuffle(lines)
-    with tempfile.TemporaryDirectory() as tmp:
-        storage = Storage(f"sqlite:///{tmp}/orders.db")
+    with tempfile.TemporaryDirectory() as tmp, Storage(f"sqlite:///{tmp}/orders.db") as storage:
         storage.upgrade()
         ingestor = Ingestor(storage)
         start = 0
@@ -154,7 +153,6 @@ def live_order(path: Path, seed: int) -> Scores:
         ingestor.settle()  # the burst is in
         with storage.repository() as repo:
             predicted = dict(repo.session.execute(select(Article.url, Article.story_id)).all())
-        storage.engine.dispose()
     return score(predicted, {url: label for url, label in gold.items() if url in predicted})
 
 
